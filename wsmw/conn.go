@@ -1,0 +1,156 @@
+package wsmw
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Default limits and timeouts; each can be changed per connection.
+const (
+	// DefaultMaxFrameSize bounds one frame's payload (16 MiB). Larger frames fail with 1009.
+	DefaultMaxFrameSize = 16 << 20
+	// DefaultMaxMessageSize bounds one message's payload across its fragments (32 MiB); 1009 beyond.
+	DefaultMaxMessageSize = 32 << 20
+	// DefaultCloseTimeout bounds the wait for the peer's close frame in the close handshake.
+	DefaultCloseTimeout = 5 * time.Second
+)
+
+// Conn is one WebSocket connection, in the server or client role.
+//
+// One goroutine may read (NextFrame/ReadPayload or the message helpers) while
+// any number of goroutines write: every frame is written whole under a lock, so
+// control frames can go between the fragments of a message but never inside a frame.
+type Conn struct {
+	nc     net.Conn
+	rc     syscall.RawConn // set when reads can wait for readiness without holding a buffer
+	client bool
+
+	subprotocol string
+	extensions  string
+	rsvAllowed  byte // RSV bits a negotiated extension may set
+
+	maxFrame     int64
+	maxMessage   int64
+	closeTimeout time.Duration
+
+	rd reader
+
+	// Write side.
+	wmu      sync.Mutex // held while one frame is written
+	msgMu    sync.Mutex // held for a whole message by NextWriter and WriteMessage
+	whdr     [MaxHeaderSize]byte
+	wbufs    [2][]byte
+	wv       net.Buffers
+	wsent    bool  // a close frame was written
+	writeErr error // sticky: a failed write leaves the stream unusable
+	mw       messageWriter
+
+	pingHandler func([]byte) error
+	pongHandler func([]byte) error
+
+	// Close state.
+	closeRecv   atomic.Pointer[CloseError] // the peer's close, once received
+	peerDone    chan struct{}              // closed when the reader sees a close frame or a read error
+	peerOnce    sync.Once
+	closed      atomic.Bool
+	closeNCOnce sync.Once
+}
+
+// connConfig is what both roles configure on a new Conn.
+type connConfig struct {
+	maxFrame, maxMessage int64
+	closeTimeout         time.Duration
+	subprotocol          string
+	extensions           string
+	rsvAllowed           byte
+}
+
+func orDefault[T int64 | time.Duration](v, d T) T {
+	if v > 0 {
+		return v
+	}
+	return d
+}
+
+// newConn wraps an established, handshaken connection. buffered holds bytes
+// already read past the handshake; they are the start of the frame stream.
+func newConn(nc net.Conn, buffered []byte, client bool, cfg connConfig) *Conn {
+	c := &Conn{
+		nc:           nc,
+		client:       client,
+		subprotocol:  cfg.subprotocol,
+		extensions:   cfg.extensions,
+		rsvAllowed:   cfg.rsvAllowed,
+		maxFrame:     orDefault(cfg.maxFrame, DefaultMaxFrameSize),
+		maxMessage:   orDefault(cfg.maxMessage, DefaultMaxMessageSize),
+		closeTimeout: orDefault(cfg.closeTimeout, DefaultCloseTimeout),
+		peerDone:     make(chan struct{}),
+	}
+	c.rd.init(c, buffered)
+	c.mw.c = c
+	return c
+}
+
+// Subprotocol returns the negotiated subprotocol, or "" if none.
+func (c *Conn) Subprotocol() string { return c.subprotocol }
+
+// Extensions returns the negotiated Sec-WebSocket-Extensions value, or "" if none.
+func (c *Conn) Extensions() string { return c.extensions }
+
+// IsClient reports whether c is the client end (it masks what it sends).
+func (c *Conn) IsClient() bool { return c.client }
+
+// NetConn returns the underlying connection. Reading or writing it directly corrupts the stream.
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// LocalAddr returns the local network address.
+func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// RemoteAddr returns the peer's network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// SetReadDeadline sets the deadline for reads. A read that times out breaks the connection.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the deadline for writes. A write that times out breaks the connection.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+
+// SetLimits changes the maximum frame and message sizes accepted from the peer (0 keeps the current value).
+func (c *Conn) SetLimits(maxFrame, maxMessage int64) {
+	c.maxFrame = orDefault(maxFrame, c.maxFrame)
+	c.maxMessage = orDefault(maxMessage, c.maxMessage)
+}
+
+// SetCloseTimeout changes how long Close waits for the peer's close frame.
+func (c *Conn) SetCloseTimeout(d time.Duration) { c.closeTimeout = orDefault(d, c.closeTimeout) }
+
+// SetPingHandler sets the function called for each received ping, from the reading
+// goroutine. The default (and nil) answers with a pong carrying the same payload.
+// A proxy that forwards pings installs a handler that does nothing.
+func (c *Conn) SetPingHandler(h func(payload []byte) error) { c.pingHandler = h }
+
+// SetPongHandler sets the function called for each received pong; the default ignores pongs.
+func (c *Conn) SetPongHandler(h func(payload []byte) error) { c.pongHandler = h }
+
+// CloseReceived returns the close frame the peer sent, or nil if none arrived yet.
+func (c *Conn) CloseReceived() *CloseError { return c.closeRecv.Load() }
+
+// signalPeerDone records that no more frames will come from the peer.
+func (c *Conn) signalPeerDone() {
+	c.peerOnce.Do(func() { close(c.peerDone) })
+}
+
+// CloseNow closes the network connection without a close handshake. It is safe to
+// call more than once and from any goroutine; later calls return nil.
+func (c *Conn) CloseNow() error {
+	var err error
+	c.closeNCOnce.Do(func() {
+		c.closed.Store(true)
+		err = c.nc.Close()
+		c.signalPeerDone()
+	})
+	return err
+}

@@ -1,0 +1,60 @@
+// Package wsmw is an RFC 6455 WebSocket implementation for net/http: the server
+// handshake (Upgrade, Middleware), the client handshake (Dial), frames, masking,
+// close codes, UTF-8 validation and limits. It knows nothing of proxying; the
+// proxy package builds on its frame-level API.
+//
+// # Two levels
+//
+// The frame level is what a proxy uses: NextFrame returns each frame's Header
+// after applying every receive rule of RFC 6455, ReadPayload (or PayloadReader)
+// streams its payload, and WriteFrame / WriteFrameInPlace / WriteFrameFrom send
+// frames, the last one streaming a payload of any size in bounded memory.
+// Control frames are returned too; pings are answered by the ping handler
+// (by default with a pong) and a close frame is recorded but not answered, so
+// the caller decides how to complete the close handshake.
+//
+// The message level sits on top: ReadMessage / AppendMessage read a whole
+// message within the size limit, NextReader streams one across its fragments,
+// WriteMessage and NextWriter send one. At this level a received close is
+// answered with the same code and the connection closed; the peer's
+// *CloseError is returned.
+//
+// # Concurrency
+//
+// One goroutine reads; any number write. Each frame is written whole under a
+// lock, so control frames (pongs, pings, the close) may go between the
+// fragments of a message but never inside a frame. Messages from NextWriter
+// hold a message lock until their final frame, so WriteMessage calls wait.
+// Close may be called from any goroutine: if a read is in progress, the reader
+// receives the peer's close; otherwise Close reads until it arrives, bounded by
+// the close timeout.
+//
+// # Rules and close codes
+//
+// A frame that breaks the protocol fails the connection (RFC 6455 §7.1.7): a
+// close frame with the code is sent, the peer's close awaited briefly, and the
+// read returns a *FailError. Masking (client frames masked, server frames not),
+// RSV bits without a negotiated extension, unknown opcodes, fragmented or
+// oversized (>125 bytes) control frames, continuation frames out of place and
+// invalid close payloads fail with 1002; invalid UTF-8 in a text message fails
+// with 1007 at the first byte that cannot be completed, across fragments;
+// frames over MaxFrameSize or messages over MaxMessageSize fail with 1009 as
+// soon as their header is read. Codes 1005, 1006 and 1015 are never written.
+//
+// # Buffers and memory
+//
+// A connection holds no read buffer while idle: on TCP and Unix sockets the
+// reader waits for readiness before taking a 4 KiB buffer from a pool, and
+// gives it back as soon as it is drained. Writes need no buffer in the server
+// role (header and payload go out in one vectored write); a client masks
+// through a pooled 16 KiB buffer unless the caller hands over the payload
+// (WriteFrameInPlace). Steady-state frame reads and writes do not allocate.
+//
+// # Origin policy
+//
+// A request without Origin (a non-browser client) is accepted. A browser's
+// Origin is accepted when its host equals the request's Host, or when it
+// matches one of ServerConfig.Origins: patterns with "://" match the whole
+// origin ("https://*.example.com"), others its host[:port] ("*.example.com",
+// "localhost:*"), and "*" alone allows every origin. Anything else is 403.
+package wsmw

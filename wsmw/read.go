@@ -1,0 +1,427 @@
+package wsmw
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// readBufSize is the size of the pooled read buffer. A connection holds one only
+// while bytes are in flight; it goes back to the pool before a blocking header read.
+const readBufSize = 4096
+
+var readBufPool = sync.Pool{New: func() any { return new([readBufSize]byte) }}
+
+// reader is the receiving half of a Conn: frame parsing, the rules of RFC 6455
+// §5 applied to every received frame, and the state of the message in progress.
+type reader struct {
+	c  *Conn
+	mu sync.Mutex // held during each read call; Close uses TryLock to learn whether it may read
+
+	bp   *[readBufSize]byte // pooled buffer, nil while idle
+	r, w int                // unread bytes are bp[r:w]
+
+	rawFn  func(fd uintptr) bool // readiness read for syscall.RawConn (see read_unix.go)
+	rawErr error
+
+	hdr       Header // current frame
+	remaining int64  // payload bytes of hdr not read yet
+	maskPos   int
+	ctrl      [maxControlPayload]byte
+	ctrlN     int
+	ctrlPos   int
+
+	inMessage     bool // a fragmented data message is in progress
+	msgOp         OpCode
+	msgCompressed bool // the message's first frame had RSV1: payload is not validated as text here
+	msgLen        int64
+	utf8          utf8Validator
+
+	err error // sticky: once set, every read returns it
+	mr  messageReader
+}
+
+func (r *reader) init(c *Conn, buffered []byte) {
+	r.c = c
+	r.mr.c = c
+	c.rc = rawConnOf(c.nc)
+	if c.rc != nil {
+		r.rawFn = r.rawRead
+	}
+	if len(buffered) > 0 {
+		if len(buffered) <= readBufSize {
+			r.acquire()
+			r.w = copy(r.bp[:], buffered)
+		} else {
+			// More than one buffer's worth arrived with the handshake: keep it as is.
+			r.bp = new([readBufSize]byte)
+			r.w = copy(r.bp[:], buffered)
+			c.nc = &prefixConn{Conn: c.nc, prefix: buffered[r.w:]}
+			c.rc, r.rawFn = nil, nil
+		}
+	}
+}
+
+func (r *reader) acquire() {
+	r.bp = readBufPool.Get().(*[readBufSize]byte)
+	r.r, r.w = 0, 0
+}
+
+// release returns the buffer to the pool when it holds no unread bytes.
+func (r *reader) release() {
+	if r.bp != nil && r.r == r.w {
+		readBufPool.Put(r.bp)
+		r.bp = nil
+		r.r, r.w = 0, 0
+	}
+}
+
+func (r *reader) buffered() int { return r.w - r.r }
+
+// fill makes at least need (≤ readBufSize) bytes available in the buffer.
+func (r *reader) fill(need int) error {
+	for r.buffered() < need {
+		r.release() // nothing buffered: do not hold a buffer while blocked
+		if r.bp == nil {
+			if r.rawFn != nil {
+				if err := r.rawFill(); err != nil {
+					return err
+				}
+				continue
+			}
+			r.acquire()
+		} else if r.r > 0 {
+			r.w = copy(r.bp[:], r.bp[r.r:r.w])
+			r.r = 0
+		}
+		n, err := r.c.nc.Read(r.bp[r.w:])
+		r.w += n
+		if err != nil && r.buffered() < need {
+			return err
+		}
+	}
+	return nil
+}
+
+// NextFrame reads the next frame header, applies every receive rule of RFC 6455 to it
+// and returns it. The payload is then read with ReadPayload; what is left unread is
+// skipped by the next call. Control frames are returned too, after their payload is
+// read and handled (pings answered by the ping handler, a close recorded). A rule
+// violation fails the connection with the matching close code and returns a *FailError.
+func (c *Conn) NextFrame() (Header, error) {
+	c.rd.mu.Lock()
+	defer c.rd.mu.Unlock()
+	return c.rd.nextFrame()
+}
+
+// ReadPayload reads the current frame's payload, unmasked and (for uncompressed text)
+// checked as UTF-8. It returns io.EOF at the end of the frame.
+func (c *Conn) ReadPayload(p []byte) (int, error) {
+	c.rd.mu.Lock()
+	defer c.rd.mu.Unlock()
+	return c.rd.readPayload(p)
+}
+
+// PayloadReader returns an io.Reader over the current frame's payload (see ReadPayload).
+func (c *Conn) PayloadReader() io.Reader { return payloadReader{c} }
+
+type payloadReader struct{ c *Conn }
+
+func (p payloadReader) Read(b []byte) (int, error) { return p.c.ReadPayload(b) }
+
+func (r *reader) nextFrame() (Header, error) {
+	if r.err != nil {
+		return Header{}, r.err
+	}
+	if r.remaining > 0 {
+		if err := r.skipPayload(); err != nil {
+			return Header{}, err
+		}
+	}
+	r.hdr = Header{}
+	r.ctrlN, r.ctrlPos = 0, 0
+
+	if err := r.fill(2); err != nil {
+		return Header{}, r.ioErr(err)
+	}
+	n := headerSize(r.bp[r.r], r.bp[r.r+1])
+	if err := r.fill(n); err != nil {
+		return Header{}, r.ioErr(err)
+	}
+	h, err := parseHeader(r.bp[r.r : r.r+n])
+	r.r += n
+	if err != nil {
+		return h, r.fail(StatusProtocolError, err)
+	}
+	if code, err := r.check(&h); err != nil {
+		return h, r.fail(code, err)
+	}
+	r.hdr = h
+	r.remaining = h.Length
+	r.maskPos = 0
+
+	if h.OpCode.IsControl() {
+		return h, r.readControl()
+	}
+	if h.OpCode != OpContinuation {
+		r.msgOp = h.OpCode
+		r.msgCompressed = h.Rsv&RSV1 != 0
+		r.msgLen = 0
+		r.utf8.reset()
+	}
+	r.msgLen += h.Length
+	r.inMessage = !h.Fin
+	if h.Length == 0 {
+		return h, r.endFrame()
+	}
+	return h, nil
+}
+
+// check applies the receive rules of RFC 6455 §5 to a parsed header.
+func (r *reader) check(h *Header) (StatusCode, error) {
+	c := r.c
+	switch {
+	case !h.OpCode.valid():
+		return StatusProtocolError, &protoErr{"unknown opcode " + h.OpCode.String()}
+	case h.Masked == c.client && c.client:
+		return StatusProtocolError, &protoErr{"masked frame from server"}
+	case h.Masked == c.client:
+		return StatusProtocolError, &protoErr{"unmasked frame from client"}
+	case h.Rsv&^c.rsvAllowed != 0:
+		return StatusProtocolError, &protoErr{"reserved bits set without a negotiated extension"}
+	}
+	if h.OpCode.IsControl() {
+		switch {
+		case !h.Fin:
+			return StatusProtocolError, &protoErr{"fragmented control frame"}
+		case h.Length > maxControlPayload:
+			return StatusProtocolError, &protoErr{"control frame payload over 125 bytes"}
+		case h.Rsv != 0:
+			return StatusProtocolError, &protoErr{"reserved bits set on a control frame"}
+		}
+		return 0, nil
+	}
+	msgLen := h.Length
+	if h.OpCode == OpContinuation {
+		switch {
+		case !r.inMessage:
+			return StatusProtocolError, &protoErr{"continuation frame without a message in progress"}
+		case h.Rsv != 0:
+			return StatusProtocolError, &protoErr{"reserved bits set on a continuation frame"}
+		}
+		msgLen += r.msgLen
+	} else if r.inMessage {
+		return StatusProtocolError, &protoErr{"new data frame inside a fragmented message"}
+	}
+	if h.Length > c.maxFrame {
+		return StatusMessageTooBig, fmt.Errorf("%w: frame of %d bytes exceeds the limit of %d", ErrPayloadTooBig, h.Length, c.maxFrame)
+	}
+	if msgLen > c.maxMessage {
+		return StatusMessageTooBig, fmt.Errorf("%w: message of %d bytes exceeds the limit of %d", ErrPayloadTooBig, msgLen, c.maxMessage)
+	}
+	return 0, nil
+}
+
+// readControl reads a control frame's payload into r.ctrl and acts on it.
+func (r *reader) readControl() error {
+	n := int(r.hdr.Length)
+	for r.ctrlN < n {
+		if r.buffered() == 0 {
+			if err := r.fill(1); err != nil {
+				return r.ioErr(err)
+			}
+		}
+		k := copy(r.ctrl[r.ctrlN:n], r.bp[r.r:r.w])
+		r.r += k
+		r.ctrlN += k
+	}
+	r.remaining = 0
+	p := r.ctrl[:n]
+	if r.hdr.Masked {
+		Mask(r.hdr.Mask, 0, p)
+	}
+	c := r.c
+	switch r.hdr.OpCode {
+	case OpPing:
+		if c.pingHandler != nil {
+			return c.pingHandler(p)
+		}
+		if err := c.writeControl(OpPong, p); err != nil && !errors.Is(err, ErrCloseSent) {
+			return err
+		}
+	case OpPong:
+		if c.pongHandler != nil {
+			return c.pongHandler(p)
+		}
+	case OpClose:
+		code, reason, err := ParseClosePayload(p)
+		if err != nil {
+			return r.fail(StatusProtocolError, &protoErr{"invalid close frame payload"})
+		}
+		ce := &CloseError{Code: code, Reason: reason}
+		c.closeRecv.Store(ce)
+		r.err = ce
+		c.signalPeerDone()
+	}
+	return nil
+}
+
+func (r *reader) readPayload(p []byte) (int, error) {
+	if r.hdr.OpCode.IsControl() {
+		if r.ctrlPos >= r.ctrlN {
+			return 0, io.EOF
+		}
+		n := copy(p, r.ctrl[r.ctrlPos:r.ctrlN])
+		r.ctrlPos += n
+		return n, nil
+	}
+	if r.remaining == 0 {
+		return 0, io.EOF
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	if int64(len(p)) > r.remaining {
+		p = p[:r.remaining]
+	}
+	var n int
+	switch {
+	case r.buffered() > 0:
+		n = copy(p, r.bp[r.r:r.w])
+		r.r += n
+	case len(p) >= readBufSize:
+		// Large read with nothing buffered: straight into the caller's buffer.
+		r.release()
+		var err error
+		n, err = r.c.nc.Read(p)
+		if n == 0 && err != nil {
+			return 0, r.ioErr(err)
+		}
+	default:
+		if err := r.fill(1); err != nil {
+			return 0, r.ioErr(err)
+		}
+		n = copy(p, r.bp[r.r:r.w])
+		r.r += n
+	}
+	p = p[:n]
+	if r.hdr.Masked {
+		r.maskPos = Mask(r.hdr.Mask, r.maskPos, p)
+	}
+	if r.msgOp == OpText && !r.msgCompressed && !r.utf8.write(p) {
+		return 0, r.fail(StatusInvalidPayload, fmt.Errorf("%w in text message", ErrInvalidUTF8))
+	}
+	r.remaining -= int64(n)
+	if r.remaining == 0 {
+		if err := r.endFrame(); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// endFrame runs when a data frame's payload is fully read: the end of a text
+// message must also be the end of a UTF-8 sequence.
+func (r *reader) endFrame() error {
+	if r.hdr.Fin && r.msgOp == OpText && !r.msgCompressed && !r.utf8.complete() {
+		return r.fail(StatusInvalidPayload, fmt.Errorf("%w: text message ends inside a character", ErrInvalidUTF8))
+	}
+	return nil
+}
+
+// skipPayload reads and drops the rest of the current frame, still applying the UTF-8 rule.
+func (r *reader) skipPayload() error {
+	var scratch [512]byte
+	for r.remaining > 0 {
+		if _, err := r.readPayload(scratch[:]); err != nil && err != io.EOF {
+			return err
+		}
+	}
+	return nil
+}
+
+// ioErr turns a read error into the error the caller sees, and makes it sticky.
+func (r *reader) ioErr(err error) error {
+	if r.err != nil {
+		return r.err
+	}
+	midFrame := r.buffered() > 0 || r.remaining > 0
+	switch {
+	case r.c.closed.Load():
+		if ce := r.c.closeRecv.Load(); ce != nil {
+			err = ce
+		} else {
+			err = fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+	case midFrame && (err == io.EOF || err == io.ErrUnexpectedEOF):
+		err = fmt.Errorf("%w: %w", ErrIncompleteFrame, io.ErrUnexpectedEOF)
+	}
+	r.err = err
+	r.release()
+	r.c.signalPeerDone()
+	return err
+}
+
+// fail is _Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close frame
+// with code, wait briefly for the peer's close so that it is not lost to a TCP
+// reset, then close the connection.
+func (r *reader) fail(code StatusCode, cause error) error {
+	if r.err != nil {
+		return r.err
+	}
+	reason := "invalid frame"
+	var pe *protoErr
+	switch {
+	case errors.As(cause, &pe):
+		reason = pe.reason
+	case errors.Is(cause, ErrInvalidUTF8):
+		reason = "invalid utf-8 in text message"
+	case errors.Is(cause, ErrPayloadTooBig):
+		reason = "message too big"
+	}
+	fe := &FailError{Code: code, Reason: reason, Err: cause}
+	r.err = fe
+	if err := r.c.writeClose(code, reason); err == nil {
+		r.drainUntilClose()
+	}
+	r.c.CloseNow()
+	r.release()
+	return fe
+}
+
+// drainUntilClose discards incoming frames, without applying any rule, until the
+// peer's close frame arrives, the close timeout passes, or 1 MiB has been dropped.
+func (r *reader) drainUntilClose() {
+	_ = r.c.nc.SetReadDeadline(time.Now().Add(r.c.closeTimeout))
+	budget := int64(1 << 20)
+	skip := r.remaining
+	for budget > 0 {
+		for skip > 0 {
+			if err := r.fill(1); err != nil {
+				return
+			}
+			k := int64(r.buffered())
+			if k > skip {
+				k = skip
+			}
+			r.r += int(k)
+			skip -= k
+			budget -= k
+		}
+		if r.fill(2) != nil {
+			return
+		}
+		n := headerSize(r.bp[r.r], r.bp[r.r+1])
+		if r.fill(n) != nil {
+			return
+		}
+		h, err := parseHeader(r.bp[r.r : r.r+n])
+		r.r += n
+		if err != nil || h.OpCode == OpClose {
+			return
+		}
+		skip = h.Length
+	}
+}

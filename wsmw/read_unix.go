@@ -1,0 +1,69 @@
+//go:build unix
+
+package wsmw
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// rawConnOf returns the RawConn of plain TCP and Unix sockets. Reads through it
+// wait for readiness before taking a buffer from the pool, so an idle connection
+// holds no read buffer.
+func rawConnOf(nc net.Conn) syscall.RawConn {
+	var sc syscall.Conn
+	switch c := nc.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// rawFill waits until the socket is readable and reads into a freshly pooled buffer.
+func (r *reader) rawFill() error {
+	r.rawErr = nil
+	if err := r.c.rc.Read(r.rawFn); err != nil {
+		return err
+	}
+	if r.rawErr != nil {
+		return r.rawErr
+	}
+	if r.bp == nil {
+		return io.EOF
+	}
+	return nil
+}
+
+// rawRead is the RawConn callback: it returns false (wait for readiness) on EAGAIN,
+// having put the buffer back, so nothing is held while the socket is idle.
+func (r *reader) rawRead(fd uintptr) bool {
+	bp := readBufPool.Get().(*[readBufSize]byte)
+	for {
+		n, err := syscall.Read(int(fd), bp[:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			readBufPool.Put(bp)
+			return false
+		case err != nil:
+			readBufPool.Put(bp)
+			r.rawErr = os.NewSyscallError("read", err)
+		case n == 0:
+			readBufPool.Put(bp)
+		default:
+			r.bp, r.r, r.w = bp, 0, n
+		}
+		return true
+	}
+}

@@ -1,0 +1,241 @@
+package wsmw
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+)
+
+// writeChunk is the size of the pooled buffer a client uses to mask payloads
+// without touching the caller's bytes, and a streamed frame is copied through.
+const writeChunk = 16 << 10
+
+var writeBufPool = sync.Pool{New: func() any { return new([writeChunk]byte) }}
+
+// newMaskKey returns a fresh masking key (RFC 6455 §5.3). The runtime's ChaCha8
+// generator behind math/rand/v2 is seeded from the OS and unpredictable to a peer,
+// which is what masking needs, at a fraction of the cost of crypto/rand.
+func newMaskKey() [4]byte {
+	var k [4]byte
+	u := rand.Uint32()
+	k[0], k[1], k[2], k[3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+	return k
+}
+
+// WriteFrame writes one frame: h's Fin, Rsv and OpCode with payload. Length and
+// masking are set by the connection's role (a client masks with a fresh key; the
+// payload slice is not modified). Frames from concurrent callers never interleave.
+func (c *Conn) WriteFrame(h Header, payload []byte) error {
+	return c.writeFrame(h, payload, false)
+}
+
+// WriteFrameInPlace is WriteFrame for a payload the caller gives up: a client masks
+// it in place instead of copying it. A proxy forwarding to an upstream uses it.
+func (c *Conn) WriteFrameInPlace(h Header, payload []byte) error {
+	return c.writeFrame(h, payload, true)
+}
+
+func (c *Conn) checkWrite(h *Header) error {
+	switch {
+	case !h.OpCode.valid():
+		return fmt.Errorf("%w: opcode %v", ErrBadWrite, h.OpCode)
+	case h.OpCode.IsControl() && (h.Length > maxControlPayload || !h.Fin):
+		return fmt.Errorf("%w: control frames are unfragmented and carry at most 125 bytes", ErrBadWrite)
+	case h.Rsv&^c.rsvAllowed != 0:
+		return fmt.Errorf("%w: RSV bits not negotiated", ErrBadWrite)
+	}
+	return nil
+}
+
+// lockWrite takes the frame lock and reports the sticky write state.
+func (c *Conn) lockWrite(op OpCode) error {
+	c.wmu.Lock()
+	switch {
+	case c.writeErr != nil:
+		err := c.writeErr
+		c.wmu.Unlock()
+		return err
+	case c.wsent:
+		c.wmu.Unlock()
+		return ErrCloseSent
+	case c.closed.Load():
+		c.wmu.Unlock()
+		return ErrClosed
+	}
+	if op == OpClose {
+		c.wsent = true
+	}
+	return nil
+}
+
+// wrote records a write error; the stream is then unusable and the connection is closed.
+func (c *Conn) wrote(err error) error {
+	if err != nil && c.writeErr == nil {
+		c.writeErr = err
+		c.nc.Close()
+	}
+	return err
+}
+
+func (c *Conn) writeFrame(h Header, payload []byte, inPlace bool) error {
+	h.Length = int64(len(payload))
+	h.Masked = c.client
+	if err := c.checkWrite(&h); err != nil {
+		return err
+	}
+	if err := c.lockWrite(h.OpCode); err != nil {
+		return err
+	}
+	defer c.wmu.Unlock()
+	if c.client {
+		h.Mask = newMaskKey()
+	}
+	hdr := AppendHeader(c.whdr[:0], h)
+	if !c.client || inPlace {
+		if c.client {
+			Mask(h.Mask, 0, payload)
+		}
+		if len(payload) == 0 {
+			_, err := c.nc.Write(hdr)
+			return c.wrote(err)
+		}
+		// One vectored write for header and payload; wv lives in the Conn so it does not escape per call.
+		c.wbufs[0], c.wbufs[1] = hdr, payload
+		c.wv = c.wbufs[:]
+		_, err := c.wv.WriteTo(c.nc)
+		c.wbufs[0], c.wbufs[1] = nil, nil
+		return c.wrote(err)
+	}
+	// Client with a payload it must not modify: mask through a pooled buffer.
+	bp := writeBufPool.Get().(*[writeChunk]byte)
+	defer writeBufPool.Put(bp)
+	buf := bp[:copy(bp[:], hdr)]
+	pos := 0
+	for {
+		k := copy(bp[len(buf):], payload)
+		chunk := bp[len(buf) : len(buf)+k]
+		pos = Mask(h.Mask, pos, chunk)
+		payload = payload[k:]
+		if _, err := c.nc.Write(bp[:len(buf)+k]); err != nil {
+			return c.wrote(err)
+		}
+		if len(payload) == 0 {
+			return nil
+		}
+		buf = bp[:0]
+	}
+}
+
+// WriteFrameFrom writes one frame of h.Length bytes read from r, streaming them
+// through a pooled buffer: a frame of any size is forwarded in bounded memory. The
+// frame lock is held throughout, so control frames wait for the end of this frame.
+// If r ends early the frame cannot be completed: the connection is closed and
+// ErrIncompleteFrame returned.
+func (c *Conn) WriteFrameFrom(h Header, r io.Reader) error {
+	h.Masked = c.client
+	if err := c.checkWrite(&h); err != nil {
+		return err
+	}
+	if err := c.lockWrite(h.OpCode); err != nil {
+		return err
+	}
+	defer c.wmu.Unlock()
+	if c.client {
+		h.Mask = newMaskKey()
+	}
+	bp := writeBufPool.Get().(*[writeChunk]byte)
+	defer writeBufPool.Put(bp)
+	buf := AppendHeader(bp[:0], h)
+	left := h.Length
+	pos := 0
+	for {
+		want := int64(writeChunk - len(buf))
+		if want > left {
+			want = left
+		}
+		n, err := io.ReadFull(r, bp[len(buf):len(buf)+int(want)])
+		if c.client {
+			pos = Mask(h.Mask, pos, bp[len(buf):len(buf)+n])
+		}
+		left -= int64(n)
+		if len(buf)+n > 0 {
+			if _, werr := c.nc.Write(bp[:len(buf)+n]); werr != nil {
+				return c.wrote(werr)
+			}
+		}
+		if err != nil {
+			return c.wrote(fmt.Errorf("%w: payload source ended with %d of %d bytes left: %w", ErrIncompleteFrame, left, h.Length, err))
+		}
+		if left == 0 {
+			return nil
+		}
+		buf = bp[:0]
+	}
+}
+
+// writeControl writes a control frame (ping, pong or close) of at most 125 bytes.
+func (c *Conn) writeControl(op OpCode, payload []byte) error {
+	return c.writeFrame(Header{Fin: true, OpCode: op}, payload, false)
+}
+
+// Ping sends a ping with payload (at most 125 bytes).
+func (c *Conn) Ping(payload []byte) error { return c.writeControl(OpPing, payload) }
+
+// Pong sends an unsolicited pong (a heartbeat) with payload (at most 125 bytes).
+func (c *Conn) Pong(payload []byte) error { return c.writeControl(OpPong, payload) }
+
+// WriteMessage writes a whole message as one frame. op is OpText or OpBinary. It
+// waits for a message being streamed by NextWriter to finish.
+func (c *Conn) WriteMessage(op OpCode, p []byte) error {
+	if !op.IsData() {
+		return fmt.Errorf("%w: WriteMessage takes text or binary, not %v", ErrBadWrite, op)
+	}
+	c.msgMu.Lock()
+	defer c.msgMu.Unlock()
+	return c.writeFrame(Header{Fin: true, OpCode: op}, p, false)
+}
+
+// NextWriter starts a message sent as fragments: each Write becomes one frame and
+// Close sends the final one. Other messages wait until Close; control frames do not.
+func (c *Conn) NextWriter(op OpCode) (io.WriteCloser, error) {
+	if !op.IsData() {
+		return nil, fmt.Errorf("%w: NextWriter takes text or binary, not %v", ErrBadWrite, op)
+	}
+	c.msgMu.Lock()
+	c.mw.op = op
+	c.mw.open = true
+	return &c.mw, nil
+}
+
+// messageWriter streams one fragmented message; it belongs to its Conn and is reused.
+type messageWriter struct {
+	c    *Conn
+	op   OpCode
+	open bool
+}
+
+func (w *messageWriter) Write(p []byte) (int, error) {
+	if !w.open {
+		return 0, ErrClosed
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := w.c.writeFrame(Header{OpCode: w.op}, p, false); err != nil {
+		return 0, err
+	}
+	w.op = OpContinuation
+	return len(p), nil
+}
+
+// Close sends the final frame of the message and lets other messages go.
+func (w *messageWriter) Close() error {
+	if !w.open {
+		return ErrClosed
+	}
+	w.open = false
+	err := w.c.writeFrame(Header{Fin: true, OpCode: w.op}, nil, false)
+	w.c.msgMu.Unlock()
+	return err
+}
