@@ -154,3 +154,10 @@ func (c *Conn) CloseNow() error {
 	})
 	return err
 }
+
+// CloseSent reports whether a close frame has been written on c.
+func (c *Conn) CloseSent() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.wsent
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -71,11 +72,8 @@ func (c *Conn) ReadMessage() (OpCode, []byte, error) { return c.AppendMessage(ni
 // appendPayload appends the rest of the current frame's payload to dst.
 func (r *reader) appendPayload(dst []byte) ([]byte, error) {
 	need := int(r.remaining)
-	if cap(dst)-len(dst) < need {
-		grown := make([]byte, len(dst), len(dst)+need)
-		copy(grown, dst)
-		dst = grown
-	}
+	// slices.Grow grows geometrically: a message of many small fragments is reassembled in linear time.
+	dst = slices.Grow(dst, need)
 	for r.remaining > 0 {
 		n, err := r.readPayload(dst[len(dst):cap(dst)])
 		dst = dst[:len(dst)+n]

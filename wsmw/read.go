@@ -156,6 +156,7 @@ func (r *reader) nextFrame() (Header, error) {
 		return h, r.fail(StatusProtocolError, err)
 	}
 	if code, err := r.check(&h); err != nil {
+		r.remaining = h.Length // the drain must skip this frame's payload to find the peer's close
 		return h, r.fail(code, err)
 	}
 	r.hdr = h
@@ -310,10 +311,10 @@ func (r *reader) readPayload(p []byte) (int, error) {
 	if r.hdr.Masked {
 		r.maskPos = Mask(r.hdr.Mask, r.maskPos, p)
 	}
+	r.remaining -= int64(n) // before a fail: these bytes are consumed, the drain must not skip them again
 	if r.msgOp == OpText && !r.msgCompressed && !r.utf8.write(p) {
 		return 0, r.fail(StatusInvalidPayload, fmt.Errorf("%w in text message", ErrInvalidUTF8))
 	}
-	r.remaining -= int64(n)
 	if r.remaining == 0 {
 		if err := r.endFrame(); err != nil {
 			return 0, err

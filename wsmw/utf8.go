@@ -1,11 +1,12 @@
 package wsmw
 
-import "encoding/binary"
+import "unicode/utf8"
 
 // utf8Validator checks UTF-8 incrementally across the fragments of a text message
 // (RFC 6455 §8.1) and fails at the first byte that can never be part of a valid
 // sequence, not only at the end of the message. It is the DFA of Björn Höhrmann
-// ("Flexible and Economical UTF-8 Decoder"), with an ASCII fast path over 8-byte words.
+// ("Flexible and Economical UTF-8 Decoder") at the edges of each chunk, and the
+// standard library's utf8.Valid for the complete sequences in between.
 type utf8Validator struct {
 	state uint8
 }
@@ -47,28 +48,63 @@ var utf8Trans = [108]uint8{
 }
 
 // write feeds p to the validator and reports false as soon as p makes the
-// sequence invalid.
+// sequence invalid. The complete sequences in the middle of p are checked by
+// utf8.Valid (the standard library's fast path); the DFA only handles a sequence
+// left open by the previous write and one cut off at the end of p, so a prefix
+// that can never become valid (0xF5, or 0xED 0xA0: a surrogate) fails at once.
 func (v *utf8Validator) write(p []byte) bool {
-	s := v.state
-	for len(p) > 0 {
-		if s == utf8Accept {
-			// ASCII fast path: skip 8 bytes at a time while no high bit is set.
-			for len(p) >= 8 && binary.LittleEndian.Uint64(p)&0x8080808080808080 == 0 {
-				p = p[8:]
-			}
-			if len(p) == 0 {
-				break
-			}
-		}
-		s = utf8Trans[s+utf8Class[p[0]]]
-		if s == utf8Reject {
-			v.state = s
+	for v.state != utf8Accept && len(p) > 0 {
+		if !v.step(p[0]) {
 			return false
 		}
 		p = p[1:]
 	}
-	v.state = s
+	if len(p) == 0 {
+		return true
+	}
+	cut := completePrefix(p)
+	if !utf8.Valid(p[:cut]) {
+		v.state = utf8Reject
+		return false
+	}
+	for _, b := range p[cut:] {
+		if !v.step(b) {
+			return false
+		}
+	}
 	return true
+}
+
+// step advances the DFA by one byte.
+func (v *utf8Validator) step(b byte) bool {
+	v.state = utf8Trans[v.state+utf8Class[b]]
+	return v.state != utf8Reject
+}
+
+// completePrefix returns the length of p without a trailing multi-byte sequence
+// that p cuts off (at most 3 bytes). Invalid bytes are left in the prefix.
+func completePrefix(p []byte) int {
+	for i := len(p) - 1; i >= 0 && i >= len(p)-3; i-- {
+		b := p[i]
+		switch {
+		case b < 0x80:
+			return len(p)
+		case b < 0xC0:
+			continue // continuation byte: look further back for its lead
+		}
+		need := 4
+		switch {
+		case b < 0xE0:
+			need = 2
+		case b < 0xF0:
+			need = 3
+		}
+		if len(p)-i < need {
+			return i
+		}
+		return len(p)
+	}
+	return len(p)
 }
 
 // complete reports whether the bytes so far end on a character boundary.

@@ -130,8 +130,9 @@ func (c *Conn) writeFrame(h Header, payload []byte, inPlace bool) error {
 // WriteFrameFrom writes one frame of h.Length bytes read from r, streaming them
 // through a pooled buffer: a frame of any size is forwarded in bounded memory. The
 // frame lock is held throughout, so control frames wait for the end of this frame.
-// If r ends early the frame cannot be completed: the connection is closed and
-// ErrIncompleteFrame returned.
+// If r fails before the first chunk is complete, nothing is written and the
+// connection stays usable; if it fails later the frame cannot be completed, so
+// the connection is closed. Both return ErrIncompleteFrame.
 func (c *Conn) WriteFrameFrom(h Header, r io.Reader) error {
 	h.Masked = c.client
 	if err := c.checkWrite(&h); err != nil {
@@ -155,6 +156,10 @@ func (c *Conn) WriteFrameFrom(h Header, r io.Reader) error {
 			want = left
 		}
 		n, err := io.ReadFull(r, bp[len(buf):len(buf)+int(want)])
+		if err != nil && left == h.Length {
+			// Nothing written yet: the frame is abandoned whole and the stream stays usable.
+			return fmt.Errorf("%w: payload source failed before the frame was sent: %w", ErrIncompleteFrame, err)
+		}
 		if c.client {
 			pos = Mask(h.Mask, pos, bp[len(buf):len(buf)+n])
 		}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// startDemo serves the demo router on a free port, as main does.
+func startDemo(t *testing.T, args ...string) string {
+	t.Helper()
+	o, err := parseFlags(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, p, echo, err := newRouter(o, ln.Addr().String(), newLogger(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		p.Shutdown(t.Context())
+		echo.closeAll(1001)
+		srv.Close()
+	})
+	return ln.Addr().String()
+}
+
+func TestPageIsServed(t *testing.T) {
+	addr := startDemo(t)
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte("new WebSocket(")) {
+		t.Fatalf("status %d, page %q...", resp.StatusCode, body[:min(len(body), 80)])
+	}
+}
+
+func TestEchoAndProxyEndpoints(t *testing.T) {
+	addr := startDemo(t)
+	for _, path := range []string{"/echo", "/ws"} {
+		t.Run(path, func(t *testing.T) {
+			h := http.Header{"Origin": {"http://" + addr}}
+			c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+path, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for _, msg := range []string{"hello", strings.Repeat("é", 40000)} {
+				c.WriteMessage(websocket.TextMessage, []byte(msg))
+				_, got, err := c.ReadMessage()
+				if err != nil || string(got) != msg {
+					t.Fatalf("echo of %d bytes: got %d bytes, %v", len(msg), len(got), err)
+				}
+			}
+			c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "done"))
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, 4000) {
+				t.Fatalf("close: %v", err)
+			}
+		})
+	}
+}
+
+func TestLimitsFromFlags(t *testing.T) {
+	addr := startDemo(t, "-max-message-size", "1000")
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.WriteMessage(websocket.BinaryMessage, make([]byte, 2000))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, 1009) {
+		t.Fatalf("want 1009, got %v", err)
+	}
+}
+
+func TestForeignOriginRefused(t *testing.T) {
+	addr := startDemo(t)
+	_, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", http.Header{"Origin": {"http://evil.example"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("want 403, got %v %v", resp, err)
+	}
+	addr = startDemo(t, "-origin", "http://*.example")
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", http.Header{"Origin": {"http://evil.example"}})
+	if err != nil {
+		t.Fatalf("allowed by -origin: %v", err)
+	}
+	c.Close()
+}
+
+func TestNonWebSocketRequestsReachRoutes(t *testing.T) {
+	addr := startDemo(t)
+	resp, err := http.Get("http://" + addr + "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUpgradeRequired {
+		t.Fatalf("plain GET /ws: %d", resp.StatusCode)
+	}
+}
+
+func TestHelpDocumentsEveryFlag(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := parseFlags([]string{"-h"}, &out); err == nil {
+		t.Fatal("-h should stop parsing")
+	}
+	for _, f := range []string{"-listen", "-upstream", "-lb", "-max-message-size", "-max-frame-size", "-origin", "-idle-timeout"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("-h does not document %s", f)
+		}
+	}
+}

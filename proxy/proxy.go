@@ -1,0 +1,393 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wsgate/wsgate/wsmw"
+)
+
+// UpstreamSource supplies upstream addresses per request (dynamic upstreams such
+// as DNS A/SRV lookups). Addresses are ws:// or wss:// URLs or host:port (ws://).
+type UpstreamSource interface {
+	Upstreams(r *http.Request) ([]string, error)
+}
+
+// ErrShuttingDown is returned by ServeHTTP paths once Shutdown has begun.
+var ErrShuttingDown = errors.New("proxy: shutting down")
+
+// Proxy forwards WebSocket sessions to upstreams, frame by frame, enforcing limits
+// and inspector verdicts. It is an http.Handler for upgrade requests and provides
+// Middleware for routers. Create it with New; it is safe for concurrent use.
+type Proxy struct {
+	cfg    Config
+	log    *zap.Logger
+	server wsmw.ServerConfig
+
+	mu        sync.Mutex
+	upstreams map[string]*Upstream // by address: state survives dynamic refreshes
+	static    []*Upstream
+	sessions  map[*session]struct{}
+	draining  bool
+	done      chan struct{} // closed when draining and the last session ended
+
+	active  atomic.Int64
+	nextID  atomic.Uint64
+	health  *HealthChecker
+	closing sync.Once
+}
+
+// New validates cfg, fills in defaults and returns a ready Proxy. Active health
+// checks, if configured, start now and stop in Shutdown.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Source == nil && len(cfg.Upstreams) == 0 {
+		return nil, errors.New("proxy: no upstreams configured")
+	}
+	if cfg.Balancer == nil {
+		cfg.Balancer = Random()
+	}
+	if cfg.Retries < 0 || cfg.TryDuration < 0 {
+		return nil, errors.New("proxy: retries and try duration must not be negative")
+	}
+	setDefault(&cfg.TryInterval, DefaultTryInterval)
+	setDefault(&cfg.DialTimeout, DefaultDialTimeout)
+	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&cfg.CloseTimeout, DefaultCloseTimeout)
+	if cfg.PingInterval > 0 && cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = cfg.PingInterval / 2
+	}
+	if cfg.PingInterval > 0 && cfg.PingTimeout >= cfg.PingInterval {
+		return nil, errors.New("proxy: ping timeout must be shorter than the ping interval")
+	}
+	if cfg.DrainCode == 0 {
+		cfg.DrainCode = wsmw.StatusServiceRestart
+	}
+	if !cfg.DrainCode.ValidOnWire() {
+		return nil, fmt.Errorf("proxy: drain code %d cannot be sent in a close frame", cfg.DrainCode)
+	}
+	if cfg.MaxFrameSize < 0 || cfg.MaxMessageSize < 0 || cfg.MaxMessageSizeUp < 0 || cfg.MaxMessageSizeDown < 0 {
+		return nil, errors.New("proxy: size limits must not be negative")
+	}
+	p := &Proxy{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		upstreams: make(map[string]*Upstream),
+		sessions:  make(map[*session]struct{}),
+	}
+	if p.log == nil {
+		p.log = zap.NewNop()
+	}
+	for _, raw := range cfg.Upstreams {
+		u, err := p.upstream(raw)
+		if err != nil {
+			return nil, err
+		}
+		p.static = append(p.static, u)
+	}
+	p.server = wsmw.ServerConfig{
+		Origins:        cfg.Origins,
+		CheckOrigin:    cfg.CheckOrigin,
+		MaxFrameSize:   cfg.MaxFrameSize,
+		MaxMessageSize: firstPositive(cfg.MaxMessageSizeUp, cfg.MaxMessageSize),
+		CloseTimeout:   cfg.CloseTimeout,
+		Logger:         p.log,
+	}
+	cfg.Metrics.attach(p)
+	if cfg.ActiveHealth != nil {
+		p.health = NewHealthChecker(*cfg.ActiveHealth, p.knownUpstreams, p.log)
+		p.health.Start()
+	}
+	return p, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+func firstPositive(vs ...int64) int64 {
+	for _, v := range vs {
+		if v > 0 {
+			return v
+		}
+	}
+	return 0
+}
+
+// upstream returns the *Upstream for an address, creating it on first use.
+func (p *Proxy) upstream(raw string) (*Upstream, error) {
+	u, err := parseUpstreamURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	key := u.String()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if up, ok := p.upstreams[key]; ok {
+		return up, nil
+	}
+	up := &Upstream{URL: u, addr: key}
+	p.upstreams[key] = up
+	return up, nil
+}
+
+// parseUpstreamURL accepts ws://, wss://, http://, https:// URLs and bare host:port (ws).
+func parseUpstreamURL(raw string) (*url.URL, error) {
+	if !hasScheme(raw) {
+		raw = "ws://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: invalid upstream %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "ws", "wss":
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return nil, fmt.Errorf("proxy: upstream %q: scheme must be ws or wss", raw)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("proxy: upstream %q has no host", raw)
+	}
+	return u, nil
+}
+
+func hasScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == ':':
+			return i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/'
+		case c == '/' || c == '.':
+			return false
+		}
+	}
+	return false
+}
+
+// knownUpstreams lists every upstream the proxy has state for (for active health checks).
+func (p *Proxy) knownUpstreams() []*Upstream {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Upstream, 0, len(p.upstreams))
+	for _, u := range p.upstreams {
+		out = append(out, u)
+	}
+	return out
+}
+
+// candidates returns the upstreams for r, static or from the Source.
+func (p *Proxy) candidates(r *http.Request) ([]*Upstream, error) {
+	if p.cfg.Source == nil {
+		return p.static, nil
+	}
+	addrs, err := p.cfg.Source.Upstreams(r)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Upstream, 0, len(addrs))
+	for _, a := range addrs {
+		u, err := p.upstream(a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// Middleware returns router middleware: WebSocket upgrade requests are proxied,
+// everything else goes to the next handler. It fits chi's r.Use and r.With.
+func (p *Proxy) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !wsmw.IsUpgradeRequest(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p.ServeHTTP(w, r)
+	})
+}
+
+// ServeHTTP proxies one WebSocket upgrade request. The upstream is dialed before
+// the client is answered, so its refusal (status and bounded body) or its
+// unavailability (502/503/504) reaches the client as an HTTP response. After the
+// upgrade the session continues in its own goroutines and ServeHTTP returns.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := wsmw.CheckHandshake(r, &p.server); err != nil {
+		p.refuse(w, r, err, "bad_handshake")
+		return
+	}
+	if !validSubprotocols(wsmw.Subprotocols(r.Header)) {
+		p.refuse(w, r, &wsmw.HandshakeError{Status: http.StatusBadRequest, Reason: "Sec-WebSocket-Protocol must list tokens", Err: wsmw.ErrNoHandshake}, "bad_handshake")
+		return
+	}
+	if !p.admit() {
+		p.refuse(w, r, &wsmw.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "too many sessions or shutting down", Err: ErrShuttingDown}, "capacity")
+		return
+	}
+	admitted := true
+	defer func() {
+		if admitted {
+			p.release()
+		}
+	}()
+
+	up, conn, resp, err := p.dialUpstream(r)
+	if err != nil {
+		if resp != nil {
+			p.relayRefusal(w, r, resp, err)
+			return
+		}
+		p.refuse(w, r, err, dialFailureReason(err))
+		return
+	}
+
+	hdr := endToEnd(resp.Header)
+	p.cfg.HeaderDown.apply(hdr)
+	sc := p.server
+	sc.SelectSubprotocol = func(*http.Request, []string) string { return conn.Subprotocol() }
+	sc.ResponseHeader = hdr
+	client, err := wsmw.Upgrade(w, r, &sc)
+	if err != nil {
+		conn.Close(wsmw.StatusGoingAway, "client handshake failed")
+		p.cfg.Metrics.handshakeFailure("client_upgrade")
+		return
+	}
+	// The session runs in goroutines of its own and ServeHTTP returns, so net/http
+	// frees the buffers it holds per connection for as long as a handler runs.
+	admitted = false
+	go p.serveSession(r, client, conn, up)
+}
+
+// admit counts a new session unless the proxy is full or draining.
+func (p *Proxy) admit() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.draining {
+		return false
+	}
+	if max := p.cfg.MaxSessions; max > 0 && p.active.Load() >= int64(max) {
+		return false
+	}
+	p.active.Add(1)
+	return true
+}
+
+func (p *Proxy) release() {
+	if p.active.Add(-1) == 0 {
+		p.mu.Lock()
+		if p.draining && p.done != nil {
+			select {
+			case <-p.done:
+			default:
+				close(p.done)
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// ActiveSessions returns the number of sessions being proxied (or handshaking).
+func (p *Proxy) ActiveSessions() int { return int(p.active.Load()) }
+
+// refuse answers a handshake error with its status and logs it at debug level.
+func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, err error, reason string) {
+	p.cfg.Metrics.handshakeFailure(reason)
+	if ce := p.log.Check(zap.DebugLevel, "handshake refused"); ce != nil {
+		ce.Write(p.requestFields(r, zap.String("reason", reason), zap.Error(err))...)
+	}
+	wsmw.RefuseHandshake(w, err)
+}
+
+// relayRefusal passes an upstream's non-101 answer on to the client.
+func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, resp *http.Response, err error) {
+	p.cfg.Metrics.handshakeFailure("upstream_refused")
+	if ce := p.log.Check(zap.DebugLevel, "upstream refused handshake"); ce != nil {
+		ce.Write(p.requestFields(r, zap.Int("status", resp.StatusCode), zap.Error(err))...)
+	}
+	h := endToEnd(resp.Header)
+	h.Del("Content-Length")
+	p.cfg.HeaderDown.apply(h)
+	for k, vs := range h {
+		w.Header()[k] = vs
+	}
+	status := resp.StatusCode
+	if status == http.StatusSwitchingProtocols || status < 200 {
+		status = http.StatusBadGateway // a 101 that failed validation is a bad gateway, not something to relay
+	}
+	w.WriteHeader(status)
+	if resp.Body != nil && status != http.StatusBadGateway {
+		buf := make([]byte, DefaultMaxErrorBody)
+		n, _ := readFullish(resp.Body, buf)
+		w.Write(buf[:n])
+	}
+}
+
+func (p *Proxy) requestFields(r *http.Request, extra ...zap.Field) []zap.Field {
+	fields := []zap.Field{zap.String("client_addr", r.RemoteAddr), zap.String("uri", r.RequestURI)}
+	if p.cfg.LogFields != nil {
+		fields = append(fields, p.cfg.LogFields(r)...)
+	}
+	return append(fields, extra...)
+}
+
+// Shutdown stops accepting sessions, closes every active session with the drain
+// code on both legs, and waits until they have ended or ctx is done.
+func (p *Proxy) Shutdown(ctx context.Context) error { return p.Drain(ctx, 0) }
+
+// Drain is Shutdown with the closes spread evenly over window, so that clients
+// do not all reconnect at the same moment.
+func (p *Proxy) Drain(ctx context.Context, window time.Duration) error {
+	p.mu.Lock()
+	p.draining = true
+	if p.done == nil {
+		p.done = make(chan struct{})
+		if p.active.Load() == 0 {
+			close(p.done)
+		}
+	}
+	done := p.done
+	sessions := make([]*session, 0, len(p.sessions))
+	for s := range p.sessions {
+		sessions = append(sessions, s)
+	}
+	p.mu.Unlock()
+	p.closing.Do(func() {
+		if p.health != nil {
+			p.health.Stop()
+		}
+	})
+	defer p.cfg.Metrics.detach(p)
+	go func() {
+		step := time.Duration(0)
+		if len(sessions) > 1 && window > 0 {
+			step = window / time.Duration(len(sessions))
+		}
+		for i, s := range sessions {
+			if i > 0 && step > 0 {
+				select {
+				case <-time.After(step):
+				case <-ctx.Done():
+				}
+			}
+			go s.closeBoth(p.cfg.DrainCode, "server shutting down", initiatorProxy)
+		}
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

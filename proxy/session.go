@@ -1,0 +1,519 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wsgate/wsgate/wsmw"
+)
+
+// Who ended a session, for logs and metrics.
+const (
+	initiatorClient   = "client"
+	initiatorUpstream = "upstream"
+	initiatorProxy    = "proxy"
+)
+
+// leg is one side of a session: its connection and what the proxy tracks about it.
+type leg struct {
+	conn *wsmw.Conn
+	name string // "client" or "upstream"
+
+	writeDeadline atomic.Int64  // unix nanoseconds of the write deadline last set
+	frames        atomic.Uint64 // frames received, for keepalive liveness
+	msgs, bytes   atomic.Int64  // data messages and payload bytes received from this leg
+
+	pingTimer *time.Timer
+	pingSent  uint64 // frames count when the last keepalive ping was sent; -1 when none pending
+	pingWait  bool
+}
+
+// session is one proxied WebSocket connection pair.
+type session struct {
+	p        *Proxy
+	info     SessionInfo
+	cancel   context.CancelFunc
+	upstream *Upstream
+	chain    Chain
+	client   leg
+	up       leg
+	kaToken  [16]byte // payload of the proxy's own pings, so their pongs are not forwarded
+
+	closing atomic.Bool // a close was sent or a leg failed: finish within CloseTimeout
+
+	mu        sync.Mutex // guards the fields below and the timers' rescheduling
+	endCode   wsmw.StatusCode
+	endReason string
+	endedBy   string
+	endErr    error
+	idleSeen  int64
+	timers    []*time.Timer
+}
+
+// serveSession forwards one session until both legs are closed. It owns one of
+// the proxy's admitted slots and releases it at the end.
+func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *Upstream) {
+	defer p.release()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	r = r.WithContext(ctx)
+	s := &session{
+		p:        p,
+		cancel:   cancel,
+		upstream: upstream,
+		client:   leg{conn: client, name: initiatorClient},
+		up:       leg{conn: up, name: initiatorUpstream},
+		endCode:  wsmw.StatusAbnormalClosure,
+	}
+	s.info = SessionInfo{
+		ID:          p.nextID.Add(1),
+		Request:     r,
+		ClientAddr:  r.RemoteAddr,
+		Upstream:    upstream.Address(),
+		Subprotocol: client.Subprotocol(),
+		Start:       time.Now(),
+		Context:     ctx,
+	}
+	s.chain = p.cfg.Inspectors.forSession(&s.info)
+	binary.LittleEndian.PutUint64(s.kaToken[:], 0x6b612d6574616777) // "wgate-ka"
+	binary.LittleEndian.PutUint64(s.kaToken[8:], rand.Uint64())
+
+	// The proxy forwards pings and pongs itself instead of answering them.
+	noop := func([]byte) error { return nil }
+	client.SetPingHandler(noop)
+	up.SetPingHandler(noop)
+
+	upstream.active.Add(1)
+	p.cfg.Metrics.sessionStarted()
+	p.mu.Lock()
+	p.sessions[s] = struct{}{}
+	draining := p.draining
+	p.mu.Unlock()
+	if draining {
+		go s.closeBoth(p.cfg.DrainCode, "server shutting down", initiatorProxy)
+	}
+	s.startTimers()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.pump(UpstreamToClient, &s.up, &s.client)
+	}()
+	s.pump(ClientToUpstream, &s.client, &s.up)
+	<-done
+
+	s.stopTimers()
+	cancel()
+	client.CloseNow()
+	up.CloseNow()
+	upstream.active.Add(-1)
+	p.mu.Lock()
+	delete(p.sessions, s)
+	s.recordEnd() // under p.mu, so a scrape sees the counts either live or ended, never both
+	p.mu.Unlock()
+	s.logEnd()
+}
+
+// startTimers arms the idle, lifetime and keepalive timers. They run as
+// time.AfterFunc callbacks: no goroutine waits while the session is quiet.
+func (s *session) startTimers() {
+	cfg := &s.p.cfg
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cfg.IdleTimeout > 0 {
+		var t *time.Timer
+		t = time.AfterFunc(cfg.IdleTimeout, func() {
+			n := s.client.msgs.Load() + s.up.msgs.Load()
+			s.mu.Lock()
+			idle := n == s.idleSeen
+			s.idleSeen = n
+			if !idle && !s.closing.Load() {
+				t.Reset(cfg.IdleTimeout)
+			}
+			s.mu.Unlock()
+			if idle {
+				s.closeBoth(wsmw.StatusGoingAway, "idle timeout", initiatorProxy)
+			}
+		})
+		s.timers = append(s.timers, t)
+	}
+	if cfg.MaxLifetime > 0 {
+		s.timers = append(s.timers, time.AfterFunc(cfg.MaxLifetime, func() {
+			s.closeBoth(wsmw.StatusGoingAway, "session lifetime exceeded", initiatorProxy)
+		}))
+	}
+	if cfg.PingInterval > 0 {
+		for _, l := range []*leg{&s.client, &s.up} {
+			l := l
+			l.pingTimer = time.AfterFunc(cfg.PingInterval, func() { s.keepalive(l) })
+			s.timers = append(s.timers, l.pingTimer)
+		}
+	}
+}
+
+func (s *session) stopTimers() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.timers {
+		t.Stop()
+	}
+	s.timers = nil
+}
+
+// keepalive runs on a leg's ping timer: it sends a ping, then checks after
+// PingTimeout that the leg has sent something since; a silent leg is dead.
+func (s *session) keepalive(l *leg) {
+	cfg := &s.p.cfg
+	s.mu.Lock()
+	if s.timers == nil || s.closing.Load() {
+		s.mu.Unlock()
+		return
+	}
+	if l.pingWait {
+		alive := l.frames.Load() != l.pingSent
+		l.pingWait = false
+		if !alive {
+			s.mu.Unlock()
+			s.legDead(l, errors.New("no pong within the ping timeout"))
+			return
+		}
+		l.pingTimer.Reset(cfg.PingInterval - cfg.PingTimeout)
+		s.mu.Unlock()
+		return
+	}
+	l.pingWait = true
+	l.pingSent = l.frames.Load()
+	l.pingTimer.Reset(cfg.PingTimeout)
+	s.mu.Unlock()
+	s.armWrite(l)
+	_ = l.conn.Ping(s.kaToken[:])
+}
+
+// legDead handles a leg that stopped answering keepalive pings like one that vanished.
+func (s *session) legDead(l *leg, err error) {
+	other := s.other(l)
+	code, reason := wsmw.StatusGoingAway, "client went away"
+	if l == &s.up {
+		code, reason = wsmw.StatusBadGateway, "upstream went away"
+	}
+	s.end(wsmw.StatusAbnormalClosure, "", l.name, err)
+	l.conn.CloseNow()
+	s.beginClosing()
+	s.armWrite(other)
+	_ = other.conn.WriteClose(code, reason)
+}
+
+func (s *session) other(l *leg) *leg {
+	if l == &s.client {
+		return &s.up
+	}
+	return &s.client
+}
+
+// armWrite refreshes a leg's write deadline, at most every quarter of WriteTimeout:
+// a stalled write fails after between 3/4 and all of WriteTimeout.
+func (s *session) armWrite(l *leg) {
+	wt := s.p.cfg.WriteTimeout
+	now := time.Now()
+	if l.writeDeadline.Load()-now.UnixNano() >= int64(wt)*3/4 {
+		return
+	}
+	d := now.Add(wt)
+	l.writeDeadline.Store(d.UnixNano())
+	_ = l.conn.SetWriteDeadline(d)
+}
+
+// beginClosing bounds what is left of the session by CloseTimeout: both legs'
+// reads (and writes) fail after it, and the pumps end.
+func (s *session) beginClosing() {
+	if !s.closing.CompareAndSwap(false, true) {
+		return
+	}
+	d := time.Now().Add(s.p.cfg.CloseTimeout)
+	for _, l := range []*leg{&s.client, &s.up} {
+		_ = l.conn.SetReadDeadline(d)
+		l.writeDeadline.Store(d.UnixNano())
+		_ = l.conn.SetWriteDeadline(d)
+	}
+}
+
+// end records, once, how the session ended.
+func (s *session) end(code wsmw.StatusCode, reason, by string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.endedBy != "" {
+		return
+	}
+	s.endCode, s.endReason, s.endedBy, s.endErr = code, reason, by, err
+}
+
+// closeBoth closes both legs with code (drain, idle timeout, lifetime).
+func (s *session) closeBoth(code wsmw.StatusCode, reason, by string) {
+	s.end(code, reason, by, nil)
+	s.beginClosing()
+	for _, l := range []*leg{&s.client, &s.up} {
+		_ = l.conn.WriteClose(code, reason)
+	}
+}
+
+// pump forwards frames from src to dst until src's close arrives or src fails.
+func (s *session) pump(dir Direction, src, dst *leg) {
+	var (
+		ctrl      [125]byte
+		dropping  bool   // the current message is dropped (inspector verdict)
+		discard   bool   // a close was sent to dst or src: no more data is forwarded
+		buffering bool   // the current message is reassembled for a payload inspector
+		buf       []byte // reassembled message
+		frags     []int  // fragment sizes of the reassembled message
+		msgOp     wsmw.OpCode
+		msgRsv    byte
+	)
+	msg := Message{Session: &s.info, Direction: dir}
+	for {
+		h, err := src.conn.NextFrame()
+		if err != nil {
+			s.readFailed(src, dst, err)
+			return
+		}
+		src.frames.Add(1)
+		if h.OpCode.IsControl() {
+			n, _ := io.ReadFull(src.conn.PayloadReader(), ctrl[:h.Length])
+			switch h.OpCode {
+			case wsmw.OpClose:
+				s.closeReceived(src, dst)
+				return
+			case wsmw.OpPong:
+				if bytes.Equal(ctrl[:n], s.kaToken[:]) {
+					continue // the answer to the proxy's own keepalive ping
+				}
+			}
+			if !discard {
+				s.armWrite(dst)
+				if err := dst.conn.WriteFrame(wsmw.Header{Fin: true, OpCode: h.OpCode}, ctrl[:n]); err != nil {
+					discard = s.writeFailed(src, dst, err)
+				}
+			}
+			continue
+		}
+
+		if h.OpCode != wsmw.OpContinuation {
+			src.msgs.Add(1)
+			dropping, buffering = false, false
+			if len(s.chain) > 0 && !discard {
+				if s.chain.NeedsPayload(dir, h.OpCode) {
+					buffering = true
+					buf, frags = buf[:0], frags[:0]
+					msgOp, msgRsv = h.OpCode, h.Rsv
+				} else {
+					msg.OpCode, msg.Payload, msg.Length, msg.Final = h.OpCode, nil, h.Length, h.Fin
+					switch v := s.chain.Inspect(&msg); v.Action {
+					case Drop:
+						dropping = true
+					case Close:
+						s.policyClose(src, dst, v)
+						discard = true
+					}
+				}
+			}
+		}
+		src.bytes.Add(h.Length)
+		if dropping || discard {
+			continue // NextFrame skips the unread payload
+		}
+		if buffering {
+			start := len(buf)
+			buf = append(buf, make([]byte, h.Length)...)[:start+int(h.Length)]
+			if _, err := io.ReadFull(src.conn.PayloadReader(), buf[start:]); err != nil {
+				s.readFailed(src, dst, err)
+				return
+			}
+			frags = append(frags, int(h.Length))
+			if !h.Fin {
+				continue
+			}
+			buffering = false
+			msg.OpCode, msg.Payload, msg.Length, msg.Final = msgOp, buf, int64(len(buf)), true
+			v := s.chain.Inspect(&msg)
+			msg.Payload = nil
+			switch v.Action {
+			case Pass:
+				err = s.writeFragments(dst, msgOp, msgRsv, buf, frags)
+			case Replace:
+				s.armWrite(dst)
+				err = dst.conn.WriteFrame(wsmw.Header{Fin: true, OpCode: msgOp}, v.Payload)
+			case Drop:
+			case Close:
+				s.policyClose(src, dst, v)
+				discard = true
+			}
+			if err != nil {
+				discard = s.writeFailed(src, dst, err)
+			}
+			continue
+		}
+		s.armWrite(dst)
+		if err := dst.conn.WriteFrameFrom(h, src.conn.PayloadReader()); err != nil {
+			if errors.Is(err, wsmw.ErrIncompleteFrame) {
+				// src failed in the middle of the frame; its error comes with the next read.
+				continue
+			}
+			discard = s.writeFailed(src, dst, err)
+		}
+	}
+}
+
+// writeFragments forwards a reassembled message with its original fragmentation.
+func (s *session) writeFragments(dst *leg, op wsmw.OpCode, rsv byte, buf []byte, frags []int) error {
+	off := 0
+	for i, n := range frags {
+		h := wsmw.Header{Fin: i == len(frags)-1, OpCode: wsmw.OpContinuation}
+		if i == 0 {
+			h.OpCode, h.Rsv = op, rsv
+		}
+		s.armWrite(dst)
+		if err := dst.conn.WriteFrameInPlace(h, buf[off:off+n]); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// closeReceived forwards src's close to dst with its code and reason, and
+// finishes each leg whose close handshake is now complete.
+func (s *session) closeReceived(src, dst *leg) {
+	ce := src.conn.CloseReceived()
+	s.end(ce.Code, ce.Reason, src.name, nil)
+	s.beginClosing()
+	s.armWrite(dst)
+	_ = dst.conn.WriteClose(ce.Code, ce.Reason) // 1005 is sent as an empty body
+	if src.conn.CloseSent() {
+		src.conn.CloseNow()
+	}
+	if dst.conn.CloseReceived() != nil {
+		dst.conn.CloseNow()
+	}
+}
+
+// readFailed handles a read error on src: a protocol violation (wsmw already sent
+// the code to src), a vanished peer, or the end of a close handshake.
+func (s *session) readFailed(src, dst *leg, err error) {
+	var fe *wsmw.FailError
+	switch {
+	case errors.As(err, &fe):
+		s.end(fe.Code, fe.Reason, initiatorProxy, err)
+		s.closeOther(src, dst, wsmw.StatusGoingAway, "peer violated the protocol")
+	case s.closing.Load():
+		// The close handshake timed out or was completed by the other pump.
+		src.conn.CloseNow()
+		if dst.conn.CloseReceived() != nil || !dst.conn.CloseSent() {
+			dst.conn.CloseNow()
+		}
+	default:
+		// src vanished without a close frame.
+		s.end(wsmw.StatusAbnormalClosure, "", src.name, err)
+		src.conn.CloseNow()
+		if src == &s.up {
+			s.closeOther(src, dst, wsmw.StatusBadGateway, "upstream went away")
+		} else {
+			s.closeOther(src, dst, wsmw.StatusGoingAway, "client went away")
+		}
+	}
+}
+
+// closeOther sends code to dst after src ended, bounded by the close timeout.
+func (s *session) closeOther(src, dst *leg, code wsmw.StatusCode, reason string) {
+	src.conn.CloseNow()
+	s.beginClosing()
+	s.armWrite(dst)
+	if err := dst.conn.WriteClose(code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
+		dst.conn.CloseNow()
+	}
+}
+
+// writeFailed handles a failed write to dst. A close already sent to dst only
+// means data is no longer forwarded; any other error means dst is gone. It
+// reports whether src's remaining data must be discarded.
+func (s *session) writeFailed(src, dst *leg, err error) bool {
+	if errors.Is(err, wsmw.ErrCloseSent) {
+		return true
+	}
+	s.end(wsmw.StatusAbnormalClosure, "", dst.name, err)
+	dst.conn.CloseNow()
+	s.beginClosing()
+	code, reason := wsmw.StatusGoingAway, "client went away"
+	if dst == &s.up {
+		code, reason = wsmw.StatusBadGateway, "upstream went away"
+	}
+	s.armWrite(src)
+	_ = src.conn.WriteClose(code, reason)
+	return true
+}
+
+// policyClose ends the session for an inspector verdict: the verdict's code
+// (1008 by default) to the sender of the message, 1001 to the other side.
+func (s *session) policyClose(src, dst *leg, v Verdict) {
+	code := v.Code
+	if code == 0 {
+		code = wsmw.StatusPolicyViolation
+	}
+	s.end(code, v.Reason, initiatorProxy, nil)
+	s.beginClosing()
+	s.armWrite(src)
+	_ = src.conn.WriteClose(code, v.Reason)
+	s.armWrite(dst)
+	_ = dst.conn.WriteClose(wsmw.StatusGoingAway, "")
+}
+
+// recordEnd moves the session's counts to the metrics' ended totals.
+func (s *session) recordEnd() {
+	s.mu.Lock()
+	code, by := s.endCode, s.endedBy
+	s.mu.Unlock()
+	if by == "" {
+		by = initiatorProxy
+	}
+	s.p.cfg.Metrics.sessionEnded(code, by,
+		[2]int64{s.client.msgs.Load(), s.client.bytes.Load()},
+		[2]int64{s.up.msgs.Load(), s.up.bytes.Load()})
+}
+
+// logEnd writes the session's one log line.
+func (s *session) logEnd() {
+	s.mu.Lock()
+	code, reason, by, err := s.endCode, s.endReason, s.endedBy, s.endErr
+	s.mu.Unlock()
+	if by == "" {
+		by = initiatorProxy
+	}
+	ce := s.p.log.Check(zap.InfoLevel, "session closed")
+	if ce == nil {
+		return
+	}
+	fields := s.p.requestFields(s.info.Request,
+		zap.Uint64("session", s.info.ID),
+		zap.String("upstream", s.info.Upstream),
+		zap.String("subprotocol", s.info.Subprotocol),
+		zap.Duration("duration", time.Since(s.info.Start)),
+		zap.Int64("msgs_up", s.client.msgs.Load()),
+		zap.Int64("bytes_up", s.client.bytes.Load()),
+		zap.Int64("msgs_down", s.up.msgs.Load()),
+		zap.Int64("bytes_down", s.up.bytes.Load()),
+		zap.Int("close_code", int(code)),
+		zap.String("close_reason", reason),
+		zap.String("closed_by", by),
+	)
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	ce.Write(fields...)
+}

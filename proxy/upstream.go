@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Upstream is one backend WebSocket server and its live state: active sessions
+// (for least_conn) and health. The same address always maps to the same
+// *Upstream within a Proxy, so state survives dynamic upstream refreshes.
+type Upstream struct {
+	// URL is the ws:// or wss:// address dialed. An empty or "/" path means the
+	// client's request path and query are used.
+	URL *url.URL
+
+	addr   string       // URL.String(), computed once
+	active atomic.Int64 // sessions currently forwarded to this upstream
+
+	mu           sync.Mutex
+	failures     []time.Time // passive health: recent failed dials, expiring after FailDuration
+	activeDown   bool        // active health: last probes failed
+	probePasses  int
+	probeFails   int
+	lastProbeErr error
+}
+
+// Address returns the upstream's URL as a string, the key of its state.
+func (u *Upstream) Address() string {
+	if u.addr != "" {
+		return u.addr
+	}
+	return u.URL.String()
+}
+
+// ActiveSessions returns the number of sessions currently forwarded to u.
+func (u *Upstream) ActiveSessions() int64 { return u.active.Load() }
+
+// Healthy reports whether u may be selected at now: it is not marked down by
+// active probes, and has fewer than maxFails passive failures within failDuration.
+func (u *Upstream) Healthy(now time.Time, maxFails int, failDuration time.Duration) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.activeDown {
+		return false
+	}
+	if maxFails <= 0 || failDuration <= 0 {
+		return true
+	}
+	u.expireFailures(now, failDuration)
+	return len(u.failures) < maxFails
+}
+
+// expireFailures drops failures older than failDuration; u.mu is held.
+func (u *Upstream) expireFailures(now time.Time, failDuration time.Duration) {
+	i := 0
+	for i < len(u.failures) && now.Sub(u.failures[i]) >= failDuration {
+		i++
+	}
+	if i > 0 {
+		u.failures = append(u.failures[:0], u.failures[i:]...)
+	}
+}
+
+// recordFailure notes a failed dial or handshake for passive health checks.
+func (u *Upstream) recordFailure(now time.Time, maxFails int, failDuration time.Duration) {
+	if maxFails <= 0 || failDuration <= 0 {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.expireFailures(now, failDuration)
+	if len(u.failures) < 64 {
+		u.failures = append(u.failures, now)
+	}
+}

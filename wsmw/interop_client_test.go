@@ -1,0 +1,311 @@
+package wsmw_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	coder "github.com/coder/websocket"
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/wsmw"
+)
+
+// icProto is the subprotocol both foreign servers speak; clients offer it second.
+const icProto = "chat.v2"
+
+// icServer is a foreign WebSocket server; its handler routes by path:
+// /echo echoes messages, /ping pings us and reports the pong, /close closes
+// with 4002 "done", /expect-close reports the close code it receives.
+type icServer struct {
+	name    string
+	handler func(events chan<- string) http.Handler
+}
+
+var icServers = []icServer{
+	{"gorilla", icGorilla},
+	{"coder", icCoder},
+}
+
+func icGorilla(events chan<- string) http.Handler {
+	up := websocket.Upgrader{Subprotocols: []string{icProto}}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			events <- "upgrade: " + err.Error()
+			return
+		}
+		defer c.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		switch r.URL.Path {
+		case "/echo":
+			for {
+				op, p, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				if err := c.WriteMessage(op, p); err != nil {
+					return
+				}
+			}
+		case "/ping":
+			c.SetPongHandler(func(s string) error { events <- "pong:" + s; return nil })
+			if err := c.WriteControl(websocket.PingMessage, []byte("srv-ping"), deadline); err != nil {
+				events <- "ping: " + err.Error()
+				return
+			}
+		case "/close":
+			if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4002, "done"), deadline); err != nil {
+				events <- "close: " + err.Error()
+				return
+			}
+		}
+		// Read until the close: it answers pings, delivers pongs and reports the close code.
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					events <- fmt.Sprintf("close:%d:%s", ce.Code, ce.Text)
+				} else {
+					events <- "read: " + err.Error()
+				}
+				return
+			}
+		}
+	})
+}
+
+func icCoder(events chan<- string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := coder.Accept(w, r, &coder.AcceptOptions{Subprotocols: []string{icProto}})
+		if err != nil {
+			events <- "accept: " + err.Error()
+			return
+		}
+		defer c.CloseNow()
+		c.SetReadLimit(8 << 20)
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		switch r.URL.Path {
+		case "/echo":
+			for {
+				op, p, err := c.Read(ctx)
+				if err != nil {
+					return
+				}
+				if err := c.Write(ctx, op, p); err != nil {
+					return
+				}
+			}
+		case "/ping":
+			ctx := c.CloseRead(ctx)
+			if err := c.Ping(ctx); err != nil {
+				events <- "ping: " + err.Error()
+				return
+			}
+			events <- "pong:"
+			<-ctx.Done()
+			return
+		case "/close":
+			if err := c.Close(4002, "done"); err != nil {
+				events <- "close: " + err.Error()
+			} else {
+				events <- "closed"
+			}
+			return
+		}
+		_, _, err = c.Read(ctx)
+		var ce coder.CloseError
+		if errors.As(err, &ce) {
+			events <- fmt.Sprintf("close:%d:%s", ce.Code, ce.Reason)
+		} else {
+			events <- fmt.Sprintf("read: %v", err)
+		}
+	})
+}
+
+// icDial starts s and dials path on it with subprotocol negotiation.
+func icDial(t *testing.T, s icServer, path string) (*wsmw.Conn, <-chan string) {
+	t.Helper()
+	events := make(chan string, 8)
+	srv := httptest.NewServer(s.handler(events))
+	t.Cleanup(srv.Close)
+	c, resp, err := wsmw.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http")+path,
+		&wsmw.DialConfig{Subprotocols: []string{"chat.v1", icProto}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	if resp.StatusCode != http.StatusSwitchingProtocols || c.Subprotocol() != icProto {
+		t.Fatalf("status %d subprotocol %q, want 101 %q", resp.StatusCode, c.Subprotocol(), icProto)
+	}
+	return c, events
+}
+
+// icEvent waits for the server's next report.
+func icEvent(t *testing.T, events <-chan string) string {
+	t.Helper()
+	select {
+	case e := <-events:
+		return e
+	case <-time.After(5 * time.Second):
+		t.Fatal("no report from the server")
+		return ""
+	}
+}
+
+func icPayload(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i*7 + i>>8)
+	}
+	return p
+}
+
+func TestInteropClient_Echo(t *testing.T) {
+	msgs := []struct {
+		name string
+		op   wsmw.OpCode
+		p    []byte
+	}{
+		{"Text", wsmw.OpText, []byte("hello, wörld")},
+		{"EmptyText", wsmw.OpText, nil},
+		{"EmptyBinary", wsmw.OpBinary, nil},
+		{"Binary125", wsmw.OpBinary, icPayload(125)},
+		{"Binary126", wsmw.OpBinary, icPayload(126)},
+		{"Binary65535", wsmw.OpBinary, icPayload(65535)},
+		{"Binary65536", wsmw.OpBinary, icPayload(65536)},
+		{"Binary3MiB", wsmw.OpBinary, icPayload(3 << 20)},
+		{"Text3MiB", wsmw.OpText, bytes.Repeat([]byte("é"), 3<<19)},
+	}
+	for _, s := range icServers {
+		t.Run(s.name, func(t *testing.T) {
+			c, events := icDial(t, s, "/echo")
+			for _, m := range msgs {
+				if err := c.WriteMessage(m.op, m.p); err != nil {
+					t.Fatalf("%s: write: %v", m.name, err)
+				}
+				op, p, err := c.ReadMessage()
+				if err != nil || op != m.op || !bytes.Equal(p, m.p) {
+					t.Fatalf("%s: echo %v %d bytes %v, want %v %d bytes", m.name, op, len(p), err, m.op, len(m.p))
+				}
+			}
+			if err := c.Close(wsmw.StatusNormalClosure, ""); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case e := <-events:
+				t.Fatalf("server reported %q", e)
+			default:
+			}
+		})
+	}
+}
+
+func TestInteropClient_FragmentedMessage(t *testing.T) {
+	for _, s := range icServers {
+		t.Run(s.name, func(t *testing.T) {
+			c, _ := icDial(t, s, "/echo")
+			w, err := c.NextWriter(wsmw.OpText)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, part := range []string{"frag", "ment", "ed ✓"} {
+				if _, err := w.Write([]byte(part)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if op, p, err := c.ReadMessage(); err != nil || op != wsmw.OpText || string(p) != "fragmented ✓" {
+				t.Fatalf("echo %v %q %v", op, p, err)
+			}
+		})
+	}
+}
+
+func TestInteropClient_OurPingGetsTheirPong(t *testing.T) {
+	for _, s := range icServers {
+		t.Run(s.name, func(t *testing.T) {
+			c, _ := icDial(t, s, "/echo")
+			pongs := make(chan string, 1)
+			c.SetPongHandler(func(p []byte) error { pongs <- string(p); return nil })
+			if err := c.Ping([]byte("cli-ping")); err != nil {
+				t.Fatal(err)
+			}
+			// The pong is handled by the reader, before the echo of the next message.
+			if err := c.WriteMessage(wsmw.OpText, []byte("after")); err != nil {
+				t.Fatal(err)
+			}
+			if _, p, err := c.ReadMessage(); err != nil || string(p) != "after" {
+				t.Fatalf("echo %q %v", p, err)
+			}
+			select {
+			case p := <-pongs:
+				if p != "cli-ping" {
+					t.Fatalf("pong payload %q", p)
+				}
+			default:
+				t.Fatal("no pong before the echo")
+			}
+		})
+	}
+}
+
+func TestInteropClient_TheirPingGetsOurPong(t *testing.T) {
+	want := map[string]string{"gorilla": "pong:srv-ping", "coder": "pong:"}
+	for _, s := range icServers {
+		t.Run(s.name, func(t *testing.T) {
+			c, events := icDial(t, s, "/ping")
+			read := make(chan error, 1)
+			go func() { _, _, err := c.ReadMessage(); read <- err }()
+			if e := icEvent(t, events); e != want[s.name] {
+				t.Fatalf("server reported %q, want %q", e, want[s.name])
+			}
+			c.Close(wsmw.StatusNormalClosure, "")
+			<-read
+		})
+	}
+}
+
+func TestInteropClient_OurCloseCodeReachesThem(t *testing.T) {
+	for _, s := range icServers {
+		t.Run(s.name, func(t *testing.T) {
+			c, events := icDial(t, s, "/expect-close")
+			if err := c.Close(4001, "bye"); err != nil {
+				t.Fatal(err)
+			}
+			if e := icEvent(t, events); e != "close:4001:bye" {
+				t.Fatalf("server reported %q, want close:4001:bye", e)
+			}
+			if ce := c.CloseReceived(); ce == nil || ce.Code != 4001 {
+				t.Fatalf("their answer to our close: %v, want 4001 echoed", ce)
+			}
+		})
+	}
+}
+
+func TestInteropClient_TheirCloseCodeReachesUs(t *testing.T) {
+	want := map[string]string{"gorilla": "close:4002:", "coder": "closed"}
+	for _, s := range icServers {
+		t.Run(s.name, func(t *testing.T) {
+			c, events := icDial(t, s, "/close")
+			_, _, err := c.ReadMessage()
+			var ce *wsmw.CloseError
+			if !errors.As(err, &ce) || ce.Code != 4002 || ce.Reason != "done" {
+				t.Fatalf("ReadMessage err = %v, want *CloseError 4002 done", err)
+			}
+			// We answered their close: gorilla sees our echoed code, coder's Close completes.
+			if e := icEvent(t, events); e != want[s.name] {
+				t.Fatalf("server reported %q, want %q", e, want[s.name])
+			}
+		})
+	}
+}
