@@ -329,34 +329,41 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 }
 
 // TestIdleConnHoldsNoReadBuffer checks that a connection gives its read buffer
-// back to the pool before blocking for the next frame, on TCP.
+// back to the pool before blocking for the next frame, on TCP, and (for
+// contrast) that the fallback path for other net.Conns does hold one.
 func TestIdleConnHoldsNoReadBuffer(t *testing.T) {
-	a, s := rawTCPPair(t)
-	client := newConn(a, nil, true, connConfig{})
-	server := newConn(s, nil, false, connConfig{})
-	defer client.CloseNow()
-	defer server.CloseNow()
-	if err := client.WriteMessage(OpText, []byte("hello")); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		pair func(testing.TB) (net.Conn, net.Conn)
+		want bool // holds a buffer while blocked
+	}{
+		{"tcp", rawTCPPair, false},
+		{"pipe", func(testing.TB) (net.Conn, net.Conn) { return net.Pipe() }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, s := tc.pair(t)
+			client := newConn(a, nil, true, connConfig{})
+			server := newConn(s, nil, false, connConfig{})
+			defer client.CloseNow()
+			defer server.CloseNow()
+			go client.WriteMessage(OpText, []byte("hello"))
+			if _, p, err := server.ReadMessage(); err != nil || string(p) != "hello" {
+				t.Fatalf("read: %q %v", p, err)
+			}
+			waits := make(chan bool, 16)
+			hook := func(holds bool) { waits <- holds }
+			testHookWait.Store(&hook)
+			defer testHookWait.Store(nil)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				server.NextFrame()
+			}()
+			if holds := <-waits; holds != tc.want {
+				t.Fatalf("holds a read buffer while waiting for a frame: %v, want %v", holds, tc.want)
+			}
+			client.CloseNow()
+			<-done
+		})
 	}
-	if _, p, err := server.ReadMessage(); err != nil || string(p) != "hello" {
-		t.Fatalf("read: %q %v", p, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		server.NextFrame()
-	}()
-	time.Sleep(50 * time.Millisecond) // the reader is now blocked waiting for a header
-	if !server.rd.mu.TryLock() {
-		// The reader holds the lock while blocked; inspect without it (it is parked in the poller).
-		if server.rd.bp != nil {
-			t.Fatal("an idle connection holds a read buffer")
-		}
-	} else {
-		server.rd.mu.Unlock()
-		t.Fatal("reader not blocked")
-	}
-	client.CloseNow()
-	<-done
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -80,12 +81,19 @@ func (r *reader) release() {
 
 func (r *reader) buffered() int { return r.w - r.r }
 
+// testHookWait, when set by a test, is called by a reader just before it may
+// block for more bytes, with whether it holds a pooled buffer at that moment.
+var testHookWait atomic.Pointer[func(holdsBuffer bool)]
+
 // fill makes at least need (≤ readBufSize) bytes available in the buffer.
 func (r *reader) fill(need int) error {
 	for r.buffered() < need {
 		r.release() // nothing buffered: do not hold a buffer while blocked
 		if r.bp == nil {
 			if r.rawFn != nil {
+				if h := testHookWait.Load(); h != nil {
+					(*h)(false)
+				}
 				if err := r.rawFill(); err != nil {
 					return err
 				}
@@ -95,6 +103,9 @@ func (r *reader) fill(need int) error {
 		} else if r.r > 0 {
 			r.w = copy(r.bp[:], r.bp[r.r:r.w])
 			r.r = 0
+		}
+		if h := testHookWait.Load(); h != nil {
+			(*h)(true)
 		}
 		n, err := r.c.nc.Read(r.bp[r.w:])
 		r.w += n
