@@ -37,17 +37,15 @@ func endToEnd(h http.Header) http.Header {
 
 // upstreamHeader builds the upstream handshake's headers from the client request.
 func (p *Proxy) upstreamHeader(r *http.Request) http.Header {
-	var h http.Header
+	h := endToEnd(r.Header)
 	if p.cfg.ForwardHeaders != nil {
+		all := h // already without hop-by-hop headers, those named in Connection included
 		h = make(http.Header, len(p.cfg.ForwardHeaders)+3)
 		for _, k := range p.cfg.ForwardHeaders {
-			if vs := r.Header.Values(k); len(vs) > 0 {
-				h[textproto.CanonicalMIMEHeaderKey(k)] = append([]string(nil), vs...)
+			if vs := all.Values(k); len(vs) > 0 {
+				h[textproto.CanonicalMIMEHeaderKey(k)] = vs
 			}
 		}
-		h = endToEnd(h)
-	} else {
-		h = endToEnd(r.Header)
 	}
 	h.Set("Host", r.Host)
 	if p.cfg.UpstreamCredentials != nil {

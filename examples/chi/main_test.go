@@ -10,10 +10,17 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // startDemo serves the demo router on a free port, as main does.
 func startDemo(t *testing.T, args ...string) string {
+	t.Helper()
+	return startDemoWithLogger(t, newLogger(false), args...)
+}
+
+func startDemoWithLogger(t *testing.T, log *zap.Logger, args ...string) string {
 	t.Helper()
 	o, err := parseFlags(args, io.Discard)
 	if err != nil {
@@ -23,7 +30,7 @@ func startDemo(t *testing.T, args ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, p, echo, err := newRouter(o, ln.Addr().String(), newLogger(false))
+	h, p, echo, err := newRouter(o, ln.Addr().String(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,5 +132,69 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("-h does not document %s", f)
 		}
+	}
+}
+
+// TestChiRequestIDAndRealIPReachUpstreamAndLog checks the chi integration: the
+// client IP that chi's RealIP derives from X-Real-IP becomes the upstream's
+// X-Forwarded-For, and chi's request ID is in the session's log line.
+func TestChiRequestIDAndRealIPReachUpstreamAndLog(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	up := http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			mt, p, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			c.WriteMessage(mt, p)
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go up.Serve(ln)
+	defer up.Close()
+
+	core, logs := observer.New(zap.InfoLevel)
+	addr := startDemoWithLogger(t, zap.New(core), "-upstream", "ws://"+ln.Addr().String()+"/")
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", http.Header{"X-Real-Ip": {"203.0.113.7"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := <-seen
+	if got := h.Get("X-Forwarded-For"); got != "203.0.113.7" {
+		t.Errorf("upstream X-Forwarded-For = %q, want the real IP 203.0.113.7", got)
+	}
+	c.WriteMessage(websocket.TextMessage, []byte("hi"))
+	if _, p, err := c.ReadMessage(); err != nil || string(p) != "hi" {
+		t.Fatalf("echo: %q %v", p, err)
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+	c.ReadMessage()
+	c.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for logs.FilterMessage("session closed").Len() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	entries := logs.FilterMessage("session closed").All()
+	if len(entries) != 1 {
+		t.Fatalf("want one session log line, got %d", len(entries))
+	}
+	fields := entries[0].ContextMap()
+	if id, _ := fields["request_id"].(string); id == "" {
+		t.Errorf("session log has no chi request_id: %v", fields)
+	}
+	if fields["client_addr"] != "203.0.113.7" {
+		t.Errorf("client_addr = %v, want the real IP", fields["client_addr"])
+	}
+	if fields["msgs_up"] != int64(1) || fields["close_code"] != int64(1000) || fields["closed_by"] != "client" {
+		t.Errorf("session fields: %v", fields)
 	}
 }
