@@ -22,6 +22,8 @@ var (
 	ErrUpstreamUnreachable = errors.New("proxy: upstream unreachable")
 	// ErrUpstreamTimeout: the last try timed out (504).
 	ErrUpstreamTimeout = errors.New("proxy: upstream timed out")
+	// ErrClientGone: the client left while the upstream was being dialed.
+	ErrClientGone = errors.New("proxy: client went away during the upstream dial")
 )
 
 // dialUpstream selects upstreams and dials them until one completes the
@@ -50,6 +52,10 @@ func (p *Proxy) dialUpstream(r *http.Request) (*Upstream, *wsmw.Conn, *http.Resp
 				return up, conn, resp, nil
 			}
 			lastErr = err
+			if errors.Is(err, wsmw.ErrBadHeader) {
+				// The request the proxy built is invalid: a configuration error, not the upstream's failure.
+				return nil, nil, nil, &wsmw.HandshakeError{Status: http.StatusInternalServerError, Reason: "invalid upstream request", Err: err}
+			}
 			if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 				if resp.StatusCode >= 500 {
 					up.recordFailure(time.Now(), p.cfg.PassiveHealth.MaxFails, p.cfg.PassiveHealth.FailDuration)
@@ -70,6 +76,9 @@ func (p *Proxy) dialUpstream(r *http.Request) (*Upstream, *wsmw.Conn, *http.Resp
 		case <-time.After(p.cfg.TryInterval):
 		case <-r.Context().Done():
 		}
+	}
+	if r.Context().Err() != nil {
+		return nil, nil, nil, &wsmw.HandshakeError{Status: http.StatusBadGateway, Reason: "client went away", Err: errors.Join(ErrClientGone, lastErr)}
 	}
 	if isTimeout(lastErr) {
 		return nil, nil, nil, &wsmw.HandshakeError{Status: http.StatusGatewayTimeout, Reason: "upstream timed out", Err: errors.Join(ErrUpstreamTimeout, lastErr)}
@@ -156,6 +165,10 @@ func dialFailureReason(err error) string {
 		return "upstream_timeout"
 	case errors.Is(err, ErrUpstreamUnreachable):
 		return "upstream_unreachable"
+	case errors.Is(err, ErrClientGone):
+		return "client_gone"
+	case errors.Is(err, wsmw.ErrBadHeader):
+		return "config"
 	}
 	return "upstream_error"
 }

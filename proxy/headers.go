@@ -68,6 +68,9 @@ func (p *Proxy) upstreamHeader(r *http.Request) http.Header {
 			proto = v
 		}
 	}
+	if !p.cfg.TrustForwarded {
+		h.Del("Forwarded") // RFC 7239: a client's own claim is not passed on unless trusted
+	}
 	h.Set("X-Forwarded-For", clientIP)
 	h.Set("X-Forwarded-Proto", proto)
 	if p.cfg.TrustForwarded && r.Header.Get("X-Forwarded-Host") != "" {
@@ -107,4 +110,15 @@ func validSubprotocols(offered []string) bool {
 		}
 	}
 	return true
+}
+
+// reservedUpstreamHeader reports whether a header belongs to the upstream
+// handshake itself and so cannot be set by configuration.
+func reservedUpstreamHeader(k string) bool {
+	k = textproto.CanonicalMIMEHeaderKey(k)
+	switch k {
+	case "Upgrade", "Connection", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions":
+		return true
+	}
+	return false
 }

@@ -73,6 +73,15 @@ func New(cfg Config) (*Proxy, error) {
 	if !cfg.DrainCode.ValidOnWire() {
 		return nil, fmt.Errorf("proxy: drain code %d cannot be sent in a close frame", cfg.DrainCode)
 	}
+	for _, ops := range []HeaderOps{cfg.HeaderUp} {
+		for _, hs := range []http.Header{ops.Set, ops.Add} {
+			for k := range hs {
+				if reservedUpstreamHeader(k) {
+					return nil, fmt.Errorf("proxy: header_up cannot set %s: the proxy manages it", k)
+				}
+			}
+		}
+	}
 	if cfg.MaxFrameSize < 0 || cfg.MaxMessageSize < 0 || cfg.MaxMessageSizeUp < 0 || cfg.MaxMessageSizeDown < 0 {
 		return nil, errors.New("proxy: size limits must not be negative")
 	}
