@@ -69,7 +69,9 @@ type Config struct {
 	// Inspectors are called per message in each direction.
 	Inspectors Chain
 
-	// IdleTimeout closes a session (1001) after this long without a data frame in either direction (0: none).
+	// IdleTimeout closes a session (1001) when no data frame started in either direction for this
+	// long (0: none). It is checked by a timer every IdleTimeout, so an idle session is closed
+	// between one and two IdleTimeouts after its last data frame.
 	IdleTimeout time.Duration
 	// MaxLifetime closes a session (1001) this long after it started (0: none).
 	MaxLifetime time.Duration

@@ -30,7 +30,8 @@ type leg struct {
 	name string // "client" or "upstream"
 
 	writeDeadline atomic.Int64  // unix nanoseconds of the write deadline last set
-	frames        atomic.Uint64 // frames received, for keepalive liveness
+	frames        atomic.Uint64 // frames and payload reads received, for keepalive liveness
+	dataFrames    atomic.Int64  // data frames received, for the idle timeout
 	msgs, bytes   atomic.Int64  // data messages and payload bytes received from this leg
 
 	pingTimer *time.Timer
@@ -132,7 +133,7 @@ func (s *session) startTimers() {
 	if cfg.IdleTimeout > 0 {
 		var t *time.Timer
 		t = time.AfterFunc(cfg.IdleTimeout, func() {
-			n := s.client.msgs.Load() + s.up.msgs.Load()
+			n := s.client.dataFrames.Load() + s.up.dataFrames.Load()
 			s.mu.Lock()
 			idle := n == s.idleSeen
 			s.idleSeen = n
@@ -192,10 +193,27 @@ func (s *session) keepalive(l *leg) {
 	}
 	l.pingWait = true
 	l.pingSent = l.frames.Load()
-	l.pingTimer.Reset(cfg.PingTimeout)
 	s.mu.Unlock()
 	s.armWrite(l)
 	_ = l.conn.Ping(s.kaToken[:])
+	// The timeout runs from when the ping went out: it may have waited behind a long frame.
+	s.mu.Lock()
+	if s.timers != nil {
+		l.pingTimer.Reset(cfg.PingTimeout)
+	}
+	s.mu.Unlock()
+}
+
+// liveReader reads the current frame's payload from a leg, counting each read as
+// a sign of life: a peer in the middle of a long frame cannot answer a ping.
+type liveReader struct{ l *leg }
+
+func (r liveReader) Read(p []byte) (int, error) {
+	n, err := r.l.conn.ReadPayload(p)
+	if n > 0 {
+		r.l.frames.Add(1)
+	}
+	return n, err
 }
 
 // legDead handles a leg that stopped answering keepalive pings like one that vanished.
@@ -326,13 +344,15 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 			}
 		}
 		src.bytes.Add(h.Length)
+		src.dataFrames.Add(1)
 		if dropping || discard {
-			continue // NextFrame skips the unread payload
+			_, _ = io.Copy(io.Discard, liveReader{src}) // a read error comes again with the next frame
+			continue
 		}
 		if buffering {
 			start := len(buf)
 			buf = append(buf, make([]byte, h.Length)...)[:start+int(h.Length)]
-			if _, err := io.ReadFull(src.conn.PayloadReader(), buf[start:]); err != nil {
+			if _, err := io.ReadFull(liveReader{src}, buf[start:]); err != nil {
 				s.readFailed(src, dst, err)
 				return
 			}
@@ -361,7 +381,7 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 			continue
 		}
 		s.armWrite(dst)
-		if err := dst.conn.WriteFrameFrom(h, src.conn.PayloadReader()); err != nil {
+		if err := dst.conn.WriteFrameFrom(h, liveReader{src}); err != nil {
 			if errors.Is(err, wsmw.ErrIncompleteFrame) {
 				// src failed in the middle of the frame; its error comes with the next read.
 				continue
@@ -393,9 +413,17 @@ func (s *session) writeFragments(dst *leg, op wsmw.OpCode, rsv byte, buf []byte,
 func (s *session) closeReceived(src, dst *leg) {
 	ce := src.conn.CloseReceived()
 	s.end(ce.Code, ce.Reason, src.name, nil)
+	code, reason := ce.Code, ce.Reason
+	s.mu.Lock()
+	if s.endedBy == initiatorProxy {
+		// src answers the proxy's own close (closeBoth): dst gets the proxy's close,
+		// which this forward may otherwise overtake.
+		code, reason = s.endCode, s.endReason
+	}
+	s.mu.Unlock()
 	s.beginClosing()
 	s.armWrite(dst)
-	_ = dst.conn.WriteClose(ce.Code, ce.Reason) // 1005 is sent as an empty body
+	_ = dst.conn.WriteClose(code, reason) // 1005 is sent as an empty body
 	if src.conn.CloseSent() {
 		src.conn.CloseNow()
 	}
@@ -415,7 +443,12 @@ func (s *session) readFailed(src, dst *leg, err error) {
 	case s.closing.Load():
 		// The close handshake timed out or was completed by the other pump.
 		src.conn.CloseNow()
-		if dst.conn.CloseReceived() != nil || !dst.conn.CloseSent() {
+		if ce := dst.conn.CloseReceived(); ce != nil {
+			// dst's close went to src, which will not answer it now: answer it here.
+			s.armWrite(dst)
+			_ = dst.conn.WriteClose(ce.Code, ce.Reason)
+			dst.conn.CloseNow()
+		} else if !dst.conn.CloseSent() {
 			dst.conn.CloseNow()
 		}
 	default:

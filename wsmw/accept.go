@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -137,7 +138,10 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg *ServerConfig) (*Conn, 
 	}
 	offered := Subprotocols(r.Header)
 	if cfg.SelectSubprotocol != nil {
-		cc.subprotocol = cfg.SelectSubprotocol(r, offered)
+		// RFC 6455 §4.2.2: the server's choice must be one the client offered.
+		if sp := cfg.SelectSubprotocol(r, offered); slices.Contains(offered, sp) {
+			cc.subprotocol = sp
+		}
 	} else {
 		cc.subprotocol = selectSubprotocol(cfg.Subprotocols, offered)
 	}
@@ -170,7 +174,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg *ServerConfig) (*Conn, 
 	}
 	for k, vs := range cfg.ResponseHeader {
 		for _, v := range vs {
-			b.WriteString(k + ": " + sanitizeHeaderValue(v) + "\r\n")
+			b.WriteString(sanitizeHeaderValue(k) + ": " + sanitizeHeaderValue(v) + "\r\n")
 		}
 	}
 	b.WriteString("\r\n")
@@ -186,7 +190,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg *ServerConfig) (*Conn, 
 	return newConn(nc, buffered, false, cc), nil
 }
 
-// sanitizeHeaderValue drops CR and LF so a configured value cannot split the response.
+// sanitizeHeaderValue drops CR and LF so a configured name or value cannot split the response.
 func sanitizeHeaderValue(v string) string {
 	return strings.NewReplacer("\r", "", "\n", "").Replace(v)
 }

@@ -3,6 +3,7 @@ package wsmw
 import (
 	"encoding/binary"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -82,14 +83,15 @@ func ParseClosePayload(p []byte) (StatusCode, string, error) {
 
 // AppendClosePayload appends the close body for code and reason to b. StatusNoStatusRcvd
 // (and any code not valid on the wire, such as 1005/1006/1015) produces an empty body,
-// which is how "no code" is said on the wire. Reasons longer than 123 bytes are cut
-// at a rune boundary.
+// which is how "no code" is said on the wire. Invalid UTF-8 in reason is replaced
+// by U+FFFD (a peer fails the connection on it); reasons longer than 123 bytes are
+// cut at a rune boundary.
 func AppendClosePayload(b []byte, code StatusCode, reason string) []byte {
 	if !code.ValidOnWire() {
 		return b
 	}
 	b = binary.BigEndian.AppendUint16(b, uint16(code))
-	return append(b, truncateReason(reason)...)
+	return append(b, truncateReason(strings.ToValidUTF8(reason, "\uFFFD"))...)
 }
 
 // truncateReason cuts reason to maxCloseReason bytes without splitting a rune.

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -12,10 +13,10 @@ import (
 // host equals the request's Host, or when it matches one of patterns. A pattern
 // with "://" is matched against the whole origin ("https://*.example.com"),
 // otherwise against its host[:port] ("*.example.com", "localhost:*"); "*" is a
-// wildcard as in path.Match, and "*" alone allows every origin.
+// wildcard as in path.Match, and "*" alone allows every origin (even "null").
 func originAllowed(r *http.Request, patterns []string) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" {
+	if origin == "" || slices.Contains(patterns, "*") {
 		return true
 	}
 	u, err := url.Parse(origin)

@@ -164,6 +164,7 @@ func (r *reader) nextFrame() (Header, error) {
 	h, err := parseHeader(r.bp[r.r : r.r+n])
 	r.r += n
 	if err != nil {
+		r.remaining = 0 // a malformed header's length cannot be trusted: the drain does not skip a payload
 		return h, r.fail(StatusProtocolError, err)
 	}
 	if code, err := r.check(&h); err != nil {
@@ -411,6 +412,9 @@ func (r *reader) drainUntilClose() {
 	skip := r.remaining
 	for budget > 0 {
 		for skip > 0 {
+			if budget <= 0 {
+				return
+			}
 			if err := r.fill(1); err != nil {
 				return
 			}

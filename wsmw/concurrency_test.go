@@ -1,0 +1,455 @@
+package wsmw
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	wtWriters     = 8
+	wtPerWriter   = 200
+	wtTextPattern = "κόσμε 😀 ascii \u0800\U0010ffff "
+)
+
+// wtConcPayload is the deterministic payload of message i of writer g: a
+// "g:i:" prefix then a pattern of some length (text: whole runes only).
+func wtConcPayload(g, i int, text bool) []byte {
+	n := (g*131 + i*71) % 3000
+	if i%50 == 0 {
+		n = 0
+	}
+	p := fmt.Appendf(nil, "%d:%d:", g, i)
+	if text {
+		prefix := len(p)
+		for len(p) < n {
+			p = append(p, wtTextPattern...)
+		}
+		p = p[:max(n, prefix)]
+		for !utf8.Valid(p) {
+			p = p[:len(p)-1] // cut back to a rune boundary
+		}
+		return p
+	}
+	for j := 0; j < n; j++ {
+		p = append(p, byte(g*7+i+j))
+	}
+	return p
+}
+
+// wtConcWrite is one writer's job: a mix of WriteMessage, fragmented NextWriter
+// messages (split inside runes) and pings.
+func wtConcWrite(c *Conn, g int) error {
+	for i := 0; i < wtPerWriter; i++ {
+		switch i % 4 {
+		case 0:
+			if err := c.WriteMessage(OpText, wtConcPayload(g, i, true)); err != nil {
+				return err
+			}
+		case 1:
+			if err := c.WriteMessage(OpBinary, wtConcPayload(g, i, false)); err != nil {
+				return err
+			}
+		case 2, 3:
+			text := i%4 == 2
+			op := OpBinary
+			if text {
+				op = OpText
+			}
+			p := wtConcPayload(g, i, text)
+			w, err := c.NextWriter(op)
+			if err != nil {
+				return err
+			}
+			for len(p) > 0 {
+				k := 1 + (len(p)*7+i)%700
+				if k > len(p) {
+					k = len(p)
+				}
+				if _, err := w.Write(p[:k]); err != nil {
+					w.Close()
+					return err
+				}
+				p = p[k:]
+			}
+			if err := w.Close(); err != nil {
+				return err
+			}
+			if err := c.Ping(fmt.Appendf(nil, "ping %d %d", g, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// wtConcCheck verifies one received message against what its writer sent and
+// the order of that writer's messages.
+func wtConcCheck(next []int, op OpCode, p []byte) error {
+	var g, i int
+	if _, err := fmt.Sscanf(string(p), "%d:%d:", &g, &i); err != nil {
+		return fmt.Errorf("message without a g:i: prefix: %q", p[:min(len(p), 20)])
+	}
+	if g < 0 || g >= wtWriters || i != next[g] {
+		return fmt.Errorf("message %d:%d out of order (want %d next)", g, i, next[g])
+	}
+	next[g]++
+	text := i%4 == 0 || i%4 == 2
+	wantOp := OpBinary
+	if text {
+		wantOp = OpText
+	}
+	if op != wantOp || !bytes.Equal(p, wtConcPayload(g, i, text)) {
+		return fmt.Errorf("message %d:%d corrupted: %v, %d bytes", g, i, op, len(p))
+	}
+	return nil
+}
+
+// TestConcurrentWritersClientToServer: 8 goroutines write through a client Conn
+// to a server Conn whose reader applies every receive rule; every message must
+// arrive intact and in per-writer order, and every ping must be answered.
+func TestConcurrentWritersClientToServer(t *testing.T) {
+	srv, raw := wtTCPPair(t, false, connConfig{})
+	cli := newConn(raw, nil, true, connConfig{closeTimeout: 2 * time.Second})
+
+	var pings, pongs atomic.Int64
+	srv.SetPingHandler(func(p []byte) error {
+		pings.Add(1)
+		return srv.Pong(p)
+	})
+	cli.SetPongHandler(func(p []byte) error {
+		pongs.Add(1)
+		return nil
+	})
+	cliRead := wtAsync(func() error { _, _, err := cli.ReadMessage(); return err })
+
+	srvRead := wtAsync(func() error {
+		next := make([]int, wtWriters)
+		for n := 0; n < wtWriters*wtPerWriter; n++ {
+			op, p, err := srv.ReadMessage()
+			if err != nil {
+				return fmt.Errorf("after %d messages: %w", n, err)
+			}
+			if err := wtConcCheck(next, op, p); err != nil {
+				return err
+			}
+		}
+		_, _, err := srv.ReadMessage()
+		var ce *CloseError
+		if !errors.As(err, &ce) || ce.Code != StatusNormalClosure {
+			return fmt.Errorf("after all messages: %v, want the client's close", err)
+		}
+		return nil
+	})
+
+	var wg sync.WaitGroup
+	errs := make(chan error, wtWriters)
+	for g := 0; g < wtWriters; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := wtConcWrite(cli, g); err != nil {
+				errs <- fmt.Errorf("writer %d: %w", g, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := cli.Close(StatusNormalClosure, "done"); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	if err := wtWait(t, srvRead, 10*time.Second, "server reader"); err != nil {
+		t.Fatal(err)
+	}
+	err := wtWait(t, cliRead, 5*time.Second, "client reader")
+	var ce *CloseError
+	if !errors.As(err, &ce) || ce.Code != StatusNormalClosure {
+		t.Errorf("client reader = %v, want the echoed close", err)
+	}
+	want := int64(wtWriters * wtPerWriter / 2)
+	if pings.Load() != want || pongs.Load() != want {
+		t.Errorf("pings %d, pongs %d, want %d each", pings.Load(), pongs.Load(), want)
+	}
+}
+
+// TestConcurrentWritersServerRawVerifier: 8 goroutines write through a server
+// Conn; a raw verifier checks every frame's encoding (unmasked, no RSV, control
+// frames whole and ≤125 bytes, continuation order) and every message.
+func TestConcurrentWritersServerRawVerifier(t *testing.T) {
+	for _, tr := range wtTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			srv, raw := tr.pair(t, false, connConfig{})
+			verify := wtAsync(func() error {
+				next := make([]int, wtWriters)
+				var msg []byte
+				var msgOp OpCode
+				inMsg := false
+				pings, msgs := 0, 0
+				_ = raw.SetReadDeadline(time.Now().Add(20 * time.Second))
+				for {
+					h, p, err := wtReadFrame(raw)
+					if err != nil {
+						return fmt.Errorf("after %d messages: %w", msgs, err)
+					}
+					if h.Masked || h.Rsv != 0 {
+						return fmt.Errorf("bad server frame header %+v", h)
+					}
+					if h.Size() != len(AppendHeader(nil, h)) {
+						return fmt.Errorf("header size mismatch %+v", h)
+					}
+					switch {
+					case h.OpCode.IsControl():
+						if !h.Fin || h.Length > 125 {
+							return fmt.Errorf("bad control frame %+v", h)
+						}
+						switch h.OpCode {
+						case OpPing:
+							pings++
+						case OpClose:
+							code, _, err := ParseClosePayload(p)
+							if err != nil || code != StatusNormalClosure {
+								return fmt.Errorf("close %v %v", code, err)
+							}
+							if inMsg || msgs != wtWriters*wtPerWriter || pings != msgs/2 {
+								return fmt.Errorf("close after %d messages, %d pings, in message %v", msgs, pings, inMsg)
+							}
+							return nil
+						default:
+							return fmt.Errorf("unexpected %v", h.OpCode)
+						}
+						continue
+					case h.OpCode == OpContinuation:
+						if !inMsg {
+							return fmt.Errorf("continuation outside a message")
+						}
+						msg = append(msg, p...)
+					default:
+						if inMsg {
+							return fmt.Errorf("%v frame inside a fragmented message", h.OpCode)
+						}
+						msgOp, msg = h.OpCode, append(msg[:0], p...)
+					}
+					inMsg = !h.Fin
+					if h.Fin {
+						if msgOp == OpText && !utf8.Valid(msg) {
+							return fmt.Errorf("invalid UTF-8 text message")
+						}
+						if err := wtConcCheck(next, msgOp, msg); err != nil {
+							return err
+						}
+						msgs++
+					}
+				}
+			})
+			var wg sync.WaitGroup
+			for g := 0; g < wtWriters; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := wtConcWrite(srv, g); err != nil {
+						t.Errorf("writer %d: %v", g, err)
+					}
+				}()
+			}
+			wg.Wait()
+			if err := srv.WriteClose(StatusNormalClosure, ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := wtWait(t, verify, 20*time.Second, "verifier"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestConcurrentWritesDuringClose: writers racing with Close end with
+// ErrCloseSent or ErrClosed (or a write error), never a torn frame or a data race.
+func TestConcurrentWritesDuringClose(t *testing.T) {
+	srv, raw := wtTCPPair(t, false, connConfig{closeTimeout: 100 * time.Millisecond})
+	peer := wtAsync(func() error {
+		// Read frames until the close, then answer it.
+		_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			h, _, err := wtReadFrame(raw)
+			if err != nil {
+				return err
+			}
+			if h.Masked || h.Rsv != 0 {
+				return fmt.Errorf("bad frame %+v", h)
+			}
+			if h.OpCode == OpClose {
+				_, err := raw.Write(wtCF(OpClose, ""))
+				return err
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				err := srv.WriteMessage(OpBinary, make([]byte, 100*g))
+				if err == nil {
+					err = srv.Ping(nil)
+				}
+				if err != nil {
+					if !errors.Is(err, ErrCloseSent) && !errors.Is(err, ErrClosed) && !errors.Is(err, net.ErrClosed) {
+						t.Errorf("writer %d: unexpected %v", g, err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := srv.Close(StatusNormalClosure, ""); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	wg.Wait()
+	if err := wtWait(t, peer, 5*time.Second, "peer"); err != nil {
+		t.Errorf("peer: %v", err)
+	}
+}
+
+// TestReadDeadline: a read deadline in the past makes NextFrame (and the message
+// reader) return a timeout net.Error.
+func TestReadDeadline(t *testing.T) {
+	for _, tr := range wtTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			c, _ := tr.pair(t, false, connConfig{})
+			if err := c.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			err := wtWait(t, wtAsync(func() error { _, err := c.NextFrame(); return err }), 2*time.Second, "NextFrame")
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("NextFrame = %v, want a timeout net.Error", err)
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("NextFrame = %v, want os.ErrDeadlineExceeded", err)
+			}
+		})
+		t.Run(tr.name+"/Future", func(t *testing.T) {
+			c, _ := tr.pair(t, false, connConfig{})
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			start := time.Now()
+			_, _, err := c.ReadMessage()
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("ReadMessage = %v, want a timeout net.Error", err)
+			}
+			if d := time.Since(start); d < 80*time.Millisecond || d > 2*time.Second {
+				t.Errorf("timed out after %v", d)
+			}
+		})
+		t.Run(tr.name+"/MidFrame", func(t *testing.T) {
+			c, raw := tr.pair(t, false, connConfig{})
+			go raw.Write(wtCF(OpBinary, "0123456789")[:9])
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			_, _, err := c.ReadMessage()
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("ReadMessage = %v, want a timeout net.Error", err)
+			}
+		})
+	}
+}
+
+// TestReadContextCanceled: Read with a cancelled context returns promptly with
+// an error matching context.Canceled.
+func TestReadContextCanceled(t *testing.T) {
+	for _, tr := range wtTransports {
+		for _, pre := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/precanceled=%v", tr.name, pre), func(t *testing.T) {
+				c, _ := tr.pair(t, false, connConfig{})
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				if pre {
+					cancel()
+				} else {
+					time.AfterFunc(50*time.Millisecond, cancel)
+				}
+				start := time.Now()
+				err := wtWait(t, wtAsync(func() error { _, _, err := c.Read(ctx); return err }), 2*time.Second, "Read")
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Read = %v, want context.Canceled", err)
+				}
+				if d := time.Since(start); d > time.Second {
+					t.Errorf("Read took %v", d)
+				}
+			})
+		}
+	}
+	t.Run("Deadline", func(t *testing.T) {
+		c, _ := wtTCPPair(t, false, connConfig{})
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, _, err := c.Read(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Read = %v, want context.DeadlineExceeded", err)
+		}
+	})
+	t.Run("NotCanceled", func(t *testing.T) {
+		c, raw := wtTCPPair(t, false, connConfig{})
+		go raw.Write(wtCF(OpText, "hello"))
+		op, p, err := c.Read(context.Background())
+		if err != nil || op != OpText || string(p) != "hello" {
+			t.Fatalf("Read = %v %q %v", op, p, err)
+		}
+	})
+}
+
+// TestWriteContextCanceled: Write to a peer that never reads returns promptly
+// once the context is cancelled, with an error matching context.Canceled.
+func TestWriteContextCanceled(t *testing.T) {
+	for _, tr := range wtTransports {
+		for _, client := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/client=%v", tr.name, client), func(t *testing.T) {
+				c, _ := tr.pair(t, client, connConfig{})
+				size := 64 << 20 // far more than the socket buffers
+				if tr.name == "pipe" {
+					size = 1 << 20 // net.Pipe has no buffer at all
+				}
+				big := make([]byte, size)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				time.AfterFunc(100*time.Millisecond, cancel)
+				start := time.Now()
+				err := wtWait(t, wtAsync(func() error { return c.Write(ctx, OpBinary, big) }), 5*time.Second, "Write")
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Write = %v, want context.Canceled", err)
+				}
+				if d := time.Since(start); d > 2*time.Second {
+					t.Errorf("Write took %v", d)
+				}
+				// The stream is broken: later writes fail.
+				if err := c.WriteMessage(OpText, []byte("x")); err == nil {
+					t.Error("WriteMessage after a cancelled Write succeeded")
+				}
+			})
+		}
+	}
+	t.Run("NotCanceled", func(t *testing.T) {
+		c, raw := wtTCPPair(t, false, connConfig{})
+		if err := c.Write(context.Background(), OpBinary, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+		h, p, err := wtReadFrame(raw)
+		if err != nil || h.OpCode != OpBinary || string(p) != "hi" {
+			t.Fatalf("peer got %+v %q %v", h, p, err)
+		}
+	})
+}
