@@ -111,7 +111,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	cfg.Metrics.attach(p)
 	if cfg.ActiveHealth != nil {
-		p.health = NewHealthChecker(*cfg.ActiveHealth, p.knownUpstreams, p.log)
+		ah := *cfg.ActiveHealth
+		if ah.Dial == nil {
+			ah.Dial = p.probe(ah.Timeout)
+		}
+		p.health = NewHealthChecker(ah, p.knownUpstreams, p.log)
 		p.health.Start()
 	}
 	return p, nil
@@ -332,8 +336,10 @@ func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, resp *http.
 		w.Header()[k] = vs
 	}
 	status := resp.StatusCode
-	if status == http.StatusSwitchingProtocols || status < 200 {
-		status = http.StatusBadGateway // a 101 that failed validation is a bad gateway, not something to relay
+	if status < 300 {
+		// A 101 that failed validation, or a 1xx/2xx answer to an upgrade, is a bad
+		// gateway: only refusals (3xx-5xx) are relayed.
+		status = http.StatusBadGateway
 	}
 	w.WriteHeader(status)
 	if resp.Body != nil && status != http.StatusBadGateway {
@@ -390,7 +396,7 @@ func (p *Proxy) Drain(ctx context.Context, window time.Duration) error {
 				case <-ctx.Done():
 				}
 			}
-			go s.closeBoth(p.cfg.DrainCode, "server shutting down", initiatorProxy)
+			go s.drain(p.cfg.DrainCode, "server shutting down")
 		}
 	}()
 	select {
@@ -398,5 +404,24 @@ func (p *Proxy) Drain(ctx context.Context, window time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// probe returns the default active health check: a handshake with the same TLS
+// settings and credentials as sessions use, closed at once with 1001.
+func (p *Proxy) probe(timeout time.Duration) func(ctx context.Context, url string, h http.Header) error {
+	return func(ctx context.Context, url string, h http.Header) error {
+		c, _, err := wsmw.Dial(ctx, url, &wsmw.DialConfig{
+			Header:           h,
+			TLSConfig:        p.cfg.UpstreamTLS,
+			Credentials:      p.cfg.UpstreamCredentials,
+			HandshakeTimeout: timeout,
+		})
+		if err != nil {
+			return err
+		}
+		c.SetCloseTimeout(time.Second)
+		c.Close(wsmw.StatusGoingAway, "health check")
+		return nil
 	}
 }

@@ -52,13 +52,15 @@ type session struct {
 
 	closing atomic.Bool // a close was sent or a leg failed: finish within CloseTimeout
 
-	mu        sync.Mutex // guards the fields below and the timers' rescheduling
-	endCode   wsmw.StatusCode
-	endReason string
-	endedBy   string
-	endErr    error
-	idleSeen  int64
-	timers    []*time.Timer
+	mu          sync.Mutex // guards the fields below and the timers' rescheduling
+	endCode     wsmw.StatusCode
+	endReason   string
+	endedBy     string
+	endErr      error
+	drainCode   wsmw.StatusCode // set by drain: what the client gets however the upstream ends
+	drainReason string
+	idleSeen    int64
+	timers      []*time.Timer
 }
 
 // serveSession forwards one session until both legs are closed. It owns one of
@@ -100,7 +102,7 @@ func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *U
 	draining := p.draining
 	p.mu.Unlock()
 	if draining {
-		go s.closeBoth(p.cfg.DrainCode, "server shutting down", initiatorProxy)
+		go s.drain(p.cfg.DrainCode, "server shutting down")
 	}
 	s.startTimers()
 
@@ -281,6 +283,36 @@ func (s *session) closeBoth(code wsmw.StatusCode, reason, by string) {
 	for _, l := range []*leg{&s.client, &s.up} {
 		_ = l.conn.WriteClose(code, reason)
 	}
+}
+
+// drain ends the session for Shutdown and Drain without losing what the upstream
+// already sent: the upstream gets code first, its remaining frames and its close
+// answer go on to the client, and then the client gets code too. An upstream that
+// does not answer within CloseTimeout is treated as gone, and the client still
+// gets code. Messages the client sends after the drain began are not forwarded.
+func (s *session) drain(code wsmw.StatusCode, reason string) {
+	s.mu.Lock()
+	if s.drainCode == 0 {
+		s.drainCode, s.drainReason = code, reason
+	}
+	s.mu.Unlock()
+	s.end(code, reason, initiatorProxy, nil)
+	_ = s.up.conn.SetReadDeadline(time.Now().Add(s.p.cfg.CloseTimeout))
+	s.armWrite(&s.up)
+	if err := s.up.conn.WriteClose(code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
+		s.closeBoth(code, reason, initiatorProxy)
+	}
+}
+
+// otherCode returns the close to send to the remaining leg after one failed:
+// the drain code while draining, else code and reason.
+func (s *session) otherCode(code wsmw.StatusCode, reason string) (wsmw.StatusCode, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.drainCode != 0 {
+		return s.drainCode, s.drainReason
+	}
+	return code, reason
 }
 
 // pump forwards frames from src to dst until src's close arrives or src fails.
@@ -465,6 +497,7 @@ func (s *session) readFailed(src, dst *leg, err error) {
 
 // closeOther sends code to dst after src ended, bounded by the close timeout.
 func (s *session) closeOther(src, dst *leg, code wsmw.StatusCode, reason string) {
+	code, reason = s.otherCode(code, reason)
 	src.conn.CloseNow()
 	s.beginClosing()
 	s.armWrite(dst)

@@ -1,0 +1,563 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/wsgate/wsgate/proxy"
+	"github.com/wsgate/wsgate/wsmw"
+)
+
+// LoadBalancing configures upstream selection and dial retries, with the
+// JSON shape of reverse_proxy's load_balancing.
+type LoadBalancing struct {
+	// SelectionPolicy chooses the upstream of each new session. Default: random.
+	SelectionPolicy *SelectionPolicy `json:"selection_policy,omitempty"`
+
+	// Retries is how many more upstreams are tried after a failed dial.
+	// Default: 0.
+	Retries int `json:"retries,omitempty"`
+
+	// TryDuration keeps retrying failed dials for this long. Default: 0
+	// (no time-based retries).
+	TryDuration caddy.Duration `json:"try_duration,omitempty"`
+
+	// TryInterval is the pause between tries. Default: 250ms.
+	TryInterval caddy.Duration `json:"try_interval,omitempty"`
+}
+
+// SelectionPolicy names a load-balancing policy, as reverse_proxy's lb_policy
+// does: random, random_choose, round_robin, least_conn, first, ip_hash,
+// client_ip_hash, header or cookie. Connection counts and health state are
+// this module's own, not those of reverse_proxy's hosts.
+type SelectionPolicy struct {
+	// Policy is the policy name. Default: random.
+	Policy string `json:"policy,omitempty"`
+	// Choose is random_choose's sample size. Default: 2.
+	Choose int `json:"choose,omitempty"`
+	// Field is the request header hashed by the header policy.
+	Field string `json:"field,omitempty"`
+	// Name is the cookie hashed by the cookie policy. Default: lb.
+	Name string `json:"name,omitempty"`
+}
+
+// HealthChecks configures active and passive health checks, with the JSON
+// shape of reverse_proxy's health_checks.
+type HealthChecks struct {
+	// Active probes every known upstream with a WebSocket handshake.
+	Active *ActiveHealthChecks `json:"active,omitempty"`
+	// Passive marks an upstream down after failed dials.
+	Passive *PassiveHealthChecks `json:"passive,omitempty"`
+}
+
+// ActiveHealthChecks are periodic WebSocket handshakes to each upstream.
+type ActiveHealthChecks struct {
+	// URI is the probe's path and query. Default: the upstream URL's path, or "/".
+	URI string `json:"uri,omitempty"`
+	// Headers are added to the probe request.
+	Headers http.Header `json:"headers,omitempty"`
+	// Interval is the time between probe rounds. Default: 30s.
+	Interval caddy.Duration `json:"interval,omitempty"`
+	// Timeout bounds one probe. Default: 5s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// Passes is the consecutive passes that mark a down upstream up. Default: 1.
+	Passes int `json:"passes,omitempty"`
+	// Fails is the consecutive failures that mark an upstream down. Default: 1.
+	Fails int `json:"fails,omitempty"`
+}
+
+// PassiveHealthChecks mark an upstream down after failed dials or handshakes.
+type PassiveHealthChecks struct {
+	// FailDuration is how long a failure is remembered; > 0 enables passive
+	// checks. Default: 0.
+	FailDuration caddy.Duration `json:"fail_duration,omitempty"`
+	// MaxFails is the failures within FailDuration that mark an upstream
+	// down. Default: 1 (when FailDuration is set).
+	MaxFails int `json:"max_fails,omitempty"`
+}
+
+// TLSConfig configures wss:// upstreams, with the field names of
+// reverse_proxy's transport tls.
+type TLSConfig struct {
+	// ServerName is the SNI and verified name. Default: the upstream's host.
+	ServerName string `json:"server_name,omitempty"`
+	// RootCAPEMFiles are PEM files of CAs trusted for upstream certificates.
+	// Default: the system roots.
+	RootCAPEMFiles []string `json:"root_ca_pem_files,omitempty"`
+	// ClientCertificateFile and ClientCertificateKeyFile are a client
+	// certificate presented to upstreams (both or neither). Default: none.
+	ClientCertificateFile    string `json:"client_certificate_file,omitempty"`
+	ClientCertificateKeyFile string `json:"client_certificate_key_file,omitempty"`
+	// InsecureSkipVerify disables upstream certificate verification. Default: false.
+	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
+}
+
+// Headers edits handshake headers: Request those sent upstream, Response
+// those of the 101 (or relayed refusal) sent to the client.
+type Headers struct {
+	Request  *HeaderOps `json:"request,omitempty"`
+	Response *HeaderOps `json:"response,omitempty"`
+}
+
+// HeaderOps edits a header set: Delete first, then Set, then Add.
+type HeaderOps struct {
+	Add    http.Header `json:"add,omitempty"`
+	Set    http.Header `json:"set,omitempty"`
+	Delete []string    `json:"delete,omitempty"`
+}
+
+// RateLimit limits each session, per direction, with token buckets.
+type RateLimit struct {
+	// MessagesPerSecond is the message rate. Default: 0 (no message limit).
+	MessagesPerSecond float64 `json:"messages_per_second,omitempty"`
+	// BytesPerSecond is the payload byte rate. Default: 0 (no byte limit).
+	BytesPerSecond float64 `json:"bytes_per_second,omitempty"`
+	// MessageBurst is the messages allowed at once. Default: one second's worth.
+	MessageBurst int `json:"message_burst,omitempty"`
+	// ByteBurst is the bytes allowed at once. Default: one second's worth.
+	ByteBurst int `json:"byte_burst,omitempty"`
+	// Mode is "delay" (hold messages: back-pressure) or "close" (close the
+	// session with 1008). Default: delay.
+	Mode string `json:"mode,omitempty"`
+}
+
+// proxyConfig translates the handler into a proxy.Config; the logger,
+// metrics and dynamic source are set by the pool.
+func (h *Handler) proxyConfig() (proxy.Config, error) {
+	cfg := proxy.Config{
+		MaxFrameSize:   h.MaxFrameSize,
+		MaxMessageSize: h.MaxMessageSize,
+		Origins:        h.Origins,
+		Subprotocols:   h.Subprotocols,
+		DialTimeout:    time.Duration(h.DialTimeout),
+		IdleTimeout:    time.Duration(h.IdleTimeout),
+		MaxLifetime:    time.Duration(h.MaxLifetime),
+		WriteTimeout:   time.Duration(h.WriteTimeout),
+		CloseTimeout:   time.Duration(h.CloseTimeout),
+		PingInterval:   time.Duration(h.PingInterval),
+		PingTimeout:    time.Duration(h.PingTimeout),
+		MaxSessions:    h.MaxSessions,
+		DrainCode:      wsmw.StatusCode(h.DrainCode),
+	}
+	for _, raw := range h.Upstreams {
+		u, err := h.upstreamURL(raw)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Upstreams = append(cfg.Upstreams, u)
+	}
+	var err error
+	if cfg.Balancer, err = h.LoadBalancing.balancer(); err != nil {
+		return cfg, err
+	}
+	if lb := h.LoadBalancing; lb != nil {
+		cfg.Retries = lb.Retries
+		cfg.TryDuration = time.Duration(lb.TryDuration)
+		cfg.TryInterval = time.Duration(lb.TryInterval)
+	}
+	if cfg.UpstreamTLS, err = h.TLS.tlsConfig(); err != nil {
+		return cfg, err
+	}
+	if hc := h.HealthChecks; hc != nil {
+		if p := hc.Passive; p != nil {
+			cfg.PassiveHealth = proxy.PassiveHealth{MaxFails: p.MaxFails, FailDuration: time.Duration(p.FailDuration)}
+			if p.FailDuration > 0 && p.MaxFails == 0 {
+				cfg.PassiveHealth.MaxFails = 1 // as in reverse_proxy
+			}
+		}
+		if a := hc.Active; a != nil {
+			cfg.ActiveHealth = &proxy.ActiveHealth{
+				Path:     a.URI,
+				Interval: time.Duration(a.Interval),
+				Timeout:  time.Duration(a.Timeout),
+				Passes:   a.Passes,
+				Fails:    a.Fails,
+				Header:   a.Headers,
+			}
+			if cfg.UpstreamTLS != nil {
+				cfg.ActiveHealth.Dial = tlsProbe(cfg.UpstreamTLS, time.Duration(a.Timeout))
+			}
+		}
+	}
+	if hd := h.Headers; hd != nil {
+		cfg.HeaderUp = hd.Request.static()
+		cfg.HeaderDown = hd.Response.static()
+	}
+	if cfg.Inspectors, err = h.inspectors(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// upstreamURL checks a static upstream and gives bare host:port its scheme.
+func (h *Handler) upstreamURL(raw string) (string, error) {
+	s := raw
+	if !strings.Contains(s, "://") {
+		s = h.scheme() + "://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("upstream %q: %v", raw, err)
+	}
+	switch u.Scheme {
+	case "ws", "wss", "http", "https":
+	default:
+		return "", fmt.Errorf("upstream %q: scheme must be ws or wss", raw)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("upstream %q has no host", raw)
+	}
+	return s, nil
+}
+
+// scheme is the scheme of bare and dynamic upstreams: wss when tls is set.
+func (h *Handler) scheme() string {
+	if h.TLS != nil {
+		return "wss"
+	}
+	return "ws"
+}
+
+// balancer builds the selection policy.
+func (lb *LoadBalancing) balancer() (proxy.Balancer, error) {
+	if lb == nil || lb.SelectionPolicy == nil {
+		return proxy.Random(), nil
+	}
+	sp := lb.SelectionPolicy
+	var args []string
+	switch sp.Policy {
+	case "random_choose":
+		if sp.Choose != 0 {
+			args = []string{fmt.Sprint(sp.Choose)}
+		}
+	case "header":
+		if sp.Field == "" {
+			return nil, errors.New("selection_policy header: field is required")
+		}
+		args = []string{sp.Field}
+	case "cookie":
+		name := sp.Name
+		if name == "" {
+			name = "lb"
+		}
+		args = []string{name}
+	}
+	b, err := proxy.ParseBalancer(sp.Policy, args...)
+	if err != nil {
+		return nil, fmt.Errorf("selection_policy: %s", strings.TrimPrefix(err.Error(), "proxy: "))
+	}
+	if sp.Policy == "client_ip_hash" {
+		b = clientIPBalancer{b}
+	}
+	return b, nil
+}
+
+// clientIPBalancer hashes the client IP Caddy determined (trusted_proxies
+// considered) instead of the connection's remote address.
+type clientIPBalancer struct{ proxy.Balancer }
+
+func (b clientIPBalancer) Select(pool []*proxy.Upstream, r *http.Request) *proxy.Upstream {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		r2 := r.WithContext(r.Context())
+		r2.RemoteAddr = ip
+		r = r2
+	}
+	return b.Balancer.Select(pool, r)
+}
+
+func (lb *LoadBalancing) validate() error {
+	if lb == nil {
+		return nil
+	}
+	switch {
+	case lb.Retries < 0:
+		return errors.New("load_balancing: retries must not be negative")
+	case lb.TryDuration < 0, lb.TryInterval < 0:
+		return errors.New("load_balancing: try_duration and try_interval must not be negative")
+	}
+	return nil
+}
+
+func (hc *HealthChecks) validate() error {
+	if hc == nil {
+		return nil
+	}
+	if a := hc.Active; a != nil {
+		switch {
+		case a.Interval < 0, a.Timeout < 0:
+			return errors.New("health_checks.active: interval and timeout must not be negative")
+		case a.Passes < 0, a.Fails < 0:
+			return errors.New("health_checks.active: passes and fails must not be negative")
+		}
+		if a.URI != "" {
+			if _, err := url.Parse(a.URI); err != nil {
+				return fmt.Errorf("health_checks.active: uri: %v", err)
+			}
+		}
+	}
+	if p := hc.Passive; p != nil {
+		switch {
+		case p.FailDuration < 0:
+			return errors.New("health_checks.passive: fail_duration must not be negative")
+		case p.MaxFails < 0:
+			return errors.New("health_checks.passive: max_fails must not be negative")
+		}
+	}
+	return nil
+}
+
+func (t *TLSConfig) validate() error {
+	if t != nil && (t.ClientCertificateFile == "") != (t.ClientCertificateKeyFile == "") {
+		return errors.New("tls: client_certificate_file and client_certificate_key_file go together")
+	}
+	return nil
+}
+
+// tlsConfig loads the files named by t; nil t gives a nil config.
+func (t *TLSConfig) tlsConfig() (*tls.Config, error) {
+	if t == nil {
+		return nil, nil
+	}
+	cfg := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+	if len(t.RootCAPEMFiles) > 0 {
+		cfg.RootCAs = x509.NewCertPool()
+		for _, f := range t.RootCAPEMFiles {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("tls: reading trusted CA: %v", err)
+			}
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("tls: no certificate in %s", f)
+			}
+		}
+	}
+	if t.ClientCertificateFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.ClientCertificateFile, t.ClientCertificateKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: loading client certificate: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// tlsProbe is an active health probe that uses the upstream TLS config
+// (proxy's default probe dials with the system roots).
+func tlsProbe(cfg *tls.Config, timeout time.Duration) func(context.Context, string, http.Header) error {
+	if timeout <= 0 {
+		timeout = proxy.DefaultHealthTimeout
+	}
+	return func(ctx context.Context, rawURL string, h http.Header) error {
+		c, _, err := wsmw.Dial(ctx, rawURL, &wsmw.DialConfig{Header: h, TLSConfig: cfg, HandshakeTimeout: timeout})
+		if err != nil {
+			return err
+		}
+		c.SetCloseTimeout(time.Second)
+		_ = c.Close(wsmw.StatusGoingAway, "health check")
+		return nil
+	}
+}
+
+// allowedType maps allow to the one data opcode allowed (0: both).
+func allowedType(allow string) (wsmw.OpCode, error) {
+	switch allow {
+	case "":
+		return 0, nil
+	case "text":
+		return wsmw.OpText, nil
+	case "binary":
+		return wsmw.OpBinary, nil
+	}
+	return 0, fmt.Errorf("allow: unknown message type %q (valid: text, binary)", allow)
+}
+
+// inspectors builds the chain from allow, validate and rate_limit: cheap
+// checks first, the rate limit last so refused messages are not charged.
+func (h *Handler) inspectors() (proxy.Chain, error) {
+	var chain proxy.Chain
+	op, err := allowedType(h.Allow)
+	if err != nil {
+		return nil, err
+	}
+	if op != 0 {
+		chain = append(chain, proxy.AllowTypes{Only: op})
+	}
+	for _, v := range h.ValidatePayload {
+		if v == "json" {
+			chain = append(chain, proxy.ValidateJSON{})
+			break
+		}
+	}
+	rl, err := h.RateLimit.inspector()
+	if err != nil {
+		return nil, err
+	}
+	if rl != nil {
+		chain = append(chain, rl)
+	}
+	return chain, nil
+}
+
+// inspector builds the rate limit; nil r gives nil.
+func (r *RateLimit) inspector() (*proxy.RateLimit, error) {
+	if r == nil {
+		return nil, nil
+	}
+	mode := proxy.RateLimitDelay
+	switch r.Mode {
+	case "", "delay":
+	case "close":
+		mode = proxy.RateLimitClose
+	default:
+		return nil, fmt.Errorf("rate_limit: unknown mode %q (valid: delay, close)", r.Mode)
+	}
+	rl, err := proxy.NewRateLimit(proxy.RateLimitConfig{
+		Messages:     r.MessagesPerSecond,
+		MessageBurst: r.MessageBurst,
+		Bytes:        r.BytesPerSecond,
+		ByteBurst:    r.ByteBurst,
+		Mode:         mode,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rate_limit: %s", strings.TrimPrefix(err.Error(), "proxy: "))
+	}
+	return rl, nil
+}
+
+// Request headers the proxy sets itself or that decide the handshake: a
+// placeholder value for them could not take effect, or would bypass a check.
+var reservedRequestHeaders = []string{
+	"Host", "Origin", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
+	"Connection", "Upgrade", "Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding",
+}
+
+func (hd *Headers) validate() error {
+	if hd == nil {
+		return nil
+	}
+	if ops := hd.Request; ops != nil {
+		for _, set := range []http.Header{ops.Set, ops.Add} {
+			for k, vs := range set {
+				ck := http.CanonicalHeaderKey(k)
+				switch {
+				case strings.HasPrefix(ck, "Sec-Websocket-") || ck == "Upgrade" || ck == "Connection":
+					return fmt.Errorf("headers.request: %s cannot be set: it belongs to the handshake", ck)
+				case hasPlaceholder(vs) && containsFold(reservedRequestHeaders, ck):
+					return fmt.Errorf("headers.request: %s cannot take a placeholder value", ck)
+				}
+			}
+		}
+	}
+	if ops := hd.Response; ops != nil {
+		for _, set := range []http.Header{ops.Set, ops.Add} {
+			for k, vs := range set {
+				if hasPlaceholder(vs) {
+					return fmt.Errorf("headers.response: %s: placeholders are not supported in response headers", k)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPlaceholder(vs []string) bool {
+	for _, v := range vs {
+		if strings.Contains(v, "{") {
+			return true
+		}
+	}
+	return false
+}
+
+// static returns the operations the proxy applies itself: all but the Set
+// and Add values with placeholders, which expandRequest applies per request.
+func (o *HeaderOps) static() proxy.HeaderOps {
+	if o == nil {
+		return proxy.HeaderOps{}
+	}
+	out := proxy.HeaderOps{Delete: o.Delete}
+	for k, vs := range o.Set {
+		if !hasPlaceholder(vs) {
+			if out.Set == nil {
+				out.Set = make(http.Header)
+			}
+			out.Set[http.CanonicalHeaderKey(k)] = vs
+		}
+	}
+	for k, vs := range o.Add {
+		if !hasPlaceholder(vs) {
+			if out.Add == nil {
+				out.Add = make(http.Header)
+			}
+			out.Add[http.CanonicalHeaderKey(k)] = vs
+		}
+	}
+	return out
+}
+
+// expandRequest applies request header operations whose values have
+// placeholders to a copy of r, whose headers the proxy forwards upstream.
+// Static operations are left to the proxy, which applies them last.
+func (hd *Headers) expandRequest(r *http.Request) *http.Request {
+	if hd == nil || hd.Request == nil {
+		return r
+	}
+	ops := hd.Request
+	if !ops.dynamic() {
+		return r
+	}
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return r
+	}
+	r2 := r.WithContext(r.Context())
+	r2.Header = r.Header.Clone()
+	for k, vs := range ops.Set {
+		if hasPlaceholder(vs) {
+			r2.Header.Del(k)
+			for _, v := range vs {
+				r2.Header.Add(k, repl.ReplaceAll(v, ""))
+			}
+		}
+	}
+	for k, vs := range ops.Add {
+		if hasPlaceholder(vs) {
+			for _, v := range vs {
+				r2.Header.Add(k, repl.ReplaceAll(v, ""))
+			}
+		}
+	}
+	return r2
+}
+
+// dynamic reports whether any Set or Add value has a placeholder.
+func (o *HeaderOps) dynamic() bool {
+	for _, set := range []http.Header{o.Set, o.Add} {
+		for _, vs := range set {
+			if hasPlaceholder(vs) {
+				return true
+			}
+		}
+	}
+	return false
+}

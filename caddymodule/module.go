@@ -1,0 +1,286 @@
+package caddymodule
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+
+	"github.com/wsgate/wsgate/wsmw"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler proxies WebSocket sessions to upstreams, frame by frame, with
+// limits, inspection, load balancing and health checks. Requests that are
+// not WebSocket upgrades are passed on to the next handler, so the directive
+// can share a route with file_server, respond or reverse_proxy.
+//
+// The sessions are owned by a proxy kept outside the handler, keyed by the
+// handler's configuration: a config reload that leaves the handler unchanged
+// keeps its sessions; one that changes or removes it drains them with
+// drain_code, spread over drain_window (see the package documentation).
+type Handler struct {
+	// Upstreams are the static upstreams: ws:// or wss:// URLs (http:// and
+	// https:// are aliases), or host:port, which is ws:// (wss:// when tls is
+	// set). A URL path, if any, replaces the client's request path; otherwise
+	// the client's path and query are used.
+	Upstreams []string `json:"upstreams,omitempty"`
+
+	// DynamicUpstreamsRaw loads one of reverse_proxy's upstream sources
+	// (http.reverse_proxy.upstreams.a, .srv, .multi ...) to look the upstreams
+	// up per session; each returned dial address host:port is dialed with
+	// ws:// (wss:// when tls is set). Mutually exclusive with upstreams.
+	DynamicUpstreamsRaw json.RawMessage `json:"dynamic_upstreams,omitempty" caddy:"namespace=http.reverse_proxy.upstreams inline_key=source"`
+
+	// LoadBalancing chooses the upstream of each new session and retries
+	// failed dials. Default: random, no retries.
+	LoadBalancing *LoadBalancing `json:"load_balancing,omitempty"`
+
+	// HealthChecks mark upstreams down: actively, with a real WebSocket
+	// handshake, or passively, from failed dials. Default: none.
+	HealthChecks *HealthChecks `json:"health_checks,omitempty"`
+
+	// TLS configures wss:// upstreams. When set, bare host:port and dynamic
+	// upstreams are dialed with wss://. Default: nil (system roots for wss:// URLs).
+	TLS *TLSConfig `json:"tls,omitempty"`
+
+	// Headers edits the upstream handshake request (request) and the 101 or
+	// relayed refusal sent to the client (response). Request header values
+	// may use placeholders such as {remote_host}. Default: none.
+	Headers *Headers `json:"headers,omitempty"`
+
+	// Origins are the browser origins allowed beyond the request's own host
+	// ("*" allows all, patterns like https://*.example.com). Default: same host only.
+	Origins []string `json:"origins,omitempty"`
+
+	// Subprotocols, if set, restricts the subprotocols offered by the client
+	// that are passed upstream. Default: all are passed.
+	Subprotocols []string `json:"subprotocols,omitempty"`
+
+	// MaxFrameSize bounds a frame's payload in bytes, in both directions;
+	// 1009 to the sender beyond. Default: 16MiB (wsmw.DefaultMaxFrameSize).
+	MaxFrameSize int64 `json:"max_frame_size,omitempty"`
+
+	// MaxMessageSize bounds a message's payload in bytes, in both directions;
+	// 1009 to the sender beyond. Default: 32MiB (wsmw.DefaultMaxMessageSize).
+	MaxMessageSize int64 `json:"max_message_size,omitempty"`
+
+	// Allow restricts messages to "text" or "binary"; the other kind closes
+	// the session with 1003. Default: both.
+	Allow string `json:"allow,omitempty"`
+
+	// ValidatePayload lists payload checks: "json" closes the session with
+	// 1007 on a text message that is not valid JSON (text messages are then
+	// reassembled before forwarding); "utf8" is accepted and always on
+	// (wsmw validates text messages and fails them with 1007). Default: none.
+	ValidatePayload []string `json:"validate,omitempty"`
+
+	// RateLimit limits messages and bytes per second per session and
+	// direction. Default: none.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+
+	// DialTimeout bounds one upstream dial including its handshake; 504
+	// beyond. Default: 10s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+
+	// IdleTimeout closes a session (1001) after this long without a data
+	// message in either direction. Default: 0 (none).
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// MaxLifetime closes a session (1001) this long after it started.
+	// Default: 0 (none).
+	MaxLifetime caddy.Duration `json:"max_lifetime,omitempty"`
+
+	// WriteTimeout bounds a write to either leg: a reader slower than that
+	// is dropped. Default: 30s.
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+
+	// CloseTimeout bounds the close handshake on each leg. Default: 5s.
+	CloseTimeout caddy.Duration `json:"close_timeout,omitempty"`
+
+	// PingInterval makes the proxy ping both legs this often; a leg silent
+	// for PingTimeout after a ping is dead. Default: 0 (no pings).
+	PingInterval caddy.Duration `json:"ping_interval,omitempty"`
+
+	// PingTimeout is how long a leg has to answer a ping; it must be shorter
+	// than PingInterval. Default: PingInterval/2.
+	PingTimeout caddy.Duration `json:"ping_timeout,omitempty"`
+
+	// MaxSessions limits concurrent sessions; upgrades beyond get 503.
+	// Default: 0 (no limit).
+	MaxSessions int `json:"max_sessions,omitempty"`
+
+	// DrainCode is the close code sent to both legs of each session when the
+	// handler is removed or changed by a config reload, or Caddy stops: 1012
+	// (service restart: reconnect) or 1001 (going away) are the meaningful
+	// ones; any code valid on the wire is accepted. Default: 1012.
+	DrainCode int `json:"drain_code,omitempty"`
+
+	// DrainWindow spreads the drain closes evenly over this long, so clients
+	// do not all reconnect at once. Default: 0 (all at once).
+	DrainWindow caddy.Duration `json:"drain_window,omitempty"`
+
+	dynamic reverseproxy.UpstreamSource
+	logger  *zap.Logger
+	key     string
+	pooled  *pooledProxy
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.ws",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision loads the dynamic upstream source and takes a reference to the
+// pooled proxy for this configuration, building it if none exists.
+//
+// It validates first: Caddy calls Validate only after Provision, and a proxy
+// must not be built (nor sessions served) from a configuration that is invalid.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	h.logger = ctx.Logger()
+	key, err := configKey(h) // before LoadModule, which clears DynamicUpstreamsRaw
+	if err != nil {
+		return err
+	}
+	if h.DynamicUpstreamsRaw != nil {
+		mod, err := ctx.LoadModule(h, "DynamicUpstreamsRaw")
+		if err != nil {
+			return fmt.Errorf("loading upstream source module: %v", err)
+		}
+		h.dynamic = mod.(reverseproxy.UpstreamSource)
+	}
+	pp, err := acquire(key, h, ctx.GetMetricsRegistry())
+	if err != nil {
+		return err
+	}
+	h.key, h.pooled = key, pp
+	return nil
+}
+
+// Validate reports the first configuration error, naming the JSON field.
+// It does not touch the network or the file system.
+func (h *Handler) Validate() error {
+	if len(h.Upstreams) == 0 && h.DynamicUpstreamsRaw == nil && h.dynamic == nil {
+		return errors.New("no upstreams: set upstreams or dynamic_upstreams")
+	}
+	if len(h.Upstreams) > 0 && (h.DynamicUpstreamsRaw != nil || h.dynamic != nil) {
+		return errors.New("upstreams and dynamic_upstreams are mutually exclusive")
+	}
+	for _, u := range h.Upstreams {
+		if _, err := h.upstreamURL(u); err != nil {
+			return err
+		}
+	}
+	if _, err := h.LoadBalancing.balancer(); err != nil {
+		return err
+	}
+	if err := h.LoadBalancing.validate(); err != nil {
+		return err
+	}
+	if err := h.HealthChecks.validate(); err != nil {
+		return err
+	}
+	if err := h.TLS.validate(); err != nil {
+		return err
+	}
+	if err := h.Headers.validate(); err != nil {
+		return err
+	}
+	switch {
+	case h.MaxFrameSize < 0:
+		return errors.New("max_frame_size must not be negative")
+	case h.MaxMessageSize < 0:
+		return errors.New("max_message_size must not be negative")
+	case h.MaxSessions < 0:
+		return errors.New("max_sessions must not be negative")
+	}
+	if _, err := allowedType(h.Allow); err != nil {
+		return err
+	}
+	for _, v := range h.ValidatePayload {
+		if v != "utf8" && v != "json" {
+			return fmt.Errorf("validate: unknown check %q (valid: utf8, json)", v)
+		}
+	}
+	if _, err := h.RateLimit.inspector(); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		name string
+		d    caddy.Duration
+	}{
+		{"dial_timeout", h.DialTimeout}, {"idle_timeout", h.IdleTimeout}, {"max_lifetime", h.MaxLifetime},
+		{"write_timeout", h.WriteTimeout}, {"close_timeout", h.CloseTimeout}, {"ping_interval", h.PingInterval},
+		{"ping_timeout", h.PingTimeout}, {"drain_window", h.DrainWindow},
+	} {
+		if d.d < 0 {
+			return fmt.Errorf("%s must not be negative", d.name)
+		}
+	}
+	if h.PingTimeout > 0 && h.PingInterval == 0 {
+		return errors.New("ping_timeout requires ping_interval")
+	}
+	if h.PingInterval > 0 && h.PingTimeout >= h.PingInterval {
+		return fmt.Errorf("ping_timeout (%s) must be shorter than ping_interval (%s)", time.Duration(h.PingTimeout), time.Duration(h.PingInterval))
+	}
+	if h.DrainCode != 0 && !wsmw.StatusCode(h.DrainCode).ValidOnWire() {
+		return fmt.Errorf("drain_code %d cannot be sent in a close frame (use 1012 or 1001)", h.DrainCode)
+	}
+	return nil
+}
+
+// Cleanup releases the handler's reference to the pooled proxy; the last
+// reference drains its sessions in the background.
+func (h *Handler) Cleanup() error {
+	if h.pooled == nil {
+		return nil
+	}
+	h.pooled.release(h)
+	_, err := pool.Delete(h.key)
+	h.pooled = nil
+	return err
+}
+
+// ServeHTTP proxies WebSocket upgrade requests and passes the others on.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !wsmw.IsUpgradeRequest(r) {
+		return next.ServeHTTP(w, r)
+	}
+	h.pooled.proxy.ServeHTTP(w, h.Headers.expandRequest(r))
+	return nil
+}
+
+// configKey identifies a handler configuration: the SHA-256 of its JSON.
+func configKey(h *Handler) (string, error) {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return "", fmt.Errorf("hashing config: %v", err)
+	}
+	sum := sha256.Sum256(b)
+	return "ws:" + hex.EncodeToString(sum[:]), nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,13 @@
+package main
+
+import (
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	// plug in Caddy modules here
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	_ "github.com/wsgate/wsgate/caddymodule"
+)
+
+func main() {
+	caddycmd.Main()
+}

@@ -1,0 +1,182 @@
+package integration
+
+// The demo page of examples/chi in a real browser: headless Chromium (Debian's
+// /usr/bin/chromium) driven over the DevTools protocol by chromedp. The page's
+// own WebSocket client talks to the proxy at /ws, which forwards to a
+// gorilla/websocket echo upstream; the test reads the page's state from
+// window.wsgate.
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/wsgate/wsgate/proxy"
+)
+
+const (
+	peerChromium   = "/usr/bin/chromium"
+	peerScreenshot = "/tmp/wsgate-browser.png"
+)
+
+// peerReceived is one entry of window.wsgate.received.
+type peerReceived struct {
+	Type   string `json:"type"`
+	Data   any    `json:"data"` // text, or the first 64 bytes of a binary message
+	Length int    `json:"length"`
+}
+
+// peerClosed is window.wsgate.closed, from the page's onclose.
+type peerClosed struct {
+	Code     int    `json:"code"`
+	Reason   string `json:"reason"`
+	WasClean bool   `json:"wasClean"`
+}
+
+func TestBrowserChromium(t *testing.T) {
+	_, err := os.Stat(peerChromium)
+	peerRequire(t, err == nil, "chromium not installed at %s: run integration/setup.sh", peerChromium)
+
+	up := peerGorillaUpstream(t, 0)
+	// MaxMessageSize 1000: the echoes below are small, the page's #sendBig is not.
+	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(peerChromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		// Without these Chromium reaches out to the network, which is closed here.
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1000, 900),
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
+	defer acancel()
+	bctx, bcancel := chromedp.NewContext(actx)
+	defer bcancel() // closes the browser before the servers stop (cleanups run after)
+
+	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(bctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	poll := func(what, expr string) {
+		t.Helper()
+		run(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(peerTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
+	}
+	received := func() []peerReceived {
+		t.Helper()
+		r, err := chromedp.Run(bctx, chromedp.Evaluate[[]peerReceived](`window.wsgate.received`))
+		if err != nil {
+			t.Fatalf("reading window.wsgate.received: %v", err)
+		}
+		return r
+	}
+	closed := func() peerClosed {
+		t.Helper()
+		c, err := chromedp.Run(bctx, chromedp.Poll[peerClosed](`window.wsgate.closed`,
+			chromedp.WithPollingTimeout(peerTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
+		if err != nil {
+			t.Fatalf("waiting for onclose: %v", err)
+		}
+		return c
+	}
+	connect := func() *peerUpConn {
+		t.Helper()
+		run("connecting", chromedp.Click(chromedp.ID("connect")))
+		poll("waiting for onopen", `window.wsgate.closed === null && document.getElementById("status").textContent === "connected"`)
+		return up.Next(t)
+	}
+
+	run("loading the page", chromedp.Navigate(front.URL+"/"), chromedp.WaitVisible(chromedp.ID("connect")))
+	title, err := chromedp.Run(bctx, chromedp.Title())
+	if err != nil {
+		t.Fatalf("reading the title: %v", err)
+	}
+	if title != "wsgate demo" {
+		t.Errorf("page title %q, want %q", title, "wsgate demo")
+	}
+
+	// Echoes of text (ASCII and UTF-8) and binary through the proxy.
+	uc := connect()
+	if o := uc.Header.Get("Origin"); o != front.URL {
+		t.Errorf("upstream saw Origin %q, want the page's %q", o, front.URL)
+	}
+	run("sending text", chromedp.SetValue(chromedp.ID("message"), "hello from chromium"), chromedp.Click(chromedp.ID("sendText")))
+	poll("waiting for the text echo", `window.wsgate.received.length === 1`)
+	run("sending binary", chromedp.Click(chromedp.ID("sendBinary")))
+	poll("waiting for the binary echo", `window.wsgate.received.length === 2`)
+	run("sending utf-8", chromedp.SetValue(chromedp.ID("message"), peerUTF8), chromedp.Click(chromedp.ID("sendText")))
+	poll("waiting for the utf-8 echo", `window.wsgate.received.length === 3`)
+	got := received()
+	if got[0].Type != "text" || got[0].Data != "hello from chromium" || got[0].Length != 19 {
+		t.Errorf("text echo %+v", got[0])
+	}
+	var wantBytes []any
+	for _, b := range []byte("hello from chromium") {
+		wantBytes = append(wantBytes, float64(b))
+	}
+	if gotBytes, _ := got[1].Data.([]any); got[1].Type != "binary" || got[1].Length != 19 || !peerSameAny(gotBytes, wantBytes) {
+		t.Errorf("binary echo %+v, want the 19 bytes of the text", got[1])
+	}
+	if got[2].Type != "text" || got[2].Data != peerUTF8 {
+		t.Errorf("utf-8 echo %+v, want %q", got[2], peerUTF8)
+	}
+
+	// (a) A 100000-byte text over MaxMessageSize 1000: the page gets 1009.
+	run("sending the big text", chromedp.Click(chromedp.ID("sendBig")))
+	if c := closed(); c.Code != 1009 || c.Reason != peerReasonTooBig || !c.WasClean {
+		t.Errorf("after #sendBig the page saw close %+v, want 1009 %q, clean", c, peerReasonTooBig)
+	}
+	peerWaitClose(t, uc, 1001, peerReasonViolation)
+
+	// (c) The page closes with 4000: the upstream sees exactly that.
+	uc = connect()
+	run("closing with 4000", chromedp.SetValue(chromedp.ID("code"), "4000"),
+		chromedp.SetValue(chromedp.ID("reason"), "page bye"), chromedp.Click(chromedp.ID("disconnect")))
+	peerWaitClose(t, uc, 4000, "page bye")
+	if c := closed(); c.Code != 4000 || c.Reason != "" || !c.WasClean { // gorilla echoes the code alone
+		t.Errorf("after the page's close the page saw %+v, want 4000 \"\", clean", c)
+	}
+
+	// (b) The upstream dies: the page gets 1014.
+	connect()
+	up.Kill()
+	if c := closed(); c.Code != 1014 || c.Reason != peerReasonUpstreamGone || !c.WasClean {
+		t.Errorf("after the upstream died the page saw close %+v, want 1014 %q, clean", c, peerReasonUpstreamGone)
+	}
+
+	// One screenshot of the page and its log, to look at (not kept in the repository).
+	png, err := chromedp.Run(bctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("taking a screenshot: %v", err)
+	}
+	if err := os.WriteFile(peerScreenshot, png, 0o644); err != nil {
+		t.Errorf("writing the screenshot: %v", err)
+	} else {
+		t.Logf("screenshot: %s (%d bytes)", peerScreenshot, len(png))
+	}
+}
+
+func peerSameAny(a, b []any) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

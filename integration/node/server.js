@@ -1,0 +1,73 @@
+'use strict';
+// A `ws` WebSocket echo server driven by JSON lines, for wsgate's integration tests.
+//
+//   node server.js
+//
+// It listens on 127.0.0.1 on a free port and echoes every message with its type.
+// stdout events: {"ev":"listening",port}, {"ev":"connection",id,protocol,path},
+//   {"ev":"message",id,type,length,sha256,data?}, {"ev":"ping"|"pong",id,data},
+//   {"ev":"close",id,code,reason}, {"ev":"error",message}.
+// stdin commands (to every open connection): {"op":"text",data|size},
+//   {"op":"binary",b64|size}, {"op":"ping",data}, {"op":"close",code,reason},
+//   {"op":"terminate"}. The process exits when stdin closes (or after 60 s).
+
+const { WebSocketServer } = require('ws');
+const { emit, payload, describe, commands } = require('./common');
+
+const lifetime = setTimeout(() => {
+  emit({ ev: 'error', message: 'server lifetime of 60 s exceeded' });
+  process.exit(3);
+}, 60000);
+
+const wss = new WebSocketServer({
+  host: '127.0.0.1',
+  port: 0,
+  maxPayload: 64 << 20,
+  handleProtocols: (protocols) => (protocols.size ? protocols.values().next().value : false),
+});
+let nextID = 0;
+
+wss.on('listening', () => emit({ ev: 'listening', port: wss.address().port }));
+wss.on('error', (err) => emit({ ev: 'error', message: err.message }));
+wss.on('connection', (ws, req) => {
+  const id = ++nextID;
+  emit({ ev: 'connection', id, protocol: ws.protocol, path: req.url });
+  ws.on('message', (data, isBinary) => {
+    emit({ ev: 'message', id, ...describe(data, isBinary) });
+    ws.send(data, { binary: isBinary });
+  });
+  ws.on('ping', (data) => emit({ ev: 'ping', id, data: data.toString('utf8') }));
+  ws.on('pong', (data) => emit({ ev: 'pong', id, data: data.toString('utf8') }));
+  ws.on('error', (err) => emit({ ev: 'error', id, message: err.message }));
+  ws.on('close', (code, reason) => emit({ ev: 'close', id, code, reason: reason.toString('utf8') }));
+});
+
+const rl = commands((cmd) => {
+  for (const ws of wss.clients) {
+    switch (cmd.op) {
+      case 'text':
+        ws.send(payload(cmd, true), { binary: false });
+        break;
+      case 'binary':
+        ws.send(payload(cmd, false), { binary: true });
+        break;
+      case 'ping':
+        ws.ping(Buffer.from(cmd.data || '', 'utf8'));
+        break;
+      case 'close':
+        ws.close(cmd.code, cmd.reason);
+        break;
+      case 'terminate':
+        ws.terminate();
+        break;
+      default:
+        emit({ ev: 'error', message: 'unknown op ' + cmd.op });
+        return;
+    }
+  }
+});
+rl.on('close', () => {
+  clearTimeout(lifetime);
+  for (const ws of wss.clients) ws.terminate();
+  wss.close();
+});

@@ -1,0 +1,799 @@
+package integration
+
+// End-to-end tests of the proxy (on a chi router, as in examples/chi) between
+// WebSocket implementations that nobody here wrote: gorilla/websocket and
+// coder/websocket in Go, and the `ws` package in Node.js. Each test pairs a
+// client of one library with an upstream of another and checks what arrives,
+// byte for byte, and every close code and reason, exactly.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	coder "github.com/coder/websocket"
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/proxy"
+)
+
+// Close reasons the proxy sends (proxy/session.go, wsmw/read.go).
+const (
+	peerReasonUpstreamGone = "upstream went away"
+	peerReasonClientGone   = "client went away"
+	peerReasonTooBig       = "message too big"
+	peerReasonViolation    = "peer violated the protocol"
+)
+
+// peerUTF8 is a text message with 2-, 3- and 4-byte UTF-8 sequences.
+const peerUTF8 = "héllo, wörld ✓ 🎉 ∑"
+
+// ---------------------------------------------------------------------------
+// Go clients.
+
+// peerGorillaDial connects a gorilla/websocket client. A non-zero writeBuf makes
+// it send messages larger than that in several frames.
+func peerGorillaDial(t testing.TB, url string, writeBuf int) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{
+		HandshakeTimeout: peerTimeout,
+		WriteBufferSize:  writeBuf,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &peerSniffConn{Conn: c}, nil // records what the client receives
+		},
+	}
+	c, resp, err := d.Dial(url, nil)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("gorilla dial %s: %v (status %d)", url, err, status)
+	}
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+		t.Errorf("handshake answered extensions %q; the proxy negotiates none", ext)
+	}
+	c.SetReadLimit(64 << 20)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// peerGorillaRead reads one message within peerTimeout.
+func peerGorillaRead(t testing.TB, c *websocket.Conn) (int, []byte, error) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(peerTimeout))
+	return c.ReadMessage()
+}
+
+// peerGorillaExpectClose reads until the close and checks its code and reason.
+func peerGorillaExpectClose(t testing.TB, c *websocket.Conn, code int, reason string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(peerTimeout))
+	for {
+		_, p, err := c.ReadMessage()
+		if err == nil {
+			t.Errorf("unexpected message of %d bytes while waiting for close %d", len(p), code)
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) {
+			t.Fatalf("read ended with %v, want close %d %q", err, code, reason)
+		}
+		if ce.Code != code || ce.Text != reason {
+			t.Errorf("client got close %d %q, want %d %q", ce.Code, ce.Text, code, reason)
+		}
+		return
+	}
+}
+
+// peerGorillaExpect1014 checks how a gorilla client takes the proxy's 1014:
+// gorilla/websocket (v1.5.3) only accepts the close codes it knows, and 1014
+// (Bad Gateway, registered after RFC 6455) is not among them, so it reports a
+// protocol error instead of a close. The frame on the wire must still be
+// 1014 "upstream went away".
+func peerGorillaExpect1014(t testing.TB, c *websocket.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(peerTimeout))
+	_, _, err := c.ReadMessage()
+	if err == nil || err.Error() != "websocket: bad close code 1014" {
+		t.Errorf("gorilla read ended with %v, want its protocol error for close code 1014", err)
+	}
+	closes := c.NetConn().(*peerSniffConn).closes()
+	if len(closes) != 1 || closes[0].Code != 1014 || closes[0].Payload != peerReasonUpstreamGone {
+		t.Errorf("close frames on the wire to the client: %+v, want one: 1014 %q", closes, peerReasonUpstreamGone)
+	}
+}
+
+// peerMsg is one message (or the read error) of a coder client.
+type peerMsg struct {
+	text bool
+	p    []byte
+	err  error
+}
+
+// peerCoderClient is a coder/websocket client whose reader runs all the time,
+// as coder requires for pings and for the close handshake.
+type peerCoderClient struct {
+	c     *coder.Conn
+	msgs  chan peerMsg
+	sniff *peerSniffConn // records the frames the client receives
+}
+
+func peerCoderDial(t testing.TB, url string) *peerCoderClient {
+	t.Helper()
+	cc := &peerCoderClient{msgs: make(chan peerMsg, 64)}
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cc.sniff = &peerSniffConn{Conn: c}
+		return cc.sniff, nil
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	defer cancel()
+	c, resp, err := coder.Dial(ctx, url, &coder.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatalf("coder dial %s: %v", url, err)
+	}
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+		t.Errorf("handshake answered extensions %q; the proxy negotiates none", ext)
+	}
+	c.SetReadLimit(64 << 20)
+	cc.c = c
+	go func() {
+		for {
+			mt, p, err := c.Read(context.Background())
+			cc.msgs <- peerMsg{text: mt == coder.MessageText, p: p, err: err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		c.CloseNow()
+		tr.CloseIdleConnections()
+	})
+	return cc
+}
+
+func (cc *peerCoderClient) write(t testing.TB, text bool, p []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	defer cancel()
+	if err := cc.c.Write(ctx, peerCoderType(text), p); err != nil {
+		t.Fatalf("coder write: %v", err)
+	}
+}
+
+func (cc *peerCoderClient) read(t testing.TB) peerMsg {
+	t.Helper()
+	select {
+	case m := <-cc.msgs:
+		return m
+	case <-time.After(peerTimeout):
+		t.Fatal("coder client: no message within the timeout")
+		return peerMsg{}
+	}
+}
+
+func (cc *peerCoderClient) expectClose(t testing.TB, code int, reason string) {
+	t.Helper()
+	for {
+		m := cc.read(t)
+		if m.err == nil {
+			t.Errorf("unexpected message of %d bytes while waiting for close %d", len(m.p), code)
+			continue
+		}
+		got := peerCloseOfCoder(m.err)
+		if got.Code != code || got.Reason != reason {
+			t.Errorf("client got close %d %q (%v), want %d %q", got.Code, got.Reason, m.err, code, reason)
+		}
+		return
+	}
+}
+
+// peerEchoCase is one message of the echo tests.
+type peerEchoCase struct {
+	name string
+	text bool
+	p    []byte
+}
+
+func peerEchoCases() []peerEchoCase {
+	cases := []peerEchoCase{{"text utf-8", true, []byte(peerUTF8)}}
+	for _, n := range peerSizes {
+		cases = append(cases,
+			peerEchoCase{"text " + peerSizeName(n), true, peerPattern(n, true)},
+			peerEchoCase{"binary " + peerSizeName(n), false, peerPattern(n, false)})
+	}
+	return cases
+}
+
+func peerSizeName(n int) string {
+	if n == 1<<20 {
+		return "1MiB"
+	}
+	return strconv.Itoa(n) + "B"
+}
+
+// ---------------------------------------------------------------------------
+// gorilla client → proxy → coder upstream.
+
+func TestPeersGorillaClientCoderUpstream(t *testing.T) {
+	up := peerCoderUpstream(t)
+	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
+
+	t.Run("echo", func(t *testing.T) {
+		c := peerGorillaDial(t, front.WSURL, 0)
+		uc := up.Next(t)
+		if uc.Path != "/ws" {
+			t.Errorf("upstream saw path %q, want /ws", uc.Path)
+		}
+		for _, tc := range peerEchoCases() {
+			if err := c.WriteMessage(peerGorillaType(tc.text), tc.p); err != nil {
+				t.Fatalf("%s: write: %v", tc.name, err)
+			}
+			mt, p, err := peerGorillaRead(t, c)
+			if err != nil {
+				t.Fatalf("%s: read: %v", tc.name, err)
+			}
+			if mt != peerGorillaType(tc.text) || !bytes.Equal(p, tc.p) {
+				t.Errorf("%s: echo is type %d, %d bytes; want type %d, %d bytes, equal", tc.name, mt, len(p), peerGorillaType(tc.text), len(tc.p))
+			}
+		}
+		peerGorillaClose(t, c, uc, 1000, "done")
+	})
+
+	t.Run("fragmented with a ping inside", func(t *testing.T) {
+		c := peerGorillaDial(t, front.WSURL, 512) // frames of at most 512 bytes
+		uc := up.Next(t)
+		pongs := make(chan string, 4)
+		c.SetPongHandler(func(s string) error { pongs <- s; return nil })
+		before := len(uc.Frames())
+		msg := peerPattern(3500, true)
+		w, err := c.NextWriter(websocket.TextMessage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(msg); off += 700 {
+			if _, err := w.Write(msg[off : off+700]); err != nil {
+				t.Fatal(err)
+			}
+			if off == 700 { // a control frame between two fragments of the message
+				if err := c.WriteControl(websocket.PingMessage, []byte("mid-message"), time.Now().Add(peerTimeout)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		mt, p, err := peerGorillaRead(t, c)
+		if err != nil || mt != websocket.TextMessage || !bytes.Equal(p, msg) {
+			t.Fatalf("echo: type %d, %d bytes, err %v; want the 3500-byte text", mt, len(p), err)
+		}
+		select {
+		case s := <-pongs:
+			if s != "mid-message" {
+				t.Errorf("pong payload %q, want %q", s, "mid-message")
+			}
+		default:
+			t.Error("no pong came back for the ping sent between fragments")
+		}
+		// What the upstream received: the message in several frames, the ping among them.
+		frames := uc.Frames()[before:]
+		var data []peerFrame
+		pingAt, total := -1, int64(0)
+		for i, f := range frames {
+			switch f.Op {
+			case 0x9:
+				pingAt = len(data)
+			case 0x1, 0x0:
+				data = append(data, f)
+				total += f.Len
+			default:
+				t.Errorf("frame %d: unexpected opcode %#x", i, f.Op)
+			}
+		}
+		if len(data) < 7 || data[0].Op != 0x1 || data[0].Fin || !data[len(data)-1].Fin || total != 3500 {
+			t.Fatalf("upstream got data frames %+v (total %d), want a text frame, continuations, 3500 bytes in 7 or more frames", data, total)
+		}
+		for _, f := range data[1 : len(data)-1] {
+			if f.Op != 0x0 || f.Fin {
+				t.Errorf("middle frame %+v, want a non-final continuation", f)
+			}
+		}
+		if pingAt <= 0 || pingAt >= len(data) {
+			t.Errorf("the ping came after data frame %d of %d; want it between two fragments", pingAt, len(data))
+		}
+		peerGorillaClose(t, c, uc, 1000, "")
+	})
+
+	t.Run("ping and pong both ways", func(t *testing.T) {
+		c := peerGorillaDial(t, front.WSURL, 0)
+		uc := up.Next(t)
+		pongs := make(chan string, 4)
+		c.SetPongHandler(func(s string) error { pongs <- s; return nil })
+		// client ping → the upstream's pong comes back
+		if err := c.WriteControl(websocket.PingMessage, []byte("gorilla-ping"), time.Now().Add(peerTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		c.WriteMessage(websocket.TextMessage, []byte("after ping"))
+		if _, p, err := peerGorillaRead(t, c); err != nil || string(p) != "after ping" {
+			t.Fatalf("echo after ping: %q, %v", p, err)
+		}
+		select {
+		case s := <-pongs:
+			if s != "gorilla-ping" {
+				t.Errorf("pong payload %q, want gorilla-ping", s)
+			}
+		default:
+			t.Error("the upstream's pong did not come back before the next message")
+		}
+		// upstream ping (coder waits for the matching pong) → the client answers
+		pingErr := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+			defer cancel()
+			err := uc.Ping(ctx, "")
+			pingErr <- err
+			if err == nil {
+				uc.Send(true, []byte("pong received"))
+			}
+		}()
+		if _, p, err := peerGorillaRead(t, c); err != nil || string(p) != "pong received" {
+			t.Fatalf("message after the upstream's ping: %q, %v", p, err)
+		}
+		if err := <-pingErr; err != nil {
+			t.Errorf("upstream ping: %v", err)
+		}
+		peerGorillaClose(t, c, uc, 1000, "")
+	})
+
+	t.Run("close", func(t *testing.T) {
+		t.Run("client closes 4001", func(t *testing.T) {
+			c := peerGorillaDial(t, front.WSURL, 0)
+			uc := up.Next(t)
+			peerGorillaClose(t, c, uc, 4001, "bye")
+		})
+		t.Run("upstream closes 4002", func(t *testing.T) {
+			c := peerGorillaDial(t, front.WSURL, 0)
+			uc := up.Next(t)
+			done := make(chan error, 1)
+			go func() { done <- uc.Close(4002, "upstream bye") }()
+			peerGorillaExpectClose(t, c, 4002, "upstream bye")
+			// gorilla echoes the code without the reason; coder's Close checks the code.
+			if err := peerWaitErr(done); err != nil {
+				t.Errorf("upstream Close: %v", err)
+			}
+		})
+		t.Run("upstream killed gives 1014", func(t *testing.T) {
+			c := peerGorillaDial(t, front.WSURL, 0)
+			up.Next(t)
+			up.Kill()
+			peerGorillaExpect1014(t, c)
+		})
+		t.Run("client killed gives 1001 upstream", func(t *testing.T) {
+			c := peerGorillaDial(t, front.WSURL, 0)
+			uc := up.Next(t)
+			c.NetConn().Close()
+			peerWaitClose(t, uc, 1001, peerReasonClientGone)
+		})
+		small := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
+		t.Run("client message over the limit gives 1009", func(t *testing.T) {
+			c := peerGorillaDial(t, small.WSURL, 0)
+			uc := up.Next(t)
+			if err := c.WriteMessage(websocket.BinaryMessage, peerPattern(1000, false)); err != nil {
+				t.Fatal(err)
+			}
+			if _, p, err := peerGorillaRead(t, c); err != nil || len(p) != 1000 {
+				t.Fatalf("a message of exactly the limit: %d bytes, %v", len(p), err)
+			}
+			if err := c.WriteMessage(websocket.BinaryMessage, peerPattern(1001, false)); err != nil {
+				t.Fatal(err)
+			}
+			peerGorillaExpectClose(t, c, 1009, peerReasonTooBig)
+			peerWaitClose(t, uc, 1001, peerReasonViolation)
+		})
+		t.Run("upstream message over the limit gives 1009 upstream", func(t *testing.T) {
+			c := peerGorillaDial(t, small.WSURL, 0)
+			uc := up.Next(t)
+			if err := uc.Send(true, peerPattern(5000, true)); err != nil {
+				t.Fatal(err)
+			}
+			peerGorillaExpectClose(t, c, 1001, peerReasonViolation)
+			peerWaitClose(t, uc, 1009, peerReasonTooBig)
+		})
+	})
+}
+
+// peerGorillaClose closes from the gorilla client with code and reason; the
+// upstream must see exactly them, and the client the upstream's echo.
+func peerGorillaClose(t testing.TB, c *websocket.Conn, uc *peerUpConn, code int, reason string) {
+	t.Helper()
+	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(peerTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	peerWaitClose(t, uc, code, reason)
+	peerGorillaExpectClose(t, c, code, reason) // coder echoes code and reason
+}
+
+func peerWaitErr(ch chan error) error {
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(peerTimeout):
+		return errors.New("timed out")
+	}
+}
+
+// ---------------------------------------------------------------------------
+// coder client → proxy → gorilla upstream.
+
+func TestPeersCoderClientGorillaUpstream(t *testing.T) {
+	up := peerGorillaUpstream(t, 1024) // echoes in frames of at most 1 KiB
+	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
+
+	t.Run("echo", func(t *testing.T) {
+		cc := peerCoderDial(t, front.WSURL)
+		uc := up.Next(t)
+		for _, tc := range peerEchoCases() {
+			before := len(cc.sniff.frames())
+			cc.write(t, tc.text, tc.p)
+			m := cc.read(t)
+			if m.err != nil {
+				t.Fatalf("%s: read: %v", tc.name, m.err)
+			}
+			if m.text != tc.text || !bytes.Equal(m.p, tc.p) {
+				t.Errorf("%s: echo is text=%v, %d bytes; want text=%v, %d bytes, equal", tc.name, m.text, len(m.p), tc.text, len(tc.p))
+			}
+			// gorilla's 1 KiB write buffer fragments the echo; the proxy keeps the frames.
+			if frames := cc.sniff.frames()[before:]; len(tc.p) > 4096 && len(frames) < len(tc.p)/1024 {
+				t.Errorf("%s: the client got the echo in %d frames, want at least %d", tc.name, len(frames), len(tc.p)/1024)
+			}
+		}
+		cc.closeExpect(t, uc, 1000, "done")
+	})
+
+	t.Run("ping and pong both ways", func(t *testing.T) {
+		cc := peerCoderDial(t, front.WSURL)
+		uc := up.Next(t)
+		ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+		defer cancel()
+		if err := cc.c.Ping(ctx); err != nil { // returns once the upstream's pong came back
+			t.Fatalf("client ping: %v", err)
+		}
+		if err := uc.Ping(ctx, "gorilla-upstream-ping"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case s := <-uc.Pongs:
+			if s != "gorilla-upstream-ping" {
+				t.Errorf("upstream got pong %q, want gorilla-upstream-ping", s)
+			}
+		case <-time.After(peerTimeout):
+			t.Error("the client's pong did not reach the upstream")
+		}
+		cc.closeExpect(t, uc, 1000, "")
+	})
+
+	t.Run("close", func(t *testing.T) {
+		t.Run("client closes 4001", func(t *testing.T) {
+			cc := peerCoderDial(t, front.WSURL)
+			uc := up.Next(t)
+			cc.closeExpect(t, uc, 4001, "bye")
+		})
+		t.Run("upstream closes 4002", func(t *testing.T) {
+			cc := peerCoderDial(t, front.WSURL)
+			uc := up.Next(t)
+			done := make(chan error, 1)
+			go func() { done <- uc.Close(4002, "upstream bye") }()
+			cc.expectClose(t, 4002, "upstream bye")
+			if err := peerWaitErr(done); err != nil {
+				t.Errorf("upstream Close: %v", err)
+			}
+			peerWaitClose(t, uc, 4002, "upstream bye") // coder echoes code and reason
+		})
+		t.Run("upstream killed gives 1014", func(t *testing.T) {
+			cc := peerCoderDial(t, front.WSURL)
+			up.Next(t)
+			up.Kill()
+			cc.expectClose(t, 1014, peerReasonUpstreamGone)
+		})
+		t.Run("client killed gives 1001 upstream", func(t *testing.T) {
+			cc := peerCoderDial(t, front.WSURL)
+			uc := up.Next(t)
+			cc.c.CloseNow()
+			peerWaitClose(t, uc, 1001, peerReasonClientGone)
+		})
+		small := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
+		t.Run("client message over the limit gives 1009", func(t *testing.T) {
+			cc := peerCoderDial(t, small.WSURL)
+			uc := up.Next(t)
+			cc.write(t, true, peerPattern(1001, true))
+			cc.expectClose(t, 1009, peerReasonTooBig)
+			peerWaitClose(t, uc, 1001, peerReasonViolation)
+		})
+		t.Run("upstream message over the limit gives 1009 upstream", func(t *testing.T) {
+			cc := peerCoderDial(t, small.WSURL)
+			uc := up.Next(t)
+			if err := uc.Send(false, peerPattern(5000, false)); err != nil {
+				t.Fatal(err)
+			}
+			cc.expectClose(t, 1001, peerReasonViolation)
+			peerWaitClose(t, uc, 1009, peerReasonTooBig)
+		})
+	})
+}
+
+// closeExpect closes from the coder client; coder's Close returns nil only when
+// the echoed code matches, and the upstream must see the code and reason.
+func (cc *peerCoderClient) closeExpect(t testing.TB, uc *peerUpConn, code int, reason string) {
+	t.Helper()
+	if err := cc.c.Close(coder.StatusCode(code), reason); err != nil {
+		t.Errorf("coder Close(%d): %v", code, err)
+	}
+	peerWaitClose(t, uc, code, reason)
+}
+
+// ---------------------------------------------------------------------------
+// Node.js ws client → proxy → gorilla upstream.
+
+func TestPeersNodeClient(t *testing.T) {
+	peerNodeReady(t)
+	up := peerGorillaUpstream(t, 0)
+	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
+
+	t.Run("messages, pings, close 4001", func(t *testing.T) {
+		node := peerStartNode(t, "client.js", front.WSURL)
+		open := node.Expect(t, "open")
+		if open.Extensions != "" {
+			t.Errorf("ws negotiated extensions %q through the proxy, want none", open.Extensions)
+		}
+		uc := up.Next(t)
+		if ua := uc.Header.Get("Sec-WebSocket-Extensions"); ua != "" {
+			t.Errorf("the upstream was offered extensions %q, want none", ua)
+		}
+
+		node.Send(t, map[string]any{"op": "text", "data": peerUTF8})
+		if e := node.Expect(t, "message"); e.Type != "text" || e.Data != peerUTF8 {
+			t.Errorf("utf-8 echo: %+v", e)
+		}
+		for _, n := range peerSizes {
+			node.Send(t, map[string]any{"op": "text", "size": n})
+			peerExpectMessage(t, node.Expect(t, "message"), true, peerPattern(n, true))
+			node.Send(t, map[string]any{"op": "binary", "size": n})
+			peerExpectMessage(t, node.Expect(t, "message"), false, peerPattern(n, false))
+		}
+
+		before := len(uc.Frames())
+		node.Send(t, map[string]any{"op": "fragments", "type": "text", "parts": []string{"frag", "mented ", "téxt"}})
+		peerExpectMessage(t, node.Expect(t, "message"), true, []byte("fragmented téxt"))
+		want := []peerFrame{{Op: 0x1, Len: 4}, {Op: 0x0, Len: 7}, {Op: 0x0, Fin: true, Len: 5}}
+		if got := uc.Frames()[before:]; !peerSameFrames(got, want) {
+			t.Errorf("upstream got frames %+v, want %+v", got, want)
+		}
+
+		node.Send(t, map[string]any{"op": "ping", "data": "node-ping"})
+		if e := node.Expect(t, "pong"); e.Data != "node-ping" {
+			t.Errorf("pong %q, want node-ping", e.Data)
+		}
+		node.Send(t, map[string]any{"op": "pong", "data": "unsolicited"})
+		peerExpectPong(t, uc, "unsolicited")
+		if err := uc.Ping(context.Background(), "upstream-ping"); err != nil {
+			t.Fatal(err)
+		}
+		if e := node.Expect(t, "ping"); e.Data != "upstream-ping" {
+			t.Errorf("node got ping %q, want upstream-ping", e.Data)
+		}
+		peerExpectPong(t, uc, "upstream-ping") // ws answers pings by itself
+
+		node.Send(t, map[string]any{"op": "close", "code": 4001, "reason": "bye"})
+		peerWaitClose(t, uc, 4001, "bye")
+		// gorilla echoes the code without the reason.
+		if e := node.Expect(t, "close"); e.Code != 4001 || e.Reason != "" {
+			t.Errorf("node got close %d %q, want 4001 \"\"", e.Code, e.Reason)
+		}
+	})
+
+	t.Run("upstream closes 4002", func(t *testing.T) {
+		node := peerStartNode(t, "client.js", front.WSURL)
+		node.Expect(t, "open")
+		uc := up.Next(t)
+		done := make(chan error, 1)
+		go func() { done <- uc.Close(4002, "upstream bye") }()
+		if e := node.Expect(t, "close"); e.Code != 4002 || e.Reason != "upstream bye" {
+			t.Errorf("node got close %d %q, want 4002 \"upstream bye\"", e.Code, e.Reason)
+		}
+		if err := peerWaitErr(done); err != nil {
+			t.Errorf("upstream Close: %v", err)
+		}
+		peerWaitClose(t, uc, 4002, "upstream bye") // ws echoes code and reason
+	})
+
+	t.Run("upstream killed gives 1014", func(t *testing.T) {
+		node := peerStartNode(t, "client.js", front.WSURL)
+		node.Expect(t, "open")
+		up.Next(t)
+		up.Kill()
+		if e := node.Expect(t, "close"); e.Code != 1014 || e.Reason != peerReasonUpstreamGone {
+			t.Errorf("node got close %d %q, want 1014 %q", e.Code, e.Reason, peerReasonUpstreamGone)
+		}
+	})
+
+	t.Run("client terminated gives 1001 upstream", func(t *testing.T) {
+		node := peerStartNode(t, "client.js", front.WSURL)
+		node.Expect(t, "open")
+		uc := up.Next(t)
+		node.Send(t, map[string]any{"op": "terminate"})
+		peerWaitClose(t, uc, 1001, peerReasonClientGone)
+		if e := node.Expect(t, "close"); e.Code != 1006 {
+			t.Errorf("node reported close %d after terminate, want 1006", e.Code)
+		}
+	})
+
+	t.Run("message over the limit gives 1009", func(t *testing.T) {
+		small := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
+		node := peerStartNode(t, "client.js", small.WSURL)
+		node.Expect(t, "open")
+		uc := up.Next(t)
+		node.Send(t, map[string]any{"op": "text", "size": 100000})
+		if e := node.Expect(t, "close"); e.Code != 1009 || e.Reason != peerReasonTooBig {
+			t.Errorf("node got close %d %q, want 1009 %q", e.Code, e.Reason, peerReasonTooBig)
+		}
+		peerWaitClose(t, uc, 1001, peerReasonViolation)
+	})
+}
+
+func peerSameFrames(a, b []peerFrame) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func peerExpectPong(t testing.TB, uc *peerUpConn, want string) {
+	t.Helper()
+	select {
+	case s := <-uc.Pongs:
+		if s != want {
+			t.Errorf("upstream got pong %q, want %q", s, want)
+		}
+	case <-time.After(peerTimeout):
+		t.Errorf("upstream got no pong %q", want)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// gorilla client → proxy → Node.js ws upstream.
+
+// peerNodeServer starts node/server.js and returns it with its ws:// URL.
+func peerNodeServer(t testing.TB) (*peerNodeProc, string) {
+	t.Helper()
+	srv := peerStartNode(t, "server.js")
+	e := srv.Expect(t, "listening")
+	return srv, "ws://127.0.0.1:" + strconv.Itoa(e.Port) + "/"
+}
+
+func TestPeersNodeUpstream(t *testing.T) {
+	peerNodeReady(t)
+	srv, url := peerNodeServer(t)
+	front := peerStartFront(t, proxy.Config{Upstreams: []string{url}, MaxMessageSize: 2 << 20})
+
+	t.Run("messages, pings, node closes 4002", func(t *testing.T) {
+		c := peerGorillaDial(t, front.WSURL, 0)
+		if e := srv.Expect(t, "connection"); e.Path != "/ws" {
+			t.Errorf("node saw path %q, want /ws", e.Path)
+		}
+		for _, tc := range peerEchoCases() {
+			if err := c.WriteMessage(peerGorillaType(tc.text), tc.p); err != nil {
+				t.Fatalf("%s: write: %v", tc.name, err)
+			}
+			peerExpectMessage(t, srv.Expect(t, "message"), tc.text, tc.p)
+			mt, p, err := peerGorillaRead(t, c)
+			if err != nil {
+				t.Fatalf("%s: read: %v", tc.name, err)
+			}
+			if mt != peerGorillaType(tc.text) || !bytes.Equal(p, tc.p) {
+				t.Errorf("%s: echo is type %d, %d bytes; want type %d, %d bytes, equal", tc.name, mt, len(p), peerGorillaType(tc.text), len(tc.p))
+			}
+		}
+
+		pongs := make(chan string, 4)
+		c.SetPongHandler(func(s string) error { pongs <- s; return nil })
+		if err := c.WriteControl(websocket.PingMessage, []byte("go-ping"), time.Now().Add(peerTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		if e := srv.Expect(t, "ping"); e.Data != "go-ping" {
+			t.Errorf("node got ping %q, want go-ping", e.Data)
+		}
+		srv.Send(t, map[string]any{"op": "ping", "data": "node-ping"})
+		srv.Send(t, map[string]any{"op": "text", "data": "after ping"})
+		if _, p, err := peerGorillaRead(t, c); err != nil || string(p) != "after ping" {
+			t.Fatalf("message after node's ping: %q, %v", p, err)
+		}
+		select {
+		case s := <-pongs:
+			if s != "go-ping" {
+				t.Errorf("pong %q, want go-ping", s)
+			}
+		default:
+			t.Error("node's pong to go-ping did not come back")
+		}
+		if e := srv.Expect(t, "pong"); e.Data != "node-ping" {
+			t.Errorf("node got pong %q, want node-ping", e.Data)
+		}
+
+		srv.Send(t, map[string]any{"op": "close", "code": 4002, "reason": "node bye"})
+		peerGorillaExpectClose(t, c, 4002, "node bye")
+		// gorilla echoes the code without the reason.
+		if e := srv.Expect(t, "close"); e.Code != 4002 || e.Reason != "" {
+			t.Errorf("node saw close %d %q, want 4002 \"\"", e.Code, e.Reason)
+		}
+	})
+
+	t.Run("subprotocol chosen by node", func(t *testing.T) {
+		d := websocket.Dialer{HandshakeTimeout: peerTimeout, Subprotocols: []string{"chat.v2", "chat.v1"}}
+		c, _, err := d.Dial(front.WSURL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if e := srv.Expect(t, "connection"); e.Protocol != "chat.v2" {
+			t.Errorf("node chose %q, want chat.v2 (the first offered)", e.Protocol)
+		}
+		if got := c.Subprotocol(); got != "chat.v2" {
+			t.Errorf("client got subprotocol %q, want chat.v2", got)
+		}
+		if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(peerTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		if e := srv.Expect(t, "close"); e.Code != 1000 || e.Reason != "" {
+			t.Errorf("node saw close %d %q, want 1000 \"\"", e.Code, e.Reason)
+		}
+		peerGorillaExpectClose(t, c, 1000, "")
+	})
+
+	t.Run("client closes 4003", func(t *testing.T) {
+		c := peerGorillaDial(t, front.WSURL, 0)
+		srv.Expect(t, "connection")
+		if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4003, "go bye"), time.Now().Add(peerTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		if e := srv.Expect(t, "close"); e.Code != 4003 || e.Reason != "go bye" {
+			t.Errorf("node saw close %d %q, want 4003 \"go bye\"", e.Code, e.Reason)
+		}
+		peerGorillaExpectClose(t, c, 4003, "go bye") // ws echoes code and reason
+	})
+
+	t.Run("client killed gives 1001 upstream", func(t *testing.T) {
+		c := peerGorillaDial(t, front.WSURL, 0)
+		srv.Expect(t, "connection")
+		c.NetConn().Close()
+		if e := srv.Expect(t, "close"); e.Code != 1001 || e.Reason != peerReasonClientGone {
+			t.Errorf("node saw close %d %q, want 1001 %q", e.Code, e.Reason, peerReasonClientGone)
+		}
+	})
+
+	t.Run("node process killed gives 1014", func(t *testing.T) {
+		c := peerGorillaDial(t, front.WSURL, 0)
+		srv.Expect(t, "connection")
+		srv.Kill(t)
+		peerGorillaExpect1014(t, c)
+	})
+}

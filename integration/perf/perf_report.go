@@ -1,0 +1,216 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+type workloadResult struct {
+	w       workload
+	samples map[string][]sample // by variant, one per round
+}
+
+type report struct {
+	opts              *options
+	nofile, nofileMax uint64
+	variants          []string
+	results           []workloadResult
+	idle              *idleReport
+	elapsed           time.Duration
+}
+
+// median of the non-NaN values (NaN if none).
+func median(vs []float64) float64 {
+	var xs []float64
+	for _, v := range vs {
+		if !math.IsNaN(v) {
+			xs = append(xs, v)
+		}
+	}
+	if len(xs) == 0 {
+		return nan
+	}
+	slices.Sort(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+// med is the per-figure median of a variant's rounds.
+func med(ss []sample) (m sample, spread float64) {
+	get := func(f func(sample) float64) float64 {
+		vs := make([]float64, len(ss))
+		for i, s := range ss {
+			vs[i] = f(s)
+		}
+		return median(vs)
+	}
+	m = sample{
+		msgsPerSec:     get(func(s sample) float64 { return s.msgsPerSec }),
+		mbPerSec:       get(func(s sample) float64 { return s.mbPerSec }),
+		p50:            get(func(s sample) float64 { return s.p50 }),
+		p99:            get(func(s sample) float64 { return s.p99 }),
+		cpuPerMsg:      get(func(s sample) float64 { return s.cpuPerMsg }),
+		syscallsPerMsg: get(func(s sample) float64 { return s.syscallsPerMsg }),
+		allocsPerFrame: get(func(s sample) float64 { return s.allocsPerFrame }),
+		bytesPerFrame:  get(func(s sample) float64 { return s.bytesPerFrame }),
+		busy:           get(func(s sample) float64 { return s.busy }),
+		other:          get(func(s sample) float64 { return s.other }),
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, s := range ss {
+		lo, hi = min(lo, s.msgsPerSec), max(hi, s.msgsPerSec)
+	}
+	if len(ss) > 1 && m.msgsPerSec > 0 {
+		spread = (hi - lo) / m.msgsPerSec
+	} else {
+		spread = nan
+	}
+	return m, spread
+}
+
+func (r *report) writeMarkdown(out io.Writer) {
+	o := r.opts
+	p := func(format string, args ...any) { fmt.Fprintf(out, format, args...) }
+	p("# wsgate proxy performance\n\n")
+	p("Command: `%s`\n\n", strings.TrimSpace("go run ./integration/perf "+strings.Join(o.args, " ")))
+	p("Settings: -duration %s (after %s warmup), -rounds %d, -idle %d; %s %s/%s, %d CPUs (GOMAXPROCS %d), kernel %s, RLIMIT_NOFILE %d (hard %d). Run took %s.\n\n",
+		o.duration, o.warmup, o.rounds, o.idle, runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
+		kernelRelease(), r.nofile, r.nofileMax, r.elapsed.Round(time.Second))
+	p("Variants: **direct** = client to the echo upstream, no proxy; **tcp** = raw TCP copy proxy (io.Copy both ways, splice on Linux), the baseline of every ratio; " +
+		"**wsgate** = proxy.New with default config behind net/http; **gorilla** = message-level proxy on gorilla/websocket (ReadMessage→WriteMessage per direction, default buffers). " +
+		"Clients and upstream are gorilla/websocket, in the harness process; each proxy runs in a child process (this binary with -serve-proxy).\n\n")
+
+	if len(r.results) > 0 {
+		p("## Throughput, latency, proxy cost\n\n")
+		p("Median of %d rounds; variants interleaved within each round (A B C D, A B C D, ...). In parentheses: ratio to **tcp** from the same run.\n\n", o.rounds)
+		p("| workload | variant | msgs/s | MB/s | p50 RTT | p99 RTT | proxy CPU/msg | r/w syscalls/msg | allocs/frame | B alloc/frame | CPU busy | other load | spread |\n")
+		p("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, res := range r.results {
+			base, _ := med(res.samples[baseline])
+			for _, v := range r.variants {
+				ss := res.samples[v]
+				if len(ss) == 0 {
+					continue
+				}
+				m, spread := med(ss)
+				p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", res.w.name, v,
+					withRatio(fmtCount(m.msgsPerSec), m.msgsPerSec, base.msgsPerSec, v),
+					fmtFloat(m.mbPerSec, 1),
+					withRatio(fmtMicros(m.p50), m.p50, base.p50, v),
+					withRatio(fmtMicros(m.p99), m.p99, base.p99, v),
+					withRatio(fmtMicros(m.cpuPerMsg), m.cpuPerMsg, base.cpuPerMsg, v),
+					fmtFloat(m.syscallsPerMsg, 2),
+					fmtFloat(m.allocsPerFrame, 2), fmtFloat(m.bytesPerFrame, 0),
+					fmtPct(m.busy), fmtPct(m.other), fmtPct(spread))
+			}
+		}
+		p("\nColumns:\n\n")
+		p("- **msgs/s**: echoes received by the clients per second, all sessions together (ping-pong: round trips per second). **MB/s**: their payload (10^6 bytes/s, one direction).\n")
+		p("- **p50/p99 RTT**: ping-pong round trip, from before the client's write to the last byte of the echo.\n")
+		p("- **proxy CPU/msg**: the proxy child's utime+stime (/proc/PID/stat, 10 ms ticks) over the interval, divided by the messages it forwarded in both directions (each echo counts twice: up and down).\n")
+		p("- **r/w syscalls/msg**: the proxy child's read- and write-type system calls (syscr + syscw of /proc/PID/io: read, readv, write, writev, ...) per forwarded message. splice(2) is not counted there, so the tcp variant's figure is only its few non-splice calls.\n")
+		p("- **allocs/frame**, **B alloc/frame**: runtime.MemStats.Mallocs and TotalAlloc of the proxy child over the interval, per frame forwarded, counting frames as the client and the upstream sent them "+
+			"(a client sends a message in frames of at most %d KiB, the upstream in one frame: a 1 MiB message is 16 frames up and 1 down). Includes the few allocations of the harness's stats requests.\n", clientWriteBuffer>>10)
+		p("- **CPU busy**: CPU of harness (clients + upstream) and proxy together over wall time × %d cores; near 100%% the machine, not the proxy, is the limit and throughput ratios understate the proxy's cost (then compare CPU/msg).\n", runtime.NumCPU())
+		p("- **other load**: CPU used by every other process of the machine over the same interval (/proc/stat), same scale: other jobs on a shared machine make throughput and latency noisy; CPU/msg and allocations are the robust figures.\n")
+		p("- **spread**: (max − min) / median of msgs/s over the rounds, a noise indicator.\n\n")
+		if o.profileDir != "" {
+			p("CPU profiles of %s were written to %s during the measurements: those variants' figures include the profiler's overhead.\n\n", strings.Join(o.profileVars, ", "), o.profileDir)
+		}
+	}
+
+	if r.idle != nil {
+		ir := r.idle
+		p("## Memory per idle session (%d sessions asked)\n\n", ir.requested)
+		p("| variant | sessions | proxy heap/session | proxy stacks/session | proxy heap+stack/session | whole system − direct | proxy RSS/session | goroutines/session | proxy fds/session | harness heap+stack/session | setup |\n")
+		p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, row := range ir.rows {
+			both := row.childHeapPer + row.childStackPer
+			p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.variant, row.sessions,
+				fmtBytes(row.childHeapPer), fmtBytes(row.childStackPer), fmtBytes(both), fmtBytes(row.wholePer),
+				fmtBytes(row.childRSSPer), fmtFloat(row.goroutinesPer, 2), fmtFloat(row.childFdsPer, 2), fmtBytes(row.parentPer),
+				row.setup.Round(time.Millisecond))
+		}
+		p("\nMethod: for each variant in turn, the sessions are opened (client → proxy → upstream, both legs) and left idle; once every session is established at the proxy and the upstream, " +
+			"both processes run two GCs (and the child debug.FreeOSMemory) and report live heap (MemStats.HeapAlloc) + goroutine stacks (MemStats.StackInuse). " +
+			"The growth over the same figures taken before the sessions were opened, divided by the sessions, is the cost per session. " +
+			"**proxy heap+stack/session** is the child's growth alone: the proxy's cost, both legs together. " +
+			"**whole system − direct** is (harness growth + child growth) per session through the proxy minus the harness growth per session of **direct** (clients and upstream only), " +
+			"the same cost measured as the whole system's growth; the two agree when the harness's own memory is the same in every variant. " +
+			"RSS includes what the Go runtime has not returned to the OS; kernel socket buffers (and the tcp variant's splice pipes) are in neither figure, but show as descriptors.\n\n")
+		for _, row := range ir.rows {
+			if row.capped != "" {
+				p("- %s: fewer sessions than asked: %s.\n", row.variant, row.capped)
+			}
+		}
+		p("\n")
+	}
+}
+
+func withRatio(s string, v, base float64, variant string) string {
+	if math.IsNaN(v) || math.IsNaN(base) || base == 0 || variant == baseline {
+		return s
+	}
+	return fmt.Sprintf("%s (%.2f×)", s, v/base)
+}
+
+func fmtCount(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	s := fmt.Sprintf("%.0f", v)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func fmtFloat(v float64, prec int) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.*f", prec, v)
+}
+
+func fmtPct(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f%%", 100*v)
+}
+
+// fmtMicros formats a duration given in µs.
+func fmtMicros(us float64) string {
+	switch {
+	case math.IsNaN(us):
+		return "–"
+	case us >= 10000:
+		return fmt.Sprintf("%.1f ms", us/1000)
+	case us >= 1000:
+		return fmt.Sprintf("%.2f ms", us/1000)
+	case us >= 10:
+		return fmt.Sprintf("%.1f µs", us)
+	}
+	return fmt.Sprintf("%.2f µs", us)
+}
+
+func fmtBytes(b float64) string {
+	switch {
+	case math.IsNaN(b):
+		return "–"
+	case math.Abs(b) >= 10<<10:
+		return fmt.Sprintf("%.1f KiB", b/1024)
+	}
+	return fmt.Sprintf("%.0f B", b)
+}

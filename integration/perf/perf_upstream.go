@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// echoUpstream is the upstream of every variant: a gorilla/websocket server that
+// sends each message back as it came. It reuses one buffer per connection and
+// takes write buffers from a pool, so an idle connection holds little.
+type echoUpstream struct {
+	addr     string
+	srv      *http.Server
+	upgrader websocket.Upgrader
+	active   atomic.Int64
+}
+
+func startEcho() (*echoUpstream, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	e := &echoUpstream{addr: ln.Addr().String()}
+	e.upgrader = websocket.Upgrader{
+		CheckOrigin:     func(*http.Request) bool { return true },
+		WriteBufferPool: &sync.Pool{},
+	}
+	e.srv = &http.Server{Handler: e}
+	go e.srv.Serve(ln)
+	return e, nil
+}
+
+func (e *echoUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, err := e.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	e.active.Add(1)
+	defer e.active.Add(-1)
+	defer c.Close()
+	var buf bytes.Buffer
+	for {
+		mt, rd, err := c.NextReader()
+		if err != nil {
+			return // a close was answered by gorilla's close handler
+		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(rd); err != nil {
+			return
+		}
+		if err := c.WriteMessage(mt, buf.Bytes()); err != nil {
+			return
+		}
+	}
+}
+
+func (e *echoUpstream) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	e.srv.Shutdown(ctx)
+}
+
+// clientWriteBuffer is the clients' write buffer: gorilla sends a client message
+// in frames of at most this size, so every message up to 64 KiB is one frame.
+const clientWriteBuffer = 64 << 10
+
+// clientDialer is the one client used against every variant.
+var clientDialer = websocket.Dialer{
+	WriteBufferSize:  clientWriteBuffer,
+	WriteBufferPool:  &sync.Pool{},
+	HandshakeTimeout: 10 * time.Second,
+}
+
+// framesUp is how many frames a client sends for a message of size bytes.
+func framesUp(size int) int { return max(1, (size+clientWriteBuffer-1)/clientWriteBuffer) }
+
+// dialAll opens n client connections to url, conc at a time.
+func dialAll(url string, n, conc int) ([]*websocket.Conn, error) {
+	conns := make([]*websocket.Conn, n)
+	errs := make(chan error, n)
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, resp, err := clientDialer.Dial(url, nil)
+			if err != nil {
+				if resp != nil {
+					err = fmt.Errorf("%w (HTTP %d)", err, resp.StatusCode)
+				}
+				errs <- err
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return nil, err
+	}
+	return conns, nil
+}
+
+// closeGracefully sends a close frame and waits (bounded) for the peer's close,
+// reading and dropping whatever echoes are still on the way. Only the goroutine
+// that reads c may call it.
+func closeGracefully(c *websocket.Conn) {
+	deadline := time.Now().Add(5 * time.Second)
+	_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), deadline)
+	_ = c.SetReadDeadline(deadline)
+	drainUntilClose(c)
+	c.Close()
+}
+
+func drainUntilClose(c *websocket.Conn) {
+	for {
+		_, r, err := c.NextReader()
+		if err != nil {
+			return
+		}
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return
+		}
+	}
+}
+
+// isClose reports whether err is the normal end of a connection.
+func isClose(err error) bool {
+	var ce *websocket.CloseError
+	return errors.As(err, &ce)
+}
