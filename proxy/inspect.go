@@ -28,7 +28,7 @@ func (d Direction) String() string {
 // directions and must be treated as read-only.
 type SessionInfo struct {
 	ID          uint64
-	Request     *http.Request // the client's handshake request
+	Request     *http.Request // the client's handshake request (kept only when the proxy has inspectors)
 	ClientAddr  string        // client IP:port as seen by the proxy (after chi RealIP, if used)
 	Upstream    string        // upstream address
 	Subprotocol string

@@ -61,15 +61,31 @@ type session struct {
 	drainReason string
 	idleSeen    int64
 	timers      []*time.Timer
+	logBase     []zap.Field // request fields of the session's log line, taken at the handshake
 }
 
 // serveSession forwards one session until both legs are closed. It owns one of
 // the proxy's admitted slots and releases it at the end.
 func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *Upstream) {
 	defer p.release()
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	r = r.WithContext(ctx)
+	// The handshake request (its headers, URL and context chain, ~1.5 KiB) is kept
+	// for the session's lifetime only when inspectors may look at it; the log line
+	// needs just a few fields, taken now.
+	var ctx context.Context
+	var cancel context.CancelFunc
+	var req *http.Request
+	if len(p.cfg.Inspectors) > 0 {
+		ctx, cancel = context.WithCancel(context.WithoutCancel(r.Context()))
+		req = r.WithContext(ctx)
+	} else {
+		ctx, cancel = context.WithCancel(context.Background())
+	}
+	var logBase []zap.Field
+	if p.log.Core().Enabled(zap.InfoLevel) {
+		logBase = p.requestFields(r)
+	}
 	s := &session{
+		logBase:  logBase,
 		p:        p,
 		cancel:   cancel,
 		upstream: upstream,
@@ -79,7 +95,7 @@ func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *U
 	}
 	s.info = SessionInfo{
 		ID:          p.nextID.Add(1),
-		Request:     r,
+		Request:     req,
 		ClientAddr:  r.RemoteAddr,
 		Upstream:    upstream.Address(),
 		Subprotocol: client.Subprotocol(),
@@ -318,7 +334,6 @@ func (s *session) otherCode(code wsmw.StatusCode, reason string) (wsmw.StatusCod
 // pump forwards frames from src to dst until src's close arrives or src fails.
 func (s *session) pump(dir Direction, src, dst *leg) {
 	var (
-		ctrl      [125]byte
 		dropping  bool   // the current message is dropped (inspector verdict)
 		discard   bool   // a close was sent to dst or src: no more data is forwarded
 		buffering bool   // the current message is reassembled for a payload inspector
@@ -327,7 +342,10 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 		msgOp     wsmw.OpCode
 		msgRsv    byte
 	)
-	msg := Message{Session: &s.info, Direction: dir}
+	var msg *Message // only sessions with inspectors pay for it
+	if len(s.chain) > 0 {
+		msg = &Message{Session: &s.info, Direction: dir}
+	}
 	for {
 		h, err := src.conn.NextFrame()
 		if err != nil {
@@ -336,19 +354,19 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 		}
 		src.frames.Add(1)
 		if h.OpCode.IsControl() {
-			n, _ := io.ReadFull(src.conn.PayloadReader(), ctrl[:h.Length])
+			payload := src.conn.ControlPayload()
 			switch h.OpCode {
 			case wsmw.OpClose:
 				s.closeReceived(src, dst)
 				return
 			case wsmw.OpPong:
-				if bytes.Equal(ctrl[:n], s.kaToken[:]) {
+				if bytes.Equal(payload, s.kaToken[:]) {
 					continue // the answer to the proxy's own keepalive ping
 				}
 			}
 			if !discard {
 				s.armWrite(dst)
-				if err := dst.conn.WriteFrame(wsmw.Header{Fin: true, OpCode: h.OpCode}, ctrl[:n]); err != nil {
+				if err := dst.conn.WriteFrame(wsmw.Header{Fin: true, OpCode: h.OpCode}, payload); err != nil {
 					discard = s.writeFailed(src, dst, err)
 				}
 			}
@@ -365,7 +383,7 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 					msgOp, msgRsv = h.OpCode, h.Rsv
 				} else {
 					msg.OpCode, msg.Payload, msg.Length, msg.Final = h.OpCode, nil, h.Length, h.Fin
-					switch v := s.chain.Inspect(&msg); v.Action {
+					switch v := s.chain.Inspect(msg); v.Action {
 					case Drop:
 						dropping = true
 					case Close:
@@ -394,7 +412,7 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 			}
 			buffering = false
 			msg.OpCode, msg.Payload, msg.Length, msg.Final = msgOp, buf, int64(len(buf)), true
-			v := s.chain.Inspect(&msg)
+			v := s.chain.Inspect(msg)
 			msg.Payload = nil
 			switch v.Action {
 			case Pass:
@@ -565,7 +583,7 @@ func (s *session) logEnd() {
 	if ce == nil {
 		return
 	}
-	fields := s.p.requestFields(s.info.Request,
+	fields := append(s.logBase[:len(s.logBase):len(s.logBase)],
 		zap.Uint64("session", s.info.ID),
 		zap.String("upstream", s.info.Upstream),
 		zap.String("subprotocol", s.info.Subprotocol),
