@@ -431,6 +431,18 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 			continue
 		}
 		s.armWrite(dst)
+		if s.p.cfg.PingInterval == 0 {
+			// Large binary frames upstream→client move inside the kernel. Not with
+			// keepalive: a splice reports no progress within a step, and a peer
+			// slowly sending a long frame must still count as alive.
+			spliced, err := dst.conn.SpliceFrame(h, src.conn, nil)
+			if spliced && err != nil && !errors.Is(err, wsmw.ErrIncompleteFrame) {
+				discard = s.writeFailed(src, dst, err)
+			}
+			if spliced {
+				continue
+			}
+		}
 		if err := dst.conn.WriteFrameFrom(h, liveReader{src}); err != nil {
 			if errors.Is(err, wsmw.ErrIncompleteFrame) {
 				// src failed in the middle of the frame; its error comes with the next read.

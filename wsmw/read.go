@@ -40,7 +40,8 @@ type reader struct {
 	msgLen        int64
 	utf8          utf8Validator
 
-	err error // sticky: once set, every read returns it
+	err error            // sticky: once set, every read returns it
+	lr  io.LimitedReader // SpliceFrame's reader, kept here so it does not escape per frame
 	mr  messageReader
 }
 
@@ -360,7 +361,8 @@ func (r *reader) ioErr(err error) error {
 	if r.err != nil {
 		return r.err
 	}
-	midFrame := r.buffered() > 0 || r.remaining > 0
+	// EOF inside a frame, or between the fragments of a message, loses data: not a clean end.
+	midFrame := r.buffered() > 0 || r.remaining > 0 || r.inMessage
 	switch {
 	case r.c.closed.Load():
 		if ce := r.c.closeRecv.Load(); ce != nil {

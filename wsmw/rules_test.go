@@ -24,6 +24,10 @@ type wtFailCase struct {
 	// then skips what is left of that frame (it cannot tell) and the peer's close is
 	// not seen: the Conn closes after its close timeout instead.
 	unsent bool
+	// garbage: bytes follow a malformed header, whose length cannot be trusted; the
+	// drain parses them as frames and may stop early, so the peer's close can arrive
+	// after the Conn closed (a TCP reset instead of a clean EOF).
+	garbage bool
 }
 
 // rawHeader builds a masked header by hand, for encodings AppendHeader never produces.
@@ -111,10 +115,13 @@ func wtFailCases() []wtFailCase {
 
 	// §5.2: "the minimal number of bytes MUST be used to encode the length".
 	proto("NonMinimal16/0", wtRawHeader(0x82, 126, wtU16(0)))
-	proto("NonMinimal16/5", wtRawHeader(0x82, 126, wtU16(5)), []byte("hello"))
+	garbage := func(name string, input ...[]byte) {
+		cases = append(cases, wtFailCase{name: name, input: wtCat(input...), code: StatusProtocolError, sentinel: ErrProtocol, garbage: true})
+	}
+	garbage("NonMinimal16/5", wtRawHeader(0x82, 126, wtU16(5)), []byte("hello"))
 	proto("NonMinimal16/125", wtRawHeader(0x82, 126, wtU16(125)))
 	proto("NonMinimal64/0", wtRawHeader(0x82, 127, wtU64(0)))
-	proto("NonMinimal64/5", wtRawHeader(0x82, 127, wtU64(5)), []byte("hello"))
+	garbage("NonMinimal64/5", wtRawHeader(0x82, 127, wtU64(5)), []byte("hello"))
 	proto("NonMinimal64/126", wtRawHeader(0x82, 127, wtU64(126)))
 	proto("NonMinimal64/65535", wtRawHeader(0x82, 127, wtU64(65535)))
 	proto("Length64MSB", wtRawHeader(0x82, 127, wtU64(1<<63)))
@@ -206,10 +213,13 @@ func TestReceiveRulesFail(t *testing.T) {
 					go raw.Write(wtCloseReply(tc.client, StatusNormalClosure))
 					start := time.Now()
 					err := wtWait(t, res, 5*time.Second, "read")
-					if d := time.Since(start); d > time.Second && !tc.unsent {
+					if d := time.Since(start); d > time.Second && !tc.unsent && !tc.garbage {
 						t.Errorf("reader returned %v after the peer's close: the drain missed it", d)
 					}
 					wtCheckFail(t, err, tc.code, tc.sentinel)
+					if tc.garbage {
+						return
+					}
 					// The connection is closed after the failure: the peer sees EOF.
 					_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
 					if n, err := io.Copy(io.Discard, raw); err != nil || n != 0 {
@@ -649,5 +659,23 @@ func TestEOFAtFrameBoundary(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestEOFBetweenFragmentsIsIncomplete checks that a connection ending between
+// the fragments of a message is reported as an incomplete message, not io.EOF.
+func TestEOFBetweenFragmentsIsIncomplete(t *testing.T) {
+	a, s := rawTCPPair(t)
+	server := newConn(s, nil, false, connConfig{})
+	defer server.CloseNow()
+	key := [4]byte{1, 2, 3, 4}
+	p := []byte("part")
+	Mask(key, 0, p)
+	frame := append(AppendHeader(nil, Header{OpCode: OpText, Masked: true, Mask: key, Length: 4}), p...)
+	a.Write(frame)
+	a.Close()
+	_, _, err := server.ReadMessage()
+	if !errors.Is(err, ErrIncompleteFrame) || errors.Is(err, io.EOF) {
+		t.Fatalf("got %v, want ErrIncompleteFrame (and not io.EOF)", err)
 	}
 }

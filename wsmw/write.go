@@ -9,9 +9,13 @@ import (
 
 // writeChunk is the size of the pooled buffer a client uses to mask payloads
 // without touching the caller's bytes, and a streamed frame is copied through.
-const writeChunk = 16 << 10
+const writeChunk = 64 << 10
 
-var writeBufPool = sync.Pool{New: func() any { return new([writeChunk]byte) }}
+// writeBuf holds a frame header and a chunk of payload, so a frame of up to
+// writeChunk bytes goes out in a single write.
+type writeBuf [MaxHeaderSize + writeChunk]byte
+
+var writeBufPool = sync.Pool{New: func() any { return new(writeBuf) }}
 
 // newMaskKey returns a fresh masking key (RFC 6455 §5.3). The runtime's ChaCha8
 // generator behind math/rand/v2 is seeded from the OS and unpredictable to a peer,
@@ -108,7 +112,7 @@ func (c *Conn) writeFrame(h Header, payload []byte, inPlace bool) error {
 		return c.wrote(err)
 	}
 	// Client with a payload it must not modify: mask through a pooled buffer.
-	bp := writeBufPool.Get().(*[writeChunk]byte)
+	bp := writeBufPool.Get().(*writeBuf)
 	defer writeBufPool.Put(bp)
 	buf := bp[:copy(bp[:], hdr)]
 	pos := 0
@@ -145,13 +149,13 @@ func (c *Conn) WriteFrameFrom(h Header, r io.Reader) error {
 	if c.client {
 		h.Mask = newMaskKey()
 	}
-	bp := writeBufPool.Get().(*[writeChunk]byte)
+	bp := writeBufPool.Get().(*writeBuf)
 	defer writeBufPool.Put(bp)
 	buf := AppendHeader(bp[:0], h)
 	left := h.Length
 	pos := 0
 	for {
-		want := int64(writeChunk - len(buf))
+		want := int64(len(bp) - len(buf))
 		if want > left {
 			want = left
 		}
