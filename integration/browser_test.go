@@ -37,6 +37,7 @@ type peerClosed struct {
 }
 
 func TestBrowserChromium(t *testing.T) {
+	leakCheck(t)
 	_, err := os.Stat(peerChromium)
 	peerRequire(t, err == nil, "chromium not installed at %s: run integration/setup.sh", peerChromium)
 

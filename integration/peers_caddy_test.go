@@ -78,6 +78,7 @@ func peerFreePort(t *testing.T) int {
 }
 
 func TestPeersCaddy(t *testing.T) {
+	leakCheck(t)
 	gorillaUp := peerGorillaUpstream(t, 1024)
 	coderUp := peerCoderUpstream(t)
 	host := func(u *peerUpstream) string {

@@ -230,6 +230,7 @@ func peerSizeName(n int) string {
 // gorilla client → proxy → coder upstream.
 
 func TestPeersGorillaClientCoderUpstream(t *testing.T) {
+	leakCheck(t)
 	up := peerCoderUpstream(t)
 	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
 
@@ -441,6 +442,7 @@ func peerWaitErr(ch chan error) error {
 // coder client → proxy → gorilla upstream.
 
 func TestPeersCoderClientGorillaUpstream(t *testing.T) {
+	leakCheck(t)
 	up := peerGorillaUpstream(t, 1024) // echoes in frames of at most 1 KiB
 	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
 
@@ -550,6 +552,7 @@ func (cc *peerCoderClient) closeExpect(t testing.TB, uc *peerUpConn, code int, r
 // Node.js ws client → proxy → gorilla upstream.
 
 func TestPeersNodeClient(t *testing.T) {
+	leakCheck(t)
 	peerNodeReady(t)
 	up := peerGorillaUpstream(t, 0)
 	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
@@ -691,6 +694,7 @@ func peerNodeServer(t testing.TB) (*peerNodeProc, string) {
 }
 
 func TestPeersNodeUpstream(t *testing.T) {
+	leakCheck(t)
 	peerNodeReady(t)
 	srv, url := peerNodeServer(t)
 	front := peerStartFront(t, proxy.Config{Upstreams: []string{url}, MaxMessageSize: 2 << 20})
