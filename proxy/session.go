@@ -34,6 +34,7 @@ type leg struct {
 	dataFrames    atomic.Int64  // data frames received, for the idle timeout
 	msgs, bytes   atomic.Int64  // data messages and payload bytes received from this leg
 
+	alive     func() // counts a sign of life while a long frame is forwarded
 	pingTimer *time.Timer
 	pingSent  uint64 // frames count when the last keepalive ping was sent; -1 when none pending
 	pingWait  bool
@@ -103,6 +104,7 @@ func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *U
 		Context:     ctx,
 	}
 	s.chain = p.cfg.Inspectors.forSession(&s.info)
+	s.client.alive = func() { s.client.frames.Add(1) }
 	binary.LittleEndian.PutUint64(s.kaToken[:], 0x6b612d6574616777) // "wgate-ka"
 	binary.LittleEndian.PutUint64(s.kaToken[8:], rand.Uint64())
 
@@ -442,6 +444,13 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 			if spliced {
 				continue
 			}
+		}
+		if remasked, err := dst.conn.RemaskFrame(h, src.conn, src.alive); remasked {
+			// Binary frames client→upstream: the mask is converted in one pass.
+			if err != nil && !errors.Is(err, wsmw.ErrIncompleteFrame) {
+				discard = s.writeFailed(src, dst, err)
+			}
+			continue
 		}
 		if err := dst.conn.WriteFrameFrom(h, liveReader{src}); err != nil {
 			if errors.Is(err, wsmw.ErrIncompleteFrame) {

@@ -30,6 +30,9 @@ type ServerConfig struct {
 
 	// Extensions negotiates Sec-WebSocket-Extensions. Nil declines every offer.
 	Extensions ExtensionNegotiator
+	// Compression enables permessage-deflate (RFC 7692); nil leaves it off. Its
+	// offers are answered here and never reach Extensions.
+	Compression *CompressionOptions
 
 	// ResponseHeader is added to the 101 response (e.g. Set-Cookie).
 	ResponseHeader http.Header
@@ -145,11 +148,12 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg *ServerConfig) (*Conn, 
 	} else {
 		cc.subprotocol = selectSubprotocol(cfg.Subprotocols, offered)
 	}
-	if cfg.Extensions != nil {
+	if cfg.Extensions != nil || cfg.Compression != nil {
 		if offers := ParseExtensions(r.Header); len(offers) > 0 {
-			accepted, rsv := cfg.Extensions(r, offers)
+			accepted, rsv, pmd := cfg.negotiateExtensions(r, offers)
 			cc.extensions = FormatExtensions(accepted)
 			cc.rsvAllowed = rsv & (RSV1 | RSV2 | RSV3)
+			cc.pmd = pmd
 		}
 	}
 

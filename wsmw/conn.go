@@ -32,6 +32,8 @@ type Conn struct {
 	extensions  string
 	rsvAllowed  byte // RSV bits a negotiated extension may set
 
+	pmd *deflateState // permessage-deflate (compress.go); nil when off
+
 	maxFrame     int64
 	maxMessage   int64
 	closeTimeout time.Duration
@@ -66,6 +68,7 @@ type connConfig struct {
 	subprotocol          string
 	extensions           string
 	rsvAllowed           byte
+	pmd                  *deflateState
 }
 
 func orDefault[T int64 | time.Duration](v, d T) T {
@@ -84,6 +87,7 @@ func newConn(nc net.Conn, buffered []byte, client bool, cfg connConfig) *Conn {
 		subprotocol:  cfg.subprotocol,
 		extensions:   cfg.extensions,
 		rsvAllowed:   cfg.rsvAllowed,
+		pmd:          cfg.deflate(client),
 		maxFrame:     orDefault(cfg.maxFrame, DefaultMaxFrameSize),
 		maxMessage:   orDefault(cfg.maxMessage, DefaultMaxMessageSize),
 		closeTimeout: orDefault(cfg.closeTimeout, DefaultCloseTimeout),

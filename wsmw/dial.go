@@ -47,6 +47,9 @@ type DialConfig struct {
 	// reach it) and returns the RSV bits those extensions use. Nil: an answer
 	// naming any extension fails with ErrBadExtension.
 	AcceptExtensions func(accepted []ExtensionOffer) (rsv byte, err error)
+	// Compression offers permessage-deflate (RFC 7692) after Extensions and checks
+	// the answer itself; nil offers none. Set, it replaces any permessage-deflate entry of Extensions.
+	Compression *CompressionOptions
 	// TLSConfig is used for wss://; an empty ServerName defaults to the URL's host. h2 is never offered.
 	TLSConfig *tls.Config
 	// NetDial opens the TCP connection (default: a net.Dialer).
@@ -269,8 +272,8 @@ func (t *dialTarget) request(cfg *DialConfig, key, authz string) string {
 	if len(cfg.Subprotocols) > 0 {
 		b.WriteString("Sec-WebSocket-Protocol: " + strings.Join(cfg.Subprotocols, ", ") + "\r\n")
 	}
-	if len(cfg.Extensions) > 0 {
-		b.WriteString("Sec-WebSocket-Extensions: " + FormatExtensions(cfg.Extensions) + "\r\n")
+	if offers := cfg.extensionOffers(); len(offers) > 0 {
+		b.WriteString("Sec-WebSocket-Extensions: " + FormatExtensions(offers) + "\r\n")
 	}
 	if authz != "" {
 		b.WriteString("Authorization: " + authz + "\r\n")
@@ -328,20 +331,29 @@ func checkResponse(resp *http.Response, key string, cfg *DialConfig) (connConfig
 	if len(exts) == 0 {
 		return cc, nil
 	}
+	offered := cfg.extensionOffers()
 	for _, e := range exts {
-		if !slices.ContainsFunc(cfg.Extensions, func(o ExtensionOffer) bool { return strings.EqualFold(o.Name, e.Name) }) {
+		if !slices.ContainsFunc(offered, func(o ExtensionOffer) bool { return strings.EqualFold(o.Name, e.Name) }) {
 			return cc, herr(ErrBadExtension, fmt.Sprintf("server accepted extension %q that was not offered", e.Name))
 		}
 	}
-	if cfg.AcceptExtensions == nil {
-		return cc, herr(ErrBadExtension, "server accepted extensions but DialConfig.AcceptExtensions is nil")
+	rest, pmd, err := cfg.checkDeflateAnswer(exts)
+	var rsv byte
+	if err == nil && len(rest) > 0 {
+		if cfg.AcceptExtensions == nil {
+			return cc, herr(ErrBadExtension, "server accepted extensions but DialConfig.AcceptExtensions is nil")
+		}
+		rsv, err = cfg.AcceptExtensions(rest)
 	}
-	rsv, err := cfg.AcceptExtensions(exts)
 	if err != nil {
 		return cc, &HandshakeError{Status: resp.StatusCode, Reason: "extension answer refused: " + err.Error(), Err: fmt.Errorf("%w: %w", ErrBadExtension, err)}
 	}
+	if pmd != nil {
+		rsv |= RSV1
+	}
 	cc.extensions = FormatExtensions(exts)
 	cc.rsvAllowed = rsv & (RSV1 | RSV2 | RSV3)
+	cc.pmd = pmd
 	return cc, nil
 }
 

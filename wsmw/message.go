@@ -38,7 +38,7 @@ func (c *Conn) AppendMessage(dst []byte) (OpCode, []byte, error) {
 	c.rd.mu.Lock()
 	defer c.rd.mu.Unlock()
 	r := &c.rd
-	if r.inMessage || r.remaining > 0 {
+	if r.inMessage || r.remaining > 0 || c.pmd.streaming() {
 		// A message read by NextReader was left unfinished: drop it.
 		if err := r.skipMessage(); err != nil {
 			return 0, dst, err
@@ -52,6 +52,10 @@ func (c *Conn) AppendMessage(dst []byte) (OpCode, []byte, error) {
 		return 0, dst, r.fail(StatusProtocolError, &protoErr{"continuation frame without a message in progress"})
 	}
 	op := h.OpCode
+	if r.msgCompressed && c.pmd.inflates() {
+		dst, err = c.pmd.appendMessage(r, op, dst)
+		return op, dst, err
+	}
 	for {
 		dst, err = r.appendPayload(dst)
 		if err != nil {
@@ -86,6 +90,11 @@ func (r *reader) appendPayload(dst []byte) ([]byte, error) {
 
 // skipMessage drops the rest of a partly read message.
 func (r *reader) skipMessage() error {
+	if r.c.pmd.streaming() {
+		if err := r.c.pmd.finish(r); err != nil {
+			return err
+		}
+	}
 	for {
 		if err := r.skipPayload(); err != nil {
 			return err
@@ -106,7 +115,7 @@ func (c *Conn) NextReader() (OpCode, io.Reader, error) {
 	c.rd.mu.Lock()
 	defer c.rd.mu.Unlock()
 	r := &c.rd
-	if r.inMessage || r.remaining > 0 {
+	if r.inMessage || r.remaining > 0 || c.pmd.streaming() {
 		if err := r.skipMessage(); err != nil {
 			return 0, nil, err
 		}
@@ -117,6 +126,9 @@ func (c *Conn) NextReader() (OpCode, io.Reader, error) {
 	}
 	if h.OpCode == OpContinuation {
 		return 0, nil, r.fail(StatusProtocolError, &protoErr{"continuation frame without a message in progress"})
+	}
+	if r.msgCompressed && c.pmd.inflates() {
+		return h.OpCode, c.pmd.nextReader(r, h.OpCode), nil
 	}
 	r.mr.done = false
 	return h.OpCode, &r.mr, nil

@@ -395,6 +395,8 @@ func (r *reader) fail(code StatusCode, cause error) error {
 		reason = "invalid utf-8 in text message"
 	case errors.Is(cause, ErrPayloadTooBig):
 		reason = "message too big"
+	case errors.Is(cause, ErrInvalidCompression):
+		reason = "invalid compressed data"
 	}
 	fe := &FailError{Code: code, Reason: reason, Err: cause}
 	r.err = fe

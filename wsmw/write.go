@@ -202,6 +202,9 @@ func (c *Conn) WriteMessage(op OpCode, p []byte) error {
 	}
 	c.msgMu.Lock()
 	defer c.msgMu.Unlock()
+	if c.pmd.compresses(len(p)) {
+		return c.pmd.writeMessage(c, op, p)
+	}
 	return c.writeFrame(Header{Fin: true, OpCode: op}, p, false)
 }
 
