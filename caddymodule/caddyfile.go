@@ -76,6 +76,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    allow            text|binary
 //	    validate         utf8|json...
 //	    rate_limit       <msgs/s> [<bytes/s>] [burst <msgs> [<bytes>]] [delay|close]
+//	    compression      off|passthrough|terminate
 //
 //	    # sessions
 //	    dial_timeout  <duration>
@@ -235,6 +236,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.ValidatePayload = append(h.ValidatePayload, args...)
 		case "rate_limit":
 			h.RateLimit, err = parseRateLimit(d)
+		case "compression":
+			if err = stringArg(d, &h.Compression); err == nil {
+				_, err = compressionMode(h.Compression)
+				if err != nil {
+					err = d.Err(err.Error())
+				}
+			}
 
 		case "dial_timeout":
 			err = durationArg(d, &h.DialTimeout)

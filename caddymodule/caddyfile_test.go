@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/wsgate/wsgate/proxy"
 )
 
 // caddyfileCases map each Caddyfile option to the handler JSON it adapts to.
@@ -110,6 +112,12 @@ var caddyfileCases = []struct {
 		`{"upstreams":["h:1"],"rate_limit":{"messages_per_second":20,"bytes_per_second":65536,"message_burst":40,"byte_burst":131072,"mode":"close"}}`},
 	{"rate_limit bytes only", "ws h:1 {\n rate_limit 0 1MiB burst 0\n}",
 		`{"upstreams":["h:1"],"rate_limit":{"bytes_per_second":1048576}}`},
+	{"compression passthrough", "ws h:1 {\n compression passthrough\n}",
+		`{"upstreams":["h:1"],"compression":"passthrough"}`},
+	{"compression terminate", "ws h:1 {\n compression terminate\n}",
+		`{"upstreams":["h:1"],"compression":"terminate"}`},
+	{"compression off", "ws h:1 {\n compression off\n}",
+		`{"upstreams":["h:1"],"compression":"off"}`},
 	{"dial_timeout", "ws h:1 {\n dial_timeout 3s\n}",
 		`{"upstreams":["h:1"],"dial_timeout":3000000000}`},
 	{"idle_timeout", "ws h:1 {\n idle_timeout 5m\n}",
@@ -253,6 +261,9 @@ func TestCaddyfileRejectsBadOptions(t *testing.T) {
 		{"tls_client_auth one file", "ws h:1 {\n tls_client_auth c.pem\n}", "certificate file and a key file"},
 		{"tls_insecure_skip_verify argument", "ws h:1 {\n tls_insecure_skip_verify yes\n}", "wrong argument count"},
 		{"drain_code not a number", "ws h:1 {\n drain_code restart\n}", `drain_code: bad number "restart"`},
+		{"compression unknown", "ws h:1 {\n compression on\n}", `compression: unknown mode "on"`},
+		{"compression nothing", "ws h:1 {\n compression\n}", "wrong argument count"},
+		{"compression two modes", "ws h:1 {\n compression passthrough terminate\n}", "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(":8080 {\n" + tc.directive + "\n}\n")
@@ -323,5 +334,43 @@ func TestUnmarshalCaddyfileDirect(t *testing.T) {
 	}
 	if h.Validate() != nil {
 		t.Fatal(h.Validate())
+	}
+}
+
+// TestCompressionCaddyfileAndJSON checks that `compression` in the Caddyfile
+// and "compression" in JSON give the same proxy mode, "" and off included.
+func TestCompressionCaddyfileAndJSON(t *testing.T) {
+	for _, tc := range []struct {
+		directive, json string
+		want            proxy.CompressionMode
+	}{
+		{"ws h:1", `{"upstreams":["h:1"]}`, proxy.CompressionOff},
+		{"ws h:1 {\n compression off\n}", `{"upstreams":["h:1"],"compression":"off"}`, proxy.CompressionOff},
+		{"ws h:1 {\n compression passthrough\n}", `{"upstreams":["h:1"],"compression":"passthrough"}`, proxy.CompressionPassthrough},
+		{"ws h:1 {\n compression terminate\n}", `{"upstreams":["h:1"],"compression":"terminate"}`, proxy.CompressionTerminate},
+	} {
+		adapted := adaptHandler(t, tc.directive)
+		delete(adapted, "handler")
+		fromCaddyfile, _ := json.Marshal(adapted)
+		for _, raw := range []string{string(fromCaddyfile), tc.json} {
+			var h Handler
+			if err := json.Unmarshal([]byte(raw), &h); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.Validate(); err != nil {
+				t.Fatalf("%s: Validate: %v", raw, err)
+			}
+			cfg, err := h.proxyConfig()
+			if err != nil {
+				t.Fatalf("%s: %v", raw, err)
+			}
+			if cfg.Compression != tc.want {
+				t.Errorf("%s: proxy compression %v, want %v", raw, cfg.Compression, tc.want)
+			}
+		}
+	}
+	h := Handler{Upstreams: []string{"h:1"}, Compression: "gzip"}
+	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), `compression: unknown mode "gzip"`) {
+		t.Errorf("Validate of compression gzip: %v", err)
 	}
 }

@@ -197,7 +197,19 @@ func (h *Handler) proxyConfig() (proxy.Config, error) {
 	if cfg.Inspectors, err = h.inspectors(); err != nil {
 		return cfg, err
 	}
+	if cfg.Compression, err = compressionMode(h.Compression); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// compressionMode maps compression to the proxy's mode ("" is off).
+func compressionMode(s string) (proxy.CompressionMode, error) {
+	m, err := proxy.ParseCompressionMode(s)
+	if err != nil {
+		return 0, fmt.Errorf("compression: unknown mode %q (valid: off, passthrough, terminate)", s)
+	}
+	return m, nil
 }
 
 // upstreamURL checks a static upstream and gives bare host:port its scheme.

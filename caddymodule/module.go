@@ -90,6 +90,15 @@ type Handler struct {
 	// direction. Default: none.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
 
+	// Compression is the permessage-deflate (RFC 7692) mode: "off" strips
+	// the client's offer; "passthrough" negotiates end to end and forwards
+	// compressed frames untouched (inflating a bounded copy when validate
+	// json needs the payload, with no context takeover forced in that
+	// direction); "terminate" compresses towards the client and talks to
+	// the upstream uncompressed, inflating and recompressing each message.
+	// Default: off.
+	Compression string `json:"compression,omitempty"`
+
 	// DialTimeout bounds one upstream dial including its handshake; 504
 	// beyond. Default: 10s.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
@@ -220,6 +229,9 @@ func (h *Handler) Validate() error {
 		}
 	}
 	if _, err := h.RateLimit.inspector(); err != nil {
+		return err
+	}
+	if _, err := compressionMode(h.Compression); err != nil {
 		return err
 	}
 	for _, d := range []struct {

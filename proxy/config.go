@@ -69,6 +69,20 @@ type Config struct {
 	// Inspectors are called per message in each direction.
 	Inspectors Chain
 
+	// Compression is the permessage-deflate (RFC 7692) mode: CompressionOff
+	// (default: the client's offer is stripped), CompressionPassthrough or
+	// CompressionTerminate; see CompressionMode.
+	Compression CompressionMode
+	// ClientCompression and UpstreamCompression are the options of each leg in
+	// terminate mode (ignored otherwise). Defaults: the client leg negotiates
+	// with wsmw's defaults except that the proxy compresses without context
+	// takeover (&wsmw.CompressionOptions{ServerNoContextTakeover: true}: no
+	// compressor, ~800 KiB, is kept per session), the upstream leg is
+	// uncompressed (nil). With context takeover on the proxy's sending side
+	// (ServerNoContextTakeover false here, ClientNoContextTakeover false in
+	// UpstreamCompression) each session keeps a compressor of its own.
+	ClientCompression, UpstreamCompression *wsmw.CompressionOptions
+
 	// IdleTimeout closes a session (1001) when no data frame started in either direction for this
 	// long (0: none). It is checked by a timer every IdleTimeout, so an idle session is closed
 	// between one and two IdleTimeouts after its last data frame.

@@ -33,6 +33,7 @@ func (p *Proxy) dialUpstream(r *http.Request) (*Upstream, *wsmw.Conn, *http.Resp
 	start := time.Now()
 	header := p.upstreamHeader(r)
 	offered := p.filterSubprotocols(wsmw.Subprotocols(r.Header))
+	deflate := p.deflateOffers(r)
 	tried := make(map[*Upstream]bool)
 	var lastErr error
 	for attempt := 0; ; attempt++ {
@@ -47,7 +48,7 @@ func (p *Proxy) dialUpstream(r *http.Request) (*Upstream, *wsmw.Conn, *http.Resp
 			}
 		} else {
 			tried[up] = true
-			conn, resp, err := p.dialOne(r.Context(), up, r, header, offered)
+			conn, resp, err := p.dialOne(r.Context(), up, r, header, offered, deflate)
 			if err == nil {
 				return up, conn, resp, nil
 			}
@@ -119,8 +120,9 @@ func (p *Proxy) pick(pool []*Upstream, r *http.Request, tried map[*Upstream]bool
 	return p.cfg.Balancer.Select(fresh, r)
 }
 
-// dialOne dials one upstream and performs the client handshake.
-func (p *Proxy) dialOne(ctx context.Context, up *Upstream, r *http.Request, header http.Header, offered []string) (*wsmw.Conn, *http.Response, error) {
+// dialOne dials one upstream and performs the client handshake; deflate are the
+// permessage-deflate offers relayed in passthrough mode.
+func (p *Proxy) dialOne(ctx context.Context, up *Upstream, r *http.Request, header http.Header, offered []string, deflate []wsmw.ExtensionOffer) (*wsmw.Conn, *http.Response, error) {
 	target := *up.URL
 	if target.Path == "" || target.Path == "/" {
 		target.Path, target.RawPath = r.URL.Path, r.URL.RawPath
@@ -139,6 +141,7 @@ func (p *Proxy) dialOne(ctx context.Context, up *Upstream, r *http.Request, head
 		CloseTimeout:     p.cfg.CloseTimeout,
 		MaxErrorBody:     DefaultMaxErrorBody,
 	}
+	p.dialCompression(cfg, deflate)
 	start := time.Now()
 	conn, resp, err := wsmw.Dial(ctx, target.String(), cfg)
 	p.cfg.Metrics.dialDuration(up.Address(), time.Since(start), err)

@@ -39,8 +39,10 @@ type SessionInfo struct {
 }
 
 // Message is what an Inspector sees: one message in one direction. Payload is nil
-// unless the inspector asked for it with NeedsPayload; it is then the whole
-// message (bounded by the size limit) and only valid during the Inspect call.
+// unless the inspector asked for it with NeedsPayload (or the proxy reassembles
+// the message anyway, as compression in terminate mode does); it is then the
+// whole message, inflated if it was compressed, bounded by the size limit, and
+// only valid during the Inspect call.
 type Message struct {
 	Session   *SessionInfo
 	Direction Direction

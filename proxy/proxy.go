@@ -31,6 +31,9 @@ type Proxy struct {
 	cfg    Config
 	log    *zap.Logger
 	server wsmw.ServerConfig
+	// inflates, by Direction: an inspector needs the payload of messages in that
+	// direction, so compressed ones are inflated (passthrough forces no context takeover).
+	inflates [2]bool
 
 	mu        sync.Mutex
 	upstreams map[string]*Upstream // by address: state survives dynamic refreshes
@@ -85,6 +88,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MaxFrameSize < 0 || cfg.MaxMessageSize < 0 || cfg.MaxMessageSizeUp < 0 || cfg.MaxMessageSizeDown < 0 {
 		return nil, errors.New("proxy: size limits must not be negative")
 	}
+	if err := setupCompression(&cfg); err != nil {
+		return nil, err
+	}
 	p := &Proxy{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -93,6 +99,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
+	}
+	for _, dir := range []Direction{ClientToUpstream, UpstreamToClient} {
+		p.inflates[dir] = cfg.Inspectors.NeedsPayload(dir, wsmw.OpText) || cfg.Inspectors.NeedsPayload(dir, wsmw.OpBinary)
 	}
 	for _, raw := range cfg.Upstreams {
 		u, err := p.upstream(raw)
@@ -271,6 +280,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sc := p.server
 	sc.SelectSubprotocol = func(*http.Request, []string) string { return conn.Subprotocol() }
 	sc.ResponseHeader = hdr
+	p.clientCompression(&sc, conn)
 	client, err := wsmw.Upgrade(w, r, &sc)
 	if err != nil {
 		conn.Close(wsmw.StatusGoingAway, "client handshake failed")

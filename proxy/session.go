@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -343,11 +344,20 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 		frags     []int  // fragment sizes of the reassembled message
 		msgOp     wsmw.OpCode
 		msgRsv    byte
+		recode    bool   // terminate: the current message is reassembled, inflated if compressed, and written with dst's compression
+		plain     []byte // inflated payload of a compressed message, reused
 	)
 	var msg *Message // only sessions with inspectors pay for it
 	if len(s.chain) > 0 {
 		msg = &Message{Session: &s.info, Direction: dir}
 	}
+	mode := s.p.cfg.Compression
+	// Passthrough: a compressed message can be inflated on its own only if the
+	// sender uses no context takeover (forced when the chain needs payloads).
+	shadowStale := mode == CompressionPassthrough && senderTakeover(dir, src.conn)
+	// Terminate: every message to a dst that negotiated compression is written
+	// by dst's compression; compressed ones from src are inflated first.
+	recodeAll := mode == CompressionTerminate && dst.conn.Compressed()
 	for {
 		h, err := src.conn.NextFrame()
 		if err != nil {
@@ -378,14 +388,20 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 		if h.OpCode != wsmw.OpContinuation {
 			src.msgs.Add(1)
 			dropping, buffering = false, false
-			if len(s.chain) > 0 && !discard {
-				if s.chain.NeedsPayload(dir, h.OpCode) {
+			recode = recodeAll || mode == CompressionTerminate && h.Rsv&wsmw.RSV1 != 0 && src.conn.Compressed()
+			if (len(s.chain) > 0 || recode) && !discard {
+				if recode || s.chain.NeedsPayload(dir, h.OpCode) {
 					buffering = true
 					buf, frags = buf[:0], frags[:0]
 					msgOp, msgRsv = h.OpCode, h.Rsv
 				} else {
 					msg.OpCode, msg.Payload, msg.Length, msg.Final = h.OpCode, nil, h.Length, h.Fin
-					switch v := s.chain.Inspect(msg); v.Action {
+					v := s.chain.Inspect(msg)
+					if v.Action == Drop && shadowStale && h.Rsv&wsmw.RSV1 != 0 {
+						// dst's window would miss a message later ones may refer to.
+						v = Verdict{Action: Close, Code: wsmw.StatusInternalError, Reason: "compressed message cannot be dropped"}
+					}
+					switch v.Action {
 					case Drop:
 						dropping = true
 					case Close:
@@ -413,15 +429,42 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 				continue
 			}
 			buffering = false
-			msg.OpCode, msg.Payload, msg.Length, msg.Final = msgOp, buf, int64(len(buf)), true
-			v := s.chain.Inspect(msg)
-			msg.Payload = nil
+			payload := buf
+			if msgRsv&wsmw.RSV1 != 0 {
+				// A compressed message: inspected (and, in terminate mode, forwarded) inflated.
+				var v Verdict
+				if shadowStale {
+					v = Verdict{Action: Close, Code: wsmw.StatusInternalError, Reason: "compressed message cannot be inspected"}
+				} else if plain, err = src.conn.Inflate(plain[:0], buf); err != nil {
+					v = inflateVerdict(err)
+				} else if msgOp == wsmw.OpText && !utf8.Valid(plain) {
+					v = Verdict{Action: Close, Code: wsmw.StatusInvalidPayload, Reason: "invalid utf-8 in text message"}
+				}
+				if v.Action == Close {
+					s.policyClose(src, dst, v)
+					discard = true
+					continue
+				}
+				payload = plain
+			}
+			v := Verdict{Action: Pass}
+			if msg != nil {
+				msg.OpCode, msg.Payload, msg.Length, msg.Final = msgOp, payload, int64(len(payload)), true
+				v = s.chain.Inspect(msg)
+				msg.Payload = nil
+			}
 			switch v.Action {
 			case Pass:
-				err = s.writeFragments(dst, msgOp, msgRsv, buf, frags)
+				if recode {
+					s.armWrite(dst)
+					err = dst.conn.WriteMessage(msgOp, payload)
+				} else {
+					err = s.writeFragments(dst, msgOp, msgRsv, buf, frags)
+				}
 			case Replace:
+				// Uncompressed, or compressed by dst's own compression in terminate mode.
 				s.armWrite(dst)
-				err = dst.conn.WriteFrame(wsmw.Header{Fin: true, OpCode: msgOp}, v.Payload)
+				err = dst.conn.WriteMessage(msgOp, v.Payload)
 			case Drop:
 			case Close:
 				s.policyClose(src, dst, v)

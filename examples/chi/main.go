@@ -46,6 +46,7 @@ type options struct {
 	origins        listFlag
 	idleTimeout    time.Duration
 	drainTimeout   time.Duration
+	compression    string
 	debug          bool
 }
 
@@ -61,6 +62,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.Var(&o.origins, "origin", "extra allowed browser Origin pattern, e.g. https://*.example.com (repeatable; the page's own host is always allowed)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 5*time.Minute, "close sessions with no data frame in either direction for this long (1001); 0 disables")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for sessions to close (they get 1012)")
+	fs.StringVar(&o.compression, "compression", "off", "permessage-deflate on /ws: off (strip the offer), passthrough (negotiate end to end), terminate (compressed to the browser, plain upstream); the demo /echo accepts it unless off")
 	fs.BoolVar(&o.debug, "debug", false, "log handshakes and refusals at debug level")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/chi [flags]\n\nServes a demo page at /, a wsmw echo at /echo and the proxy at /ws.\n\nFlags:\n")
@@ -144,6 +146,14 @@ func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.P
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	compression, err := proxy.ParseCompressionMode(o.compression)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var echoCompression *wsmw.CompressionOptions
+	if compression != proxy.CompressionOff {
+		echoCompression = &wsmw.CompressionOptions{}
+	}
 	p, err := proxy.New(proxy.Config{
 		Upstreams:      upstreams,
 		Balancer:       lb,
@@ -152,6 +162,7 @@ func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.P
 		MaxMessageSize: o.maxMessageSize,
 		Origins:        o.origins,
 		IdleTimeout:    o.idleTimeout,
+		Compression:    compression,
 		PassiveHealth:  proxy.PassiveHealth{MaxFails: 3, FailDuration: 30 * time.Second},
 		Logger:         log,
 		LogFields: func(r *http.Request) []zap.Field {
@@ -175,6 +186,7 @@ func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.P
 		Origins:        o.origins,
 		MaxFrameSize:   o.maxFrameSize,
 		MaxMessageSize: o.maxMessageSize,
+		Compression:    echoCompression,
 		Logger:         log,
 	})).Get("/echo", notWS)
 	r.With(p.Middleware).Get("/ws", notWS)

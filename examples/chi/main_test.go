@@ -128,7 +128,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	if _, err := parseFlags([]string{"-h"}, &out); err == nil {
 		t.Fatal("-h should stop parsing")
 	}
-	for _, f := range []string{"-listen", "-upstream", "-lb", "-max-message-size", "-max-frame-size", "-origin", "-idle-timeout"} {
+	for _, f := range []string{"-listen", "-upstream", "-lb", "-max-message-size", "-max-frame-size", "-origin", "-idle-timeout", "-drain-timeout", "-debug", "-compression"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("-h does not document %s", f)
 		}
@@ -196,5 +196,48 @@ func TestChiRequestIDAndRealIPReachUpstreamAndLog(t *testing.T) {
 	}
 	if fields["msgs_up"] != int64(1) || fields["close_code"] != int64(1000) || fields["closed_by"] != "client" {
 		t.Errorf("session fields: %v", fields)
+	}
+}
+
+// TestCompressionFlag checks -compression: off strips the offer, passthrough
+// relays the demo echo's answer, terminate answers the client itself; the
+// echo works compressed in each mode, and an unknown mode is refused.
+func TestCompressionFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantExt string
+	}{
+		{nil, ""},
+		{[]string{"-compression", "off"}, ""},
+		{[]string{"-compression", "passthrough"}, "permessage-deflate; server_no_context_takeover; client_no_context_takeover"},
+		{[]string{"-compression", "terminate"}, "permessage-deflate; server_no_context_takeover; client_no_context_takeover"},
+	} {
+		t.Run(strings.Join(append([]string{"default"}, tc.args...), " "), func(t *testing.T) {
+			addr := startDemo(t, tc.args...)
+			d := websocket.Dialer{EnableCompression: true, HandshakeTimeout: 3 * time.Second}
+			c, resp, err := d.Dial("ws://"+addr+"/ws", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := resp.Header.Get("Sec-WebSocket-Extensions"); got != tc.wantExt {
+				t.Errorf("Sec-WebSocket-Extensions %q, want %q", got, tc.wantExt)
+			}
+			msg := strings.Repeat("compress me ", 1000)
+			for range 2 {
+				c.WriteMessage(websocket.TextMessage, []byte(msg))
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, got, err := c.ReadMessage(); err != nil || string(got) != msg {
+					t.Fatalf("echo: %d bytes, %v", len(got), err)
+				}
+			}
+		})
+	}
+	o, err := parseFlags([]string{"-compression", "gzip"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := newRouter(o, "127.0.0.1:1", newLogger(false)); err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Errorf("-compression gzip: %v", err)
 	}
 }
