@@ -9,6 +9,7 @@ package integration
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,6 +158,26 @@ func TestBrowserChromium(t *testing.T) {
 	if c := closed(); c.Code != 1014 || c.Reason != peerReasonUpstreamGone || !c.WasClean {
 		t.Errorf("after the upstream died the page saw close %+v, want 1014 %q, clean", c, peerReasonUpstreamGone)
 	}
+
+	// (d) Compression in terminate mode: Chromium always offers permessage-deflate;
+	// the proxy accepts it on the browser's leg and talks plain to the upstream.
+	up2 := peerGorillaUpstream(t, 0)
+	zfront := peerStartFront(t, proxy.Config{Upstreams: []string{up2.URL}, Compression: proxy.CompressionTerminate})
+	run("loading the page (compression)", chromedp.Navigate(zfront.URL+"/"), chromedp.WaitVisible(chromedp.ID("connect")))
+	run("connecting (compression)", chromedp.Click(chromedp.ID("connect")))
+	poll("waiting for onopen (compression)", `document.getElementById("status").textContent === "connected"`)
+	zuc := up2.Next(t)
+	ext, err := chromedp.Run(bctx, chromedp.Evaluate[string](`ws.extensions`))
+	if err != nil || !strings.Contains(ext, "permessage-deflate") {
+		t.Errorf("the browser's negotiated extensions are %q (%v), want permessage-deflate", ext, err)
+	}
+	if h := zuc.Header.Get("Sec-WebSocket-Extensions"); h != "" {
+		t.Errorf("the upstream leg was offered %q, want a plain leg", h)
+	}
+	run("sending a big compressible text", chromedp.SetValue(chromedp.ID("size"), "100000"), chromedp.Click(chromedp.ID("sendBig")))
+	poll("waiting for the big echo", `window.wsgate.received.length === 1 && window.wsgate.received[0].length === 100000`)
+	run("closing (compression)", chromedp.SetValue(chromedp.ID("code"), "4000"), chromedp.Click(chromedp.ID("disconnect")))
+	peerWaitClose(t, zuc, 4000, "bye") // the page's default reason
 
 	// One screenshot of the page and its log, to look at (not kept in the repository).
 	png, err := chromedp.Run(bctx, chromedp.CaptureScreenshot())

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -800,4 +801,43 @@ func TestPeersNodeUpstream(t *testing.T) {
 		srv.Kill(t)
 		peerGorillaExpect1014(t, c)
 	})
+}
+
+// TestPeersNodeCompression runs Node's ws on both ends with permessage-deflate
+// (context takeover, every message compressed) through the proxy in passthrough
+// mode: the extension is negotiated end to end and compressed messages of every
+// size arrive intact in both directions.
+func TestPeersNodeCompression(t *testing.T) {
+	leakCheck(t)
+	peerNodeReady(t)
+	t.Setenv("WSGATE_DEFLATE", "1")
+	srv, url := peerNodeServer(t)
+	front := peerStartFront(t, proxy.Config{Upstreams: []string{url}, MaxMessageSize: 2 << 20, Compression: proxy.CompressionPassthrough})
+	node := peerStartNode(t, "client.js", front.WSURL)
+	open := node.Expect(t, "open")
+	if !strings.Contains(open.Extensions, "permessage-deflate") {
+		t.Fatalf("the ws client negotiated %q through the proxy, want permessage-deflate", open.Extensions)
+	}
+	if e := srv.Expect(t, "connection"); !strings.Contains(e.Extensions, "permessage-deflate") {
+		t.Fatalf("the ws server negotiated %q, want permessage-deflate", e.Extensions)
+	}
+	node.Send(t, map[string]any{"op": "text", "data": peerUTF8})
+	if e := srv.Expect(t, "message"); e.Type != "text" || e.Data != peerUTF8 {
+		t.Errorf("upstream got %+v, want the utf-8 text", e)
+	}
+	if e := node.Expect(t, "message"); e.Type != "text" || e.Data != peerUTF8 {
+		t.Errorf("utf-8 echo: %+v", e)
+	}
+	for _, n := range peerSizes {
+		node.Send(t, map[string]any{"op": "text", "size": n})
+		peerExpectMessage(t, srv.Expect(t, "message"), true, peerPattern(n, true))
+		peerExpectMessage(t, node.Expect(t, "message"), true, peerPattern(n, true))
+		node.Send(t, map[string]any{"op": "binary", "size": n})
+		peerExpectMessage(t, srv.Expect(t, "message"), false, peerPattern(n, false))
+		peerExpectMessage(t, node.Expect(t, "message"), false, peerPattern(n, false))
+	}
+	node.Send(t, map[string]any{"op": "close", "code": 4001, "reason": "bye"})
+	if e := srv.Expect(t, "close"); e.Code != 4001 || e.Reason != "bye" {
+		t.Errorf("upstream saw close %d %q, want 4001 bye", e.Code, e.Reason)
+	}
 }

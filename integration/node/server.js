@@ -4,7 +4,7 @@
 //   node server.js
 //
 // It listens on 127.0.0.1 on a free port and echoes every message with its type.
-// stdout events: {"ev":"listening",port}, {"ev":"connection",id,protocol,path},
+// stdout events: {"ev":"listening",port}, {"ev":"connection",id,protocol,path,extensions},
 //   {"ev":"message",id,type,length,sha256,data?}, {"ev":"ping"|"pong",id,data},
 //   {"ev":"close",id,code,reason}, {"ev":"error",message}.
 // stdin commands (to every open connection): {"op":"text",data|size},
@@ -23,6 +23,8 @@ const wss = new WebSocketServer({
   host: '127.0.0.1',
   port: 0,
   maxPayload: 64 << 20,
+  // WSGATE_DEFLATE=1 accepts permessage-deflate (with context takeover, every message compressed).
+  perMessageDeflate: process.env.WSGATE_DEFLATE === '1' ? { threshold: 0 } : false,
   handleProtocols: (protocols) => (protocols.size ? protocols.values().next().value : false),
 });
 let nextID = 0;
@@ -31,7 +33,7 @@ wss.on('listening', () => emit({ ev: 'listening', port: wss.address().port }));
 wss.on('error', (err) => emit({ ev: 'error', message: err.message }));
 wss.on('connection', (ws, req) => {
   const id = ++nextID;
-  emit({ ev: 'connection', id, protocol: ws.protocol, path: req.url });
+  emit({ ev: 'connection', id, protocol: ws.protocol, path: req.url, extensions: ws.extensions });
   ws.on('message', (data, isBinary) => {
     emit({ ev: 'message', id, ...describe(data, isBinary) });
     ws.send(data, { binary: isBinary });
