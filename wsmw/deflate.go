@@ -240,27 +240,7 @@ func (o *CompressionOptions) offer() ExtensionOffer {
 // check validates the server's answer to o.offer() (RFC 7692 §7.1) and returns
 // the parameters in force.
 func (o *CompressionOptions) check(answer ExtensionOffer) (DeflateParams, error) {
-	a, err := parseDeflateArgs(answer, false)
-	if err != nil {
-		return DeflateParams{}, err
-	}
-	wantServer, wantClient := bitsOr(o.ServerMaxWindowBits, 15), bitsOr(o.ClientMaxWindowBits, 15)
-	switch {
-	case o.ServerNoContextTakeover && !a.serverNoCT:
-		return DeflateParams{}, errors.New("server_no_context_takeover was requested but not confirmed")
-	case wantServer < 15 && a.serverBits == 0:
-		return DeflateParams{}, errors.New("server_max_window_bits was requested but not confirmed")
-	case a.serverBits > wantServer:
-		return DeflateParams{}, fmt.Errorf("server_max_window_bits=%d exceeds the %d offered", a.serverBits, wantServer)
-	case a.clientBits > wantClient:
-		return DeflateParams{}, fmt.Errorf("client_max_window_bits=%d exceeds the %d offered", a.clientBits, wantClient)
-	}
-	return DeflateParams{
-		ServerNoContextTakeover: a.serverNoCT,
-		ClientNoContextTakeover: a.clientNoCT || o.ClientNoContextTakeover,
-		ServerMaxWindowBits:     bitsOr(a.serverBits, 15),
-		ClientMaxWindowBits:     min(bitsOr(a.clientBits, 15), wantClient),
-	}, nil
+	return CheckDeflateAnswer(o.offer(), answer)
 }
 
 // extensionOffers is what the client offers: cfg.Extensions, then permessage-deflate for cfg.Compression.
