@@ -1,0 +1,45 @@
+// Package proxy is wsgate's inspect-and-forward engine: an http.Handler (and
+// router middleware) that terminates a client's WebSocket, dials an upstream
+// WebSocket in client mode, and forwards frames between them, enforcing limits
+// and inspector verdicts. It builds on wsmw and knows nothing of chi or Caddy.
+//
+// # A session
+//
+// ServeHTTP validates the client's handshake, picks an upstream with the
+// Balancer among the healthy ones, and dials it before answering: the client's
+// 101 carries the upstream's choice of subprotocol (and, with compression, of
+// extension parameters); an upstream refusal is relayed with its status and a
+// bounded body; an unreachable upstream is retried and then answered with 502,
+// 504 on a timeout, 503 when none is available. After the upgrade ServeHTTP
+// returns and the session runs in two goroutines, one per direction, so that
+// net/http frees its per-connection buffers.
+//
+// Each direction is a pump: it reads a frame header, decides, and streams the
+// payload to the other leg without reassembling the message. Client frames
+// are re-masked with a fresh key (RemaskFrame converts the mask in one pass
+// for binary frames); large upstream binary frames move socket to socket in
+// the kernel (SpliceFrame). Control frames are forwarded as they come, between
+// fragments too; the proxy's own keepalive pongs are not. A message is
+// reassembled only when an inspector asks for its payload (or compression in
+// terminate mode needs it), bounded by the size limit; it then keeps its
+// fragmentation unless it is replaced.
+//
+// # Closes
+//
+// A close from either side is forwarded with its code and reason, and the
+// answer travels back the same way. A leg that fails without a close gives the
+// other leg 1014 (upstream gone) or 1001 (client gone); a protocol violation or
+// an inspector's Close gives the offender its code and the other side 1001;
+// Shutdown closes the upstream leg first, forwards what it still sends, and
+// then gives the client the drain code (1012 by default). Every close
+// handshake is bounded by CloseTimeout; then both TCP connections close and
+// both goroutines end.
+//
+// # Memory and cost
+//
+// An idle session holds no buffers: two wsmw.Conns, the session, and two
+// goroutine stacks, about 12 KiB in all. Forwarding allocates nothing per
+// frame; message and byte counters are summed from live sessions only when
+// Prometheus scrapes, and the session's log line is written once, at the end.
+// A slow reader is bounded by WriteTimeout: the proxy never queues frames.
+package proxy
