@@ -54,16 +54,14 @@ type session struct {
 
 	closing atomic.Bool // a close was sent or a leg failed: finish within CloseTimeout
 
-	mu          sync.Mutex // guards the fields below and the timers' rescheduling
-	endCode     wsmw.StatusCode
-	endReason   string
-	endedBy     string
-	endErr      error
-	drainCode   wsmw.StatusCode // set by drain: what the client gets however the upstream ends
-	drainReason string
-	idleSeen    int64
-	timers      []*time.Timer
-	logBase     []zap.Field // request fields of the session's log line, taken at the handshake
+	mu        sync.Mutex // guards the fields below and the timers' rescheduling
+	endCode   wsmw.StatusCode
+	endReason string
+	endedBy   string
+	endErr    error
+	idleSeen  int64
+	timers    []*time.Timer
+	logBase   []zap.Field // request fields of the session's log line, taken at the handshake
 }
 
 // serveSession forwards one session until both legs are closed. It owns one of
@@ -237,13 +235,19 @@ func (r liveReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// goneClose is the close the other side gets when leg l is gone without a
+// close frame: 1014 when the upstream is gone, 1001 when the client is.
+func (s *session) goneClose(l *leg) (wsmw.StatusCode, string) {
+	if l == &s.up {
+		return wsmw.StatusBadGateway, "upstream went away"
+	}
+	return wsmw.StatusGoingAway, "client went away"
+}
+
 // legDead handles a leg that stopped answering keepalive pings like one that vanished.
 func (s *session) legDead(l *leg, err error) {
 	other := s.other(l)
-	code, reason := wsmw.StatusGoingAway, "client went away"
-	if l == &s.up {
-		code, reason = wsmw.StatusBadGateway, "upstream went away"
-	}
+	code, reason := s.goneClose(l)
 	s.end(wsmw.StatusAbnormalClosure, "", l.name, err)
 	l.conn.CloseNow()
 	s.beginClosing()
@@ -310,11 +314,6 @@ func (s *session) closeBoth(code wsmw.StatusCode, reason, by string) {
 // does not answer within CloseTimeout is treated as gone, and the client still
 // gets code. Messages the client sends after the drain began are not forwarded.
 func (s *session) drain(code wsmw.StatusCode, reason string) {
-	s.mu.Lock()
-	if s.drainCode == 0 {
-		s.drainCode, s.drainReason = code, reason
-	}
-	s.mu.Unlock()
 	s.end(code, reason, initiatorProxy, nil)
 	_ = s.up.conn.SetReadDeadline(time.Now().Add(s.p.cfg.CloseTimeout))
 	s.armWrite(&s.up)
@@ -324,12 +323,12 @@ func (s *session) drain(code wsmw.StatusCode, reason string) {
 }
 
 // otherCode returns the close to send to the remaining leg after one failed:
-// the drain code while draining, else code and reason.
+// if the proxy itself was ending the session (a drain), its code; else code and reason.
 func (s *session) otherCode(code wsmw.StatusCode, reason string) (wsmw.StatusCode, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.drainCode != 0 {
-		return s.drainCode, s.drainReason
+	if s.endedBy == initiatorProxy && s.endErr == nil {
+		return s.endCode, s.endReason
 	}
 	return code, reason
 }
@@ -569,11 +568,8 @@ func (s *session) readFailed(src, dst *leg, err error) {
 		// src vanished without a close frame.
 		s.end(wsmw.StatusAbnormalClosure, "", src.name, err)
 		src.conn.CloseNow()
-		if src == &s.up {
-			s.closeOther(src, dst, wsmw.StatusBadGateway, "upstream went away")
-		} else {
-			s.closeOther(src, dst, wsmw.StatusGoingAway, "client went away")
-		}
+		code, reason := s.goneClose(src)
+		s.closeOther(src, dst, code, reason)
 	}
 }
 
@@ -598,10 +594,7 @@ func (s *session) writeFailed(src, dst *leg, err error) bool {
 	s.end(wsmw.StatusAbnormalClosure, "", dst.name, err)
 	dst.conn.CloseNow()
 	s.beginClosing()
-	code, reason := wsmw.StatusGoingAway, "client went away"
-	if dst == &s.up {
-		code, reason = wsmw.StatusBadGateway, "upstream went away"
-	}
+	code, reason := s.goneClose(dst)
 	s.armWrite(src)
 	_ = src.conn.WriteClose(code, reason)
 	return true
