@@ -249,10 +249,13 @@ func (s *session) legDead(l *leg, err error) {
 	other := s.other(l)
 	code, reason := s.goneClose(l)
 	s.end(wsmw.StatusAbnormalClosure, "", l.name, err)
+	// The dead leg gets nothing more. Its pump wakes now: until beginClosing,
+	// it takes the vanished-peer path and sends the other leg the same close
+	// itself, so the other leg is never dropped without one.
 	l.conn.CloseNow()
-	s.beginClosing()
 	s.armWrite(other)
 	_ = other.conn.WriteClose(code, reason)
+	s.beginClosing()
 }
 
 func (s *session) other(l *leg) *leg {
@@ -567,7 +570,6 @@ func (s *session) readFailed(src, dst *leg, err error) {
 	default:
 		// src vanished without a close frame.
 		s.end(wsmw.StatusAbnormalClosure, "", src.name, err)
-		src.conn.CloseNow()
 		code, reason := s.goneClose(src)
 		s.closeOther(src, dst, code, reason)
 	}
@@ -576,12 +578,12 @@ func (s *session) readFailed(src, dst *leg, err error) {
 // closeOther sends code to dst after src ended, bounded by the close timeout.
 func (s *session) closeOther(src, dst *leg, code wsmw.StatusCode, reason string) {
 	code, reason = s.otherCode(code, reason)
-	src.conn.CloseNow()
 	s.beginClosing()
 	s.armWrite(dst)
 	if err := dst.conn.WriteClose(code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
 		dst.conn.CloseNow()
 	}
+	src.conn.CloseNow() // after the close to dst, so the pump reading dst finds it sent
 }
 
 // writeFailed handles a failed write to dst. A close already sent to dst only
@@ -592,11 +594,11 @@ func (s *session) writeFailed(src, dst *leg, err error) bool {
 		return true
 	}
 	s.end(wsmw.StatusAbnormalClosure, "", dst.name, err)
-	dst.conn.CloseNow()
 	s.beginClosing()
 	code, reason := s.goneClose(dst)
 	s.armWrite(src)
 	_ = src.conn.WriteClose(code, reason)
+	dst.conn.CloseNow() // after the close to src, so the pump reading dst finds it sent
 	return true
 }
 
