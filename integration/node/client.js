@@ -13,7 +13,7 @@
 // (or 30 s at most).
 
 const WebSocket = require('ws');
-const { emit, payload, describe, commands } = require('./common');
+const { emit, describe, commands, apply } = require('./common');
 
 const [url, protocol] = process.argv.slice(2);
 if (!url) {
@@ -36,7 +36,7 @@ ws.on('open', () => {
   emit({ ev: 'open', protocol: ws.protocol, extensions: ws.extensions });
   const queued = pending;
   pending = null;
-  queued.forEach(run);
+  queued.forEach((cmd) => apply(ws, cmd));
 });
 ws.on('message', (data, isBinary) => emit({ ev: 'message', ...describe(data, isBinary) }));
 ws.on('ping', (data) => emit({ ev: 'ping', data: data.toString('utf8') }));
@@ -53,42 +53,10 @@ ws.on('close', (code, reason) => {
   process.stdin.destroy();
 });
 
-const rl = commands((cmd) => (pending ? pending.push(cmd) : run(cmd)));
+const rl = commands((cmd) => (pending ? pending.push(cmd) : apply(ws, cmd)));
 // The end of stdin closes the connection normally (once it is open).
 rl.on('close', () => {
   const bye = { op: 'close', code: 1000, reason: '' };
   if (pending) pending.push(bye);
-  else if (ws.readyState === WebSocket.OPEN) run(bye);
+  else if (ws.readyState === WebSocket.OPEN) apply(ws, bye);
 });
-
-function run(cmd) {
-  switch (cmd.op) {
-    case 'text':
-      ws.send(payload(cmd, true), { binary: false });
-      break;
-    case 'binary':
-      ws.send(payload(cmd, false), { binary: true });
-      break;
-    case 'fragments': {
-      const binary = cmd.type === 'binary';
-      cmd.parts.forEach((part, i) => {
-        ws.send(Buffer.from(part, 'utf8'), { binary, fin: i === cmd.parts.length - 1 });
-      });
-      break;
-    }
-    case 'ping':
-      ws.ping(Buffer.from(cmd.data || '', 'utf8'));
-      break;
-    case 'pong':
-      ws.pong(Buffer.from(cmd.data || '', 'utf8'));
-      break;
-    case 'close':
-      ws.close(cmd.code, cmd.reason);
-      break;
-    case 'terminate':
-      ws.terminate();
-      break;
-    default:
-      emit({ ev: 'error', message: 'unknown op ' + cmd.op });
-  }
-}

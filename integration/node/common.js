@@ -57,4 +57,38 @@ function commands(handle) {
   return rl;
 }
 
-module.exports = { emit, pattern, payload, describe, commands };
+// apply runs one stdin command on a connection: send a text, binary or
+// fragmented message, a ping or pong, close, or terminate.
+function apply(ws, cmd) {
+  switch (cmd.op) {
+    case 'text':
+      ws.send(payload(cmd, true), { binary: false });
+      break;
+    case 'binary':
+      ws.send(payload(cmd, false), { binary: true });
+      break;
+    case 'fragments': {
+      const binary = cmd.type === 'binary';
+      cmd.parts.forEach((part, i) => {
+        ws.send(Buffer.from(part, 'utf8'), { binary, fin: i === cmd.parts.length - 1 });
+      });
+      break;
+    }
+    case 'ping':
+      ws.ping(Buffer.from(cmd.data || '', 'utf8'));
+      break;
+    case 'pong':
+      ws.pong(Buffer.from(cmd.data || '', 'utf8'));
+      break;
+    case 'close':
+      ws.close(cmd.code, cmd.reason);
+      break;
+    case 'terminate':
+      ws.terminate();
+      break;
+    default:
+      emit({ ev: 'error', message: 'unknown op ' + cmd.op });
+  }
+}
+
+module.exports = { emit, pattern, payload, describe, commands, apply };

@@ -7,12 +7,11 @@
 // stdout events: {"ev":"listening",port}, {"ev":"connection",id,protocol,path,extensions},
 //   {"ev":"message",id,type,length,sha256,data?}, {"ev":"ping"|"pong",id,data},
 //   {"ev":"close",id,code,reason}, {"ev":"error",message}.
-// stdin commands (to every open connection): {"op":"text",data|size},
-//   {"op":"binary",b64|size}, {"op":"ping",data}, {"op":"close",code,reason},
-//   {"op":"terminate"}. The process exits when stdin closes (or after 60 s).
+// stdin commands, applied to every open connection: those of client.js (common.js apply).
+// The process exits when stdin closes (or after 60 s).
 
 const { WebSocketServer } = require('ws');
-const { emit, payload, describe, commands } = require('./common');
+const { emit, describe, commands, apply } = require('./common');
 
 const lifetime = setTimeout(() => {
   emit({ ev: 'error', message: 'server lifetime of 60 s exceeded' });
@@ -45,28 +44,7 @@ wss.on('connection', (ws, req) => {
 });
 
 const rl = commands((cmd) => {
-  for (const ws of wss.clients) {
-    switch (cmd.op) {
-      case 'text':
-        ws.send(payload(cmd, true), { binary: false });
-        break;
-      case 'binary':
-        ws.send(payload(cmd, false), { binary: true });
-        break;
-      case 'ping':
-        ws.ping(Buffer.from(cmd.data || '', 'utf8'));
-        break;
-      case 'close':
-        ws.close(cmd.code, cmd.reason);
-        break;
-      case 'terminate':
-        ws.terminate();
-        break;
-      default:
-        emit({ ev: 'error', message: 'unknown op ' + cmd.op });
-        return;
-    }
-  }
+  for (const ws of wss.clients) apply(ws, cmd);
 });
 rl.on('close', () => {
   clearTimeout(lifetime);
