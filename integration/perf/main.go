@@ -16,7 +16,7 @@
 // hidden flag -serve-proxy KIND), so their CPU time (utime+stime from
 // /proc/PID/stat) and their allocations (runtime.MemStats read in the child over
 // a line protocol on its stdin/stdout) are theirs alone. Every workload is run
-// against every variant in turn (A B C D, A B C D, ... for -rounds rounds) and
+// against every variant in turn (A B C D E, A B C D E, ... for -rounds rounds) and
 // the median of the rounds is reported, as absolute figures and as ratios to the
 // raw TCP copy proxy measured in the same run.
 //
@@ -24,6 +24,8 @@
 //
 //	direct   the client talks to the echo upstream itself (no proxy, no proxy CPU)
 //	tcp      raw TCP copy proxy: accept, dial, two io.Copy (splice(2) on Linux) — the baseline
+//	copy     the same proxy copying through a user-space buffer (-copy-buffer, 32k
+//	         like Caddy's reverse_proxy): what moving bytes through user space costs
 //	wsgate   proxy.New served by net/http (frame-level inspect and forward)
 //	gorilla  message-level proxy: gorilla Upgrade + Dial, ReadMessage→WriteMessage both ways
 //
@@ -54,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if opts.serveProxy != "" {
-		return serveProxyChild(opts.serveProxy, opts.upstream, os.Stdin, stdout)
+		return serveProxyChild(opts.serveProxy, opts.upstream, opts.copyBuffer, os.Stdin, stdout)
 	}
 	rep, err := runHarness(opts, stderr)
 	if err != nil {

@@ -49,7 +49,7 @@ type childStats struct {
 //	heap-profile PATH   write a heap profile (after a GC) into PATH
 //
 // It exits when in reaches EOF (the harness ended).
-func serveProxyChild(kind, upstream string, in io.Reader, out io.Writer) error {
+func serveProxyChild(kind, upstream string, copyBuffer int, in io.Reader, out io.Writer) error {
 	if upstream == "" {
 		return errors.New("-serve-proxy needs -upstream")
 	}
@@ -62,6 +62,10 @@ func serveProxyChild(kind, upstream string, in io.Reader, out io.Writer) error {
 	switch kind {
 	case "tcp":
 		tp := &tcpProxy{upstream: upstream}
+		go tp.serve(ln)
+		active = tp.active.Load
+	case "copy":
+		tp := &tcpProxy{upstream: upstream, buffer: copyBuffer}
 		go tp.serve(ln)
 		active = tp.active.Load
 	case "wsgate":
@@ -77,7 +81,7 @@ func serveProxyChild(kind, upstream string, in io.Reader, out io.Writer) error {
 		go (&http.Server{Handler: gp}).Serve(ln)
 		active = gp.active.Load
 	default:
-		return fmt.Errorf("-serve-proxy: unknown kind %q (tcp, wsgate, gorilla)", kind)
+		return fmt.Errorf("-serve-proxy: unknown kind %q (tcp, copy, wsgate, gorilla)", kind)
 	}
 	fmt.Fprintf(out, "LISTEN %s\n", ln.Addr())
 
@@ -165,10 +169,23 @@ func selfRSS() uint64 {
 }
 
 // tcpProxy is the baseline: accept, dial the upstream, copy both ways with
-// io.Copy (which splices between TCP sockets on Linux).
+// io.Copy (which splices between TCP sockets on Linux). With buffer set, it
+// copies through a buffer of that size in user space instead (no splice).
 type tcpProxy struct {
 	upstream string
+	buffer   int
 	active   atomic.Int64
+}
+
+// copyStream copies src to dst: by splice, or through a buffer if t.buffer is set.
+func (t *tcpProxy) copyStream(dst, src *net.TCPConn) error {
+	if t.buffer == 0 {
+		_, err := io.Copy(dst, src)
+		return err
+	}
+	// The wrappers hide ReadFrom and WriteTo, so io.CopyBuffer uses buf.
+	_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, t.buffer))
+	return err
 }
 
 func (t *tcpProxy) serve(ln net.Listener) {
@@ -198,14 +215,14 @@ func (t *tcpProxy) handle(c *net.TCPConn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if _, err := io.Copy(u, c); err != nil {
+		if err := t.copyStream(u, c); err != nil {
 			u.Close()
 			c.Close()
 			return
 		}
 		u.CloseWrite()
 	}()
-	if _, err := io.Copy(c, u); err != nil {
+	if err := t.copyStream(c, u); err != nil {
 		u.Close()
 		c.Close()
 	} else {

@@ -21,6 +21,7 @@ type options struct {
 	idle        int
 	profileDir  string
 	profileVars []string
+	copyBuffer  int
 
 	// Child mode (hidden).
 	serveProxy string
@@ -28,7 +29,7 @@ type options struct {
 }
 
 // variantNames are the variants in the order they run within a round.
-var variantNames = []string{"direct", "tcp", "wsgate", "gorilla"}
+var variantNames = []string{"direct", "tcp", "copy", "wsgate", "gorilla"}
 
 // baseline is the variant the ratios are computed against.
 const baseline = "tcp"
@@ -64,13 +65,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of the proxy child for each measurement (and a heap profile with the idle sessions open) into this directory; "+
 		"run with GODEBUG=memprofilerate=1 for an exact heap profile")
 	profVars := fs.String("profile-variants", "wsgate", "variants profiled with -profile (comma list)")
-	fs.StringVar(&o.serveProxy, "serve-proxy", "", "internal: run as the proxy child of this kind (tcp, wsgate, gorilla)")
+	copyBuf := fs.String("copy-buffer", "32k", "buffer of the copy variant's user-space copy (Caddy's reverse_proxy uses 32k)")
+	fs.StringVar(&o.serveProxy, "serve-proxy", "", "internal: run as the proxy child of this kind (tcp, copy, wsgate, gorilla)")
 	fs.StringVar(&o.upstream, "upstream", "", "internal: the echo upstream's host:port, for -serve-proxy")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./integration/perf [flags]\n\n"+
 			"workloads: pingpong-SIZE-N for each -sizes and -sessions (e.g. pingpong-1k-50),\n"+
 			"           stream-SIZE for each -stream-sizes (e.g. stream-64k), idle\n"+
-			"variants:  direct (no proxy), tcp (raw TCP copy, baseline), wsgate, gorilla (message-level)\n\nflags:\n")
+			"variants:  direct (no proxy), tcp (raw TCP copy, baseline), copy (user-space TCP copy),\n           wsgate, gorilla (message-level)\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -132,6 +134,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 
+	if o.copyBuffer, err = parseSize(*copyBuf); err != nil || o.copyBuffer <= 0 {
+		return nil, fmt.Errorf("-copy-buffer: %q is not a size", *copyBuf)
+	}
 	for _, v := range splitList(*variants) {
 		if !slices.Contains(variantNames, v) {
 			return nil, fmt.Errorf("-variants: unknown variant %q", v)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,12 +26,12 @@ type child struct {
 	mu   sync.Mutex
 }
 
-func startChild(kind, upstream string, stderr io.Writer) (*child, error) {
+func startChild(kind, upstream string, copyBuffer int, stderr io.Writer) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "-serve-proxy", kind, "-upstream", upstream)
+	cmd := exec.Command(exe, "-serve-proxy", kind, "-upstream", upstream, "-copy-buffer", strconv.Itoa(copyBuffer))
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stderr = stderr
 	childAttrs(cmd)
@@ -129,7 +130,7 @@ func runHarness(opts *options, log io.Writer) (*report, error) {
 	for _, name := range opts.variants {
 		v := &variant{name: name, url: "ws://" + echo.addr + "/echo"}
 		if name != "direct" {
-			c, err := startChild(name, echo.addr, log)
+			c, err := startChild(name, echo.addr, opts.copyBuffer, log)
 			if err != nil {
 				return nil, err
 			}

@@ -83,9 +83,10 @@ func (r *report) writeMarkdown(out io.Writer) {
 	p("Settings: -duration %s (after %s warmup), -rounds %d, -idle %d; %s %s/%s, %d CPUs (GOMAXPROCS %d), kernel %s, RLIMIT_NOFILE %d (hard %d). Run took %s.\n\n",
 		o.duration, o.warmup, o.rounds, o.idle, runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
 		kernelRelease(), r.nofile, r.nofileMax, r.elapsed.Round(time.Second))
-	p("Variants: **direct** = client to the echo upstream, no proxy; **tcp** = raw TCP copy proxy (io.Copy both ways, splice on Linux), the baseline of every ratio; " +
-		"**wsgate** = proxy.New with default config behind net/http; **gorilla** = message-level proxy on gorilla/websocket (ReadMessage→WriteMessage per direction, default buffers). " +
-		"Clients and upstream are gorilla/websocket, in the harness process; each proxy runs in a child process (this binary with -serve-proxy).\n\n")
+	p("Variants: **direct** = client to the echo upstream, no proxy; **tcp** = raw TCP copy proxy (io.Copy both ways, splice on Linux), the baseline of every ratio; "+
+		"**copy** = the same proxy copying through a %s user-space buffer instead of splicing (as Caddy's reverse_proxy does); "+
+		"**wsgate** = proxy.New with default config behind net/http; **gorilla** = message-level proxy on gorilla/websocket (ReadMessage→WriteMessage per direction, default buffers). "+
+		"Clients and upstream are gorilla/websocket, in the harness process; each proxy runs in a child process (this binary with -serve-proxy).\n\n", fmtBytes(float64(o.copyBuffer)))
 
 	if len(r.results) > 0 {
 		p("## Throughput, latency, proxy cost\n\n")

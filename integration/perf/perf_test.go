@@ -37,7 +37,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 	md := out.String()
 	for _, want := range []string{
 		"Command: `go run ./integration/perf -duration 100ms",
-		"| pingpong-128-1 | direct |", "| pingpong-128-1 | tcp |", "| pingpong-128-1 | wsgate |", "| pingpong-128-1 | gorilla |",
+		"| pingpong-128-1 | direct |", "| pingpong-128-1 | tcp |", "| pingpong-128-1 | copy |", "| pingpong-128-1 | wsgate |", "| pingpong-128-1 | gorilla |",
 		"| pingpong-1k-4 | wsgate |", "| stream-64k | wsgate |",
 		"## Memory per idle session (50 sessions asked)", "| wsgate | 50 |",
 	} {
@@ -66,5 +66,14 @@ func TestParseFlags(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-workloads", "nope"}, &bytes.Buffer{}); err == nil {
 		t.Error("unknown workload accepted")
+	}
+	if o.copyBuffer != 32<<10 {
+		t.Errorf("copy buffer %d by default, want 32 KiB", o.copyBuffer)
+	}
+	if o, err := parseFlags([]string{"-copy-buffer", "1m"}, &bytes.Buffer{}); err != nil || o.copyBuffer != 1<<20 {
+		t.Errorf("-copy-buffer 1m: %v", err)
+	}
+	if _, err := parseFlags([]string{"-copy-buffer", "0"}, &bytes.Buffer{}); err == nil {
+		t.Error("-copy-buffer 0 accepted")
 	}
 }
