@@ -104,6 +104,7 @@ func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *U
 	}
 	s.chain = p.cfg.Inspectors.forSession(&s.info)
 	s.client.alive = func() { s.client.frames.Add(1) }
+	s.up.alive = func() { s.up.frames.Add(1) }
 	binary.LittleEndian.PutUint64(s.kaToken[:], 0x6b612d6574616777) // "wgate-ka"
 	binary.LittleEndian.PutUint64(s.kaToken[8:], rand.Uint64())
 
@@ -361,6 +362,12 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 	// by dst's compression; compressed ones from src are inflated first.
 	recodeAll := mode == CompressionTerminate && dst.conn.Compressed()
 	for {
+		if !src.conn.FrameReady() {
+			// Frames gathered for dst go out before the pump waits for src.
+			if err := dst.conn.Flush(); err != nil && !discard {
+				discard = s.writeFailed(src, dst, err)
+			}
+		}
 		h, err := src.conn.NextFrame()
 		if err != nil {
 			s.readFailed(src, dst, err)
@@ -415,6 +422,12 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 		}
 		src.bytes.Add(h.Length)
 		src.dataFrames.Add(1)
+		if dropping || discard || buffering {
+			// These read src's payload here and may wait for it: frames gathered for dst go first.
+			if err := dst.conn.Flush(); err != nil && !discard {
+				discard = s.writeFailed(src, dst, err)
+			}
+		}
 		if dropping || discard {
 			_, _ = io.Copy(io.Discard, liveReader{src}) // a read error comes again with the next frame
 			continue
@@ -490,8 +503,9 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 				continue
 			}
 		}
-		if remasked, err := dst.conn.RemaskFrame(h, src.conn, src.alive); remasked {
-			// Binary frames client→upstream: the mask is converted in one pass.
+		if forwarded, err := dst.conn.ForwardFrame(h, src.conn, src.alive); forwarded {
+			// Binary frames: the mask is converted in one pass, and frames that
+			// arrive back to back leave in one write.
 			if err != nil && !errors.Is(err, wsmw.ErrIncompleteFrame) {
 				discard = s.writeFailed(src, dst, err)
 			}

@@ -3,13 +3,17 @@ package wsmw
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
-// remaskRig connects: raw client peer → in (server role, reads masked frames)
+// forwardRig connects: raw client peer → in (server role, reads masked frames)
 // and out (client role) → raw upstream peer, over loopback TCP.
-func remaskRig(t *testing.T) (clientPeer net.Conn, in, out *Conn, upPeer net.Conn) {
+func forwardRig(t *testing.T) (clientPeer net.Conn, in, out *Conn, upPeer net.Conn) {
 	t.Helper()
 	a, b := rawTCPPair(t)
 	c, d := rawTCPPair(t)
@@ -19,9 +23,9 @@ func remaskRig(t *testing.T) (clientPeer net.Conn, in, out *Conn, upPeer net.Con
 	return a, in, out, d
 }
 
-func TestRemaskFrameForwardsWithAFreshKey(t *testing.T) {
+func TestForwardFrameForwardsWithAFreshKey(t *testing.T) {
 	for _, size := range []int{0, 1, 5, 4096, 70000, 1 << 20} {
-		clientPeer, in, out, upPeer := remaskRig(t)
+		clientPeer, in, out, upPeer := forwardRig(t)
 		payload := make([]byte, size)
 		for i := range payload {
 			payload[i] = byte(i*13 + 1)
@@ -37,9 +41,12 @@ func TestRemaskFrameForwardsWithAFreshKey(t *testing.T) {
 		done := make(chan error, 1)
 		reads := 0
 		go func() {
-			ok, err := out.RemaskFrame(h, in, func() { reads++ })
+			ok, err := out.ForwardFrame(h, in, func() { reads++ })
 			if !ok {
-				err = errors.New("RemaskFrame did not apply")
+				err = errors.New("ForwardFrame did not apply")
+			}
+			if err == nil {
+				err = out.Flush()
 			}
 			done <- err
 		}()
@@ -67,8 +74,8 @@ func TestRemaskFrameForwardsWithAFreshKey(t *testing.T) {
 	}
 }
 
-func TestRemaskFrameDoesNotApplyToText(t *testing.T) {
-	clientPeer, in, out, _ := remaskRig(t)
+func TestForwardFrameDoesNotApplyToText(t *testing.T) {
+	clientPeer, in, out, _ := forwardRig(t)
 	key := [4]byte{1, 2, 3, 4}
 	p := []byte("hello")
 	Mask(key, 0, p)
@@ -77,13 +84,13 @@ func TestRemaskFrameDoesNotApplyToText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := out.RemaskFrame(h, in, nil); ok || err != nil {
+	if ok, err := out.ForwardFrame(h, in, nil); ok || err != nil {
 		t.Fatalf("applied to a text frame: %v %v", ok, err)
 	}
 }
 
-func TestRemaskFrameSourceEndsBeforeAnythingIsSent(t *testing.T) {
-	clientPeer, in, out, upPeer := remaskRig(t)
+func TestForwardFrameSourceEndsBeforeAnythingIsSent(t *testing.T) {
+	clientPeer, in, out, upPeer := forwardRig(t)
 	key := [4]byte{1, 2, 3, 4}
 	clientPeer.Write(AppendHeader(nil, Header{Fin: true, OpCode: OpBinary, Masked: true, Mask: key, Length: 1000}))
 	clientPeer.Write(make([]byte, 10))
@@ -92,7 +99,7 @@ func TestRemaskFrameSourceEndsBeforeAnythingIsSent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok, err := out.RemaskFrame(h, in, nil)
+	ok, err := out.ForwardFrame(h, in, nil)
 	if !ok || !errors.Is(err, ErrIncompleteFrame) {
 		t.Fatalf("got %v %v", ok, err)
 	}
@@ -101,5 +108,229 @@ func TestRemaskFrameSourceEndsBeforeAnythingIsSent(t *testing.T) {
 	got, err := ReadHeader(upPeer)
 	if err != nil || got.Length != 4 {
 		t.Fatalf("upstream after an abandoned frame: %+v %v", got, err)
+	}
+}
+
+// writeCounter counts the writes made on a connection.
+type writeCounter struct {
+	net.Conn
+	writes atomic.Int32
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.writes.Add(1)
+	return w.Conn.Write(p)
+}
+
+// clientFrame is a client frame: binary, masked with key, of payload.
+func clientFrame(key [4]byte, fin bool, op OpCode, payload []byte) []byte {
+	masked := append([]byte(nil), payload...)
+	Mask(key, 0, masked)
+	return append(AppendHeader(nil, Header{Fin: fin, OpCode: op, Masked: true, Mask: key, Length: int64(len(payload))}), masked...)
+}
+
+// readFrame reads one frame from a raw peer and returns its header and unmasked payload.
+func readFrame(t *testing.T, c net.Conn) (Header, []byte) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h, err := ReadHeader(c)
+	if err != nil {
+		t.Fatalf("reading a header: %v", err)
+	}
+	p := make([]byte, h.Length)
+	if _, err := readFullConn(c, p); err != nil {
+		t.Fatalf("reading a payload of %d: %v", h.Length, err)
+	}
+	if h.Masked {
+		Mask(h.Mask, 0, p)
+	}
+	return h, p
+}
+
+func TestForwardFrameBatchesFramesThatArriveTogether(t *testing.T) {
+	a, b := rawTCPPair(t)
+	c, d := rawTCPPair(t)
+	wc := &writeCounter{Conn: c}
+	in := newConn(b, nil, false, connConfig{})
+	out := newConn(wc, nil, true, connConfig{})
+	t.Cleanup(func() { a.Close(); in.CloseNow(); out.CloseNow(); d.Close() })
+
+	// Five frames of one fragmented message, sent in one write.
+	var wire []byte
+	var want [][]byte
+	for i := range 5 {
+		p := bytes.Repeat([]byte{byte(i + 1)}, 10000+i)
+		op := OpContinuation
+		if i == 0 {
+			op = OpBinary
+		}
+		wire = append(wire, clientFrame([4]byte{9, 8, 7, byte(i)}, i == 4, op, p)...)
+		want = append(want, p)
+	}
+	if _, err := a.Write(wire); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		for i := range want {
+			h, p := readFrame(t, d)
+			if !bytes.Equal(p, want[i]) || h.Fin != (i == 4) || !h.Masked {
+				got <- fmt.Errorf("frame %d: %+v, payload equal %v", i, h, bytes.Equal(p, want[i]))
+				return
+			}
+		}
+		got <- nil
+	}()
+	for i := range want {
+		if i > 0 && !in.FrameReady() {
+			t.Fatalf("frame %d: not ready although it arrived with the others", i)
+		}
+		h, err := in.NextFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := out.ForwardFrame(h, in, nil); !ok || err != nil {
+			t.Fatalf("frame %d: %v %v", i, ok, err)
+		}
+	}
+	if w := wc.writes.Load(); w != 0 {
+		t.Fatalf("%d writes before Flush; the frames should wait in the batch", w)
+	}
+	if err := out.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if w := wc.writes.Load(); w != 1 {
+		t.Fatalf("%d writes for 5 frames that arrived together, want 1", w)
+	}
+	if in.FrameReady() {
+		t.Fatal("FrameReady with nothing buffered")
+	}
+}
+
+func TestForwardFrameKeepsOrderWithOtherWrites(t *testing.T) {
+	clientPeer, in, out, upPeer := forwardRig(t)
+	clientPeer.Write(clientFrame([4]byte{1, 2, 3, 4}, true, OpBinary, []byte("first")))
+	h, err := in.NextFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := out.ForwardFrame(h, in, nil); !ok || err != nil {
+		t.Fatalf("%v %v", ok, err)
+	}
+	// A ping written after the batched frame goes out after it.
+	if err := out.Ping([]byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	if h, p := readFrame(t, upPeer); h.OpCode != OpBinary || string(p) != "first" {
+		t.Fatalf("first frame: %+v %q", h, p)
+	}
+	if h, p := readFrame(t, upPeer); h.OpCode != OpPing || string(p) != "p" {
+		t.Fatalf("second frame: %+v %q", h, p)
+	}
+}
+
+func TestForwardFrameWritesCompleteFramesBeforeWaiting(t *testing.T) {
+	clientPeer, in, out, upPeer := forwardRig(t)
+	key := [4]byte{5, 6, 7, 8}
+	second := clientFrame(key, true, OpBinary, bytes.Repeat([]byte("y"), 3000))
+	clientPeer.Write(append(clientFrame(key, true, OpBinary, []byte("complete")), second[:1000]...))
+
+	h, err := in.NextFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := out.ForwardFrame(h, in, nil); !ok || err != nil {
+		t.Fatalf("%v %v", ok, err)
+	}
+	h, err = in.NextFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := out.ForwardFrame(h, in, nil)
+		done <- err
+	}()
+	// The second frame waits for the rest of its payload; the first must not wait with it.
+	if h, p := readFrame(t, upPeer); string(p) != "complete" {
+		t.Fatalf("first frame: %+v %q", h, p)
+	}
+	upPeer.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := upPeer.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatal("bytes of the incomplete frame were written")
+	}
+	// The client vanishes: the incomplete frame is dropped whole and the upstream leg stays usable.
+	clientPeer.Close()
+	if err := <-done; !errors.Is(err, ErrIncompleteFrame) {
+		t.Fatalf("got %v, want ErrIncompleteFrame", err)
+	}
+	go out.WriteMessage(OpBinary, []byte("next"))
+	if h, p := readFrame(t, upPeer); string(p) != "next" {
+		t.Fatalf("after the dropped frame: %+v %q", h, p)
+	}
+}
+
+func TestForwardFrameCopiesServerFramesUnmasked(t *testing.T) {
+	// Upstream → client: an unmasked frame leaves unmasked and unchanged.
+	a, b := rawTCPPair(t)
+	c, d := rawTCPPair(t)
+	in := newConn(b, nil, true, connConfig{})   // client role: reads unmasked frames
+	out := newConn(c, nil, false, connConfig{}) // server role: writes unmasked frames
+	t.Cleanup(func() { a.Close(); in.CloseNow(); out.CloseNow(); d.Close() })
+	payload := bytes.Repeat([]byte("0123456789"), 2000)
+	a.Write(append(AppendHeader(nil, Header{Fin: true, OpCode: OpBinary, Length: int64(len(payload))}), payload...))
+	h, err := in.NextFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := out.ForwardFrame(h, in, nil); !ok || err != nil {
+		t.Fatalf("%v %v", ok, err)
+	}
+	if err := out.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got, p := readFrame(t, d)
+	if got.Masked || !bytes.Equal(p, payload) {
+		t.Fatalf("header %+v, payload equal %v", got, bytes.Equal(p, payload))
+	}
+}
+
+func TestFrameReadyWaitsForAControlPayload(t *testing.T) {
+	clientPeer, in, _, _ := forwardRig(t)
+	if in.FrameReady() {
+		t.Fatal("ready with nothing received")
+	}
+	ping := clientFrame([4]byte{1, 1, 1, 1}, true, OpPing, []byte("hello"))
+	// One write: a binary frame, then the ping's header and one byte of its payload.
+	clientPeer.Write(append(clientFrame([4]byte{2, 2, 2, 2}, true, OpBinary, []byte("data")), ping[:7]...))
+	in.SetReadDeadline(time.Now().Add(5 * time.Second))
+	readData := func() {
+		t.Helper()
+		h, err := in.NextFrame()
+		if err != nil || h.OpCode != OpBinary {
+			t.Fatalf("%+v %v", h, err)
+		}
+		if _, err := io.Copy(io.Discard, in.PayloadReader()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readData()
+	if in.FrameReady() {
+		t.Fatal("ready with the ping's payload incomplete")
+	}
+	// The rest of the ping, and a whole binary frame behind it: both frames are then ready.
+	clientPeer.Write(append(ping[7:], clientFrame([4]byte{3, 3, 3, 3}, true, OpBinary, []byte("more"))...))
+	if h, err := in.NextFrame(); err != nil || h.OpCode != OpPing {
+		t.Fatalf("%+v %v", h, err)
+	}
+	if !in.FrameReady() {
+		t.Fatal("not ready with a whole frame buffered")
+	}
+	readData()
+	if in.FrameReady() {
+		t.Fatal("ready with nothing buffered")
 	}
 }

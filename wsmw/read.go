@@ -27,6 +27,13 @@ type reader struct {
 	rawFn  func(fd uintptr) bool // readiness read for syscall.RawConn (see read_unix.go)
 	rawErr error
 
+	// ForwardFrame's reads (forwardRead in read_unix.go).
+	fwdFn   func(fd uintptr) bool
+	fwdDst  *Conn
+	fwdWant int
+	fwdN    int
+	fwdErr  error
+
 	hdr       Header // current frame
 	remaining int64  // payload bytes of hdr not read yet
 	maskPos   int
@@ -50,7 +57,7 @@ func (r *reader) init(c *Conn, buffered []byte) {
 	r.mr.c = c
 	c.rc = rawConnOf(c.nc)
 	if c.rc != nil {
-		r.rawFn = r.rawRead
+		r.rawFn, r.fwdFn = r.rawRead, r.forwardReadFd
 	}
 	if len(buffered) > 0 {
 		if len(buffered) <= readBufSize {
@@ -61,7 +68,7 @@ func (r *reader) init(c *Conn, buffered []byte) {
 			r.bp = new([readBufSize]byte)
 			r.w = copy(r.bp[:], buffered)
 			c.nc = &prefixConn{Conn: c.nc, prefix: buffered[r.w:]}
-			c.rc, r.rawFn = nil, nil
+			c.rc, r.rawFn, r.fwdFn = nil, nil, nil
 		}
 	}
 }

@@ -67,3 +67,44 @@ func (r *reader) rawRead(fd uintptr) bool {
 		return true
 	}
 }
+
+// forwardRead reads up to want bytes from the socket into dst's batch, at
+// dst.batchN, for ForwardFrame. Before it waits for the socket, it writes the
+// complete frames the batch holds, so none stays gathered while the source is
+// quiet.
+func (r *reader) forwardRead(dst *Conn, want int) (int, error) {
+	r.fwdDst, r.fwdWant, r.fwdN, r.fwdErr = dst, want, 0, nil
+	err := r.c.rc.Read(r.fwdFn)
+	n := r.fwdN
+	if err == nil {
+		err = r.fwdErr
+	}
+	r.fwdDst, r.fwdErr = nil, nil
+	if n == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// forwardReadFd is forwardRead's RawConn callback.
+func (r *reader) forwardReadFd(fd uintptr) bool {
+	d := r.fwdDst
+	for {
+		n, err := syscall.Read(int(fd), d.batch[d.batchN:d.batchN+r.fwdWant])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			if werr := d.writeComplete(); werr != nil {
+				r.fwdErr = werr
+				return true
+			}
+			return false
+		case err != nil:
+			r.fwdErr = os.NewSyscallError("read", err)
+		default:
+			r.fwdN = n
+		}
+		return true
+	}
+}

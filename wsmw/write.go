@@ -52,8 +52,23 @@ func (c *Conn) checkWrite(h *Header) error {
 	return nil
 }
 
-// lockWrite takes the frame lock and reports the sticky write state.
+// lockWrite takes the frame lock and reports the sticky write state. Frames
+// ForwardFrame gathered are written first, so frames keep their order.
 func (c *Conn) lockWrite(op OpCode) error {
+	if err := c.lockWriteBatch(op); err != nil {
+		return err
+	}
+	if c.batch != nil {
+		if err := c.flushLocked(); err != nil {
+			c.wmu.Unlock()
+			return err
+		}
+	}
+	return nil
+}
+
+// lockWriteBatch is lockWrite without writing the batch, for ForwardFrame.
+func (c *Conn) lockWriteBatch(op OpCode) error {
 	c.wmu.Lock()
 	switch {
 	case c.writeErr != nil:
