@@ -16,13 +16,15 @@
 //
 // Each direction is a pump: it reads a frame header, decides, and streams the
 // payload to the other leg without reassembling the message. Client frames
-// are re-masked with a fresh key (RemaskFrame converts the mask in one pass
-// for binary frames); large upstream binary frames move socket to socket in
-// the kernel (SpliceFrame). Control frames are forwarded as they come, between
-// fragments too; the proxy's own keepalive pongs are not. A message is
-// reassembled only when an inspector asks for its payload (or compression in
-// terminate mode needs it), bounded by the size limit; it then keeps its
-// fragmentation unless it is replaced.
+// are re-masked with a fresh key; binary frames go through ForwardFrame, which
+// converts the mask in one pass and gathers frames that arrive back to back
+// into one write (flushed before the pump waits for its source); large
+// upstream binary frames move socket to socket in the kernel (SpliceFrame).
+// Control frames are forwarded as they come, between fragments too; the
+// proxy's own keepalive pongs are not. A message is reassembled only when an
+// inspector asks for its payload (or compression in terminate mode needs it),
+// bounded by the size limit; it then keeps its fragmentation unless it is
+// replaced.
 //
 // # Closes
 //

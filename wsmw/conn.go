@@ -41,19 +41,15 @@ type Conn struct {
 	rd reader
 
 	// Write side.
-	wmu        sync.Mutex // held while one frame is written
-	msgMu      sync.Mutex // held for a whole message by NextWriter and WriteMessage
-	whdr       [MaxHeaderSize]byte
-	wbufs      [2][]byte
-	wv         net.Buffers
-	wsent      bool      // a close frame was written
-	writeErr   error     // sticky: a failed write leaves the stream unusable
-	batch      *batchBuf // frames gathered by ForwardFrame, nil when none (forward.go)
-	batchN     int       // bytes in batch
-	batchW     int       // bytes of batch already written
-	frameStart int       // where ForwardFrame's current frame begins in batch
-	sent       bool      // a write went out since ForwardFrame's current frame began
-	mw         messageWriter
+	wmu      sync.Mutex // held while one frame is written
+	msgMu    sync.Mutex // held for a whole message by NextWriter and WriteMessage
+	whdr     [MaxHeaderSize]byte
+	wbufs    [2][]byte
+	wv       net.Buffers
+	wsent    bool   // a close frame was written
+	writeErr error  // sticky: a failed write leaves the stream unusable
+	batch    *batch // frames gathered by ForwardFrame, nil when none (forward.go)
+	mw       messageWriter
 
 	pingHandler func([]byte) error
 	pongHandler func([]byte) error

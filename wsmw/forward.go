@@ -10,9 +10,21 @@ import (
 // writes them: frames that arrive back to back leave in one write.
 const batchSize = 256 << 10
 
-type batchBuf [batchSize]byte
+// batch is the pooled buffer ForwardFrame gathers frames in, with its state
+// (kept here rather than in Conn, so an idle connection stays small).
+type batch struct {
+	buf   [batchSize]byte
+	c     *Conn // the connection it is written to
+	n     int   // bytes gathered
+	w     int   // bytes of buf[:n] written already
+	start int   // where the frame being forwarded begins
+	sent  bool  // a write went out since the current frame began
 
-var batchPool = sync.Pool{New: func() any { return new(batchBuf) }}
+	want, got int   // forwardRead's request and result
+	err       error // forwardRead's error
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
 
 // ForwardFrame forwards the rest of src's current frame to c as a frame with
 // header h, converting the masking in one pass: a masked payload is re-masked
@@ -67,29 +79,29 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 		to = h.Mask
 	}
 	if c.batch == nil {
-		c.batch, c.batchN, c.batchW = batchPool.Get().(*batchBuf), 0, 0
+		c.batch = batchPool.Get().(*batch)
+		c.batch.c = c
 	}
-	if batchSize-c.batchN < MaxHeaderSize {
+	b := c.batch
+	if batchSize-b.n < MaxHeaderSize {
 		if err := c.writeBatch(); err != nil {
 			return true, err
 		}
 	}
-	start := c.batchN
-	c.frameStart, c.sent = start, false
-	c.batchN += len(AppendHeader(c.batch[c.batchN:c.batchN], h))
+	b.start, b.sent = b.n, false
+	b.n += len(AppendHeader(b.buf[b.n:b.n], h))
 	fromPos, toPos := r.maskPos, 0
 	for r.remaining > 0 {
-		if c.batchN == batchSize {
+		if b.n == batchSize {
 			if err := c.writeBatch(); err != nil {
 				return true, err
 			}
-			c.frameStart = 0
 		}
-		room := int64(batchSize - c.batchN)
+		room := int64(batchSize - b.n)
 		var n int
 		var err error
 		if r.buffered() > 0 {
-			n = copy(c.batch[c.batchN:int64(c.batchN)+min(room, r.remaining)], r.bp[r.r:r.w])
+			n = copy(b.buf[b.n:int64(b.n)+min(room, r.remaining)], r.bp[r.r:r.w])
 			r.r += n
 		} else {
 			r.release()
@@ -98,11 +110,11 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 			n, err = r.forwardRead(c, int(min(room, r.remaining+MaxHeaderSize)))
 			if int64(n) > r.remaining {
 				r.acquire()
-				r.w = copy(r.bp[:], c.batch[int64(c.batchN)+r.remaining:c.batchN+n])
+				r.w = copy(r.bp[:], b.buf[int64(b.n)+r.remaining:b.n+n])
 				n = int(r.remaining)
 			}
 		}
-		p := c.batch[c.batchN : c.batchN+n]
+		p := b.buf[b.n : b.n+n]
 		switch {
 		case r.hdr.Masked && c.client:
 			fromPos, toPos = Remask(from, fromPos, to, toPos, p)
@@ -111,7 +123,7 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 		case c.client:
 			toPos = Mask(to, toPos, p)
 		}
-		c.batchN += n
+		b.n += n
 		r.remaining -= int64(n)
 		r.maskPos = fromPos
 		if n > 0 && progress != nil {
@@ -119,14 +131,14 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 		}
 		if err != nil {
 			if c.writeErr != nil {
-				return true, c.writeErr // the flush before waiting failed
+				return true, c.writeErr // the write before waiting failed
 			}
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			rerr := r.ioErr(err)
-			if !c.sent {
-				c.batchN = start // nothing of the frame left: it is dropped whole
+			if !b.sent {
+				b.n = b.start // nothing of the frame left: it is dropped whole
 				return true, fmt.Errorf("%w: source failed before the frame was sent: %w", ErrIncompleteFrame, rerr)
 			}
 			return true, c.wrote(fmt.Errorf("%w: source failed with %d bytes left: %w", ErrIncompleteFrame, r.remaining, rerr))
@@ -138,13 +150,14 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 // writeBatch writes what the batch holds and empties it, keeping the buffer.
 // The caller holds wmu.
 func (c *Conn) writeBatch() error {
-	w, n := c.batchW, c.batchN
-	c.batchW, c.batchN = 0, 0
+	b := c.batch
+	w, n := b.w, b.n
+	b.w, b.n, b.start = 0, 0, 0
 	if n == w {
 		return nil
 	}
-	c.sent = true
-	_, err := c.nc.Write(c.batch[w:n])
+	b.sent = true
+	_, err := c.nc.Write(b.buf[w:n])
 	return c.wrote(err)
 }
 
@@ -152,12 +165,13 @@ func (c *Conn) writeBatch() error {
 // is forwarding, which stays until it is complete or fills the batch. It is
 // called before waiting for the source. The caller holds wmu.
 func (c *Conn) writeComplete() error {
-	w, n := c.batchW, c.frameStart
+	b := c.batch
+	w, n := b.w, b.start
 	if n <= w {
 		return nil
 	}
-	c.batchW = n
-	_, err := c.nc.Write(c.batch[w:n])
+	b.w = n
+	_, err := c.nc.Write(b.buf[w:n])
 	return c.wrote(err)
 }
 
@@ -167,9 +181,14 @@ func (c *Conn) flushLocked() error {
 		return nil
 	}
 	err := c.writeBatch()
+	c.putBatch()
+	return err
+}
+
+func (c *Conn) putBatch() {
+	c.batch.c = nil
 	batchPool.Put(c.batch)
 	c.batch = nil
-	return err
 }
 
 // Flush writes the frames ForwardFrame gathered on c and not yet written.
@@ -180,8 +199,8 @@ func (c *Conn) Flush() error {
 		return nil
 	}
 	if c.writeErr != nil {
-		batchPool.Put(c.batch)
-		c.batch, c.batchN, c.batchW = nil, 0, 0
+		c.batch.n, c.batch.w, c.batch.start = 0, 0, 0
+		c.putBatch() // nothing more can be written
 		return c.writeErr
 	}
 	return c.flushLocked()

@@ -26,13 +26,7 @@ type reader struct {
 
 	rawFn  func(fd uintptr) bool // readiness read for syscall.RawConn (see read_unix.go)
 	rawErr error
-
-	// ForwardFrame's reads (forwardRead in read_unix.go).
-	fwdFn   func(fd uintptr) bool
-	fwdDst  *Conn
-	fwdWant int
-	fwdN    int
-	fwdErr  error
+	fwd    *batch // the batch a ForwardFrame read goes into (forwardRead in read_unix.go)
 
 	hdr       Header // current frame
 	remaining int64  // payload bytes of hdr not read yet
@@ -47,8 +41,7 @@ type reader struct {
 	msgLen        int64
 	utf8          utf8Validator
 
-	err error            // sticky: once set, every read returns it
-	lr  io.LimitedReader // SpliceFrame's reader, kept here so it does not escape per frame
+	err error // sticky: once set, every read returns it
 	mr  messageReader
 }
 
@@ -57,7 +50,7 @@ func (r *reader) init(c *Conn, buffered []byte) {
 	r.mr.c = c
 	c.rc = rawConnOf(c.nc)
 	if c.rc != nil {
-		r.rawFn, r.fwdFn = r.rawRead, r.forwardReadFd
+		r.rawFn = r.rawRead
 	}
 	if len(buffered) > 0 {
 		if len(buffered) <= readBufSize {
@@ -68,7 +61,7 @@ func (r *reader) init(c *Conn, buffered []byte) {
 			r.bp = new([readBufSize]byte)
 			r.w = copy(r.bp[:], buffered)
 			c.nc = &prefixConn{Conn: c.nc, prefix: buffered[r.w:]}
-			c.rc, r.rawFn, r.fwdFn = nil, nil, nil
+			c.rc, r.rawFn = nil, nil
 		}
 	}
 }

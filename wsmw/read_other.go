@@ -14,5 +14,3 @@ func (r *reader) rawFill() error { panic("unreachable") }
 func (r *reader) rawRead(uintptr) bool { panic("unreachable") }
 
 func (r *reader) forwardRead(*Conn, int) (int, error) { panic("unreachable") }
-
-func (r *reader) forwardReadFd(uintptr) bool { panic("unreachable") }

@@ -47,6 +47,9 @@ func (r *reader) rawFill() error {
 // rawRead is the RawConn callback: it returns false (wait for readiness) on EAGAIN,
 // having put the buffer back, so nothing is held while the socket is idle.
 func (r *reader) rawRead(fd uintptr) bool {
+	if r.fwd != nil {
+		return r.forwardReadFd(fd)
+	}
 	bp := readBufPool.Get().(*[readBufSize]byte)
 	for {
 		n, err := syscall.Read(int(fd), bp[:])
@@ -68,42 +71,44 @@ func (r *reader) rawRead(fd uintptr) bool {
 	}
 }
 
-// forwardRead reads up to want bytes from the socket into dst's batch, at
-// dst.batchN, for ForwardFrame. Before it waits for the socket, it writes the
-// complete frames the batch holds, so none stays gathered while the source is
-// quiet.
+// forwardRead reads up to want bytes from the socket into dst's batch, at its
+// end, for ForwardFrame. Before it waits for the socket, it writes the complete
+// frames the batch holds, so none stays gathered while the source is quiet.
 func (r *reader) forwardRead(dst *Conn, want int) (int, error) {
-	r.fwdDst, r.fwdWant, r.fwdN, r.fwdErr = dst, want, 0, nil
-	err := r.c.rc.Read(r.fwdFn)
-	n := r.fwdN
+	b := dst.batch
+	b.want, b.got, b.err = want, 0, nil
+	r.fwd = b
+	err := r.c.rc.Read(r.rawFn)
+	r.fwd = nil
+	n := b.got
 	if err == nil {
-		err = r.fwdErr
+		err = b.err
 	}
-	r.fwdDst, r.fwdErr = nil, nil
+	b.err = nil
 	if n == 0 && err == nil {
 		err = io.EOF
 	}
 	return n, err
 }
 
-// forwardReadFd is forwardRead's RawConn callback.
+// forwardReadFd is forwardRead's part of the RawConn callback.
 func (r *reader) forwardReadFd(fd uintptr) bool {
-	d := r.fwdDst
+	b := r.fwd
 	for {
-		n, err := syscall.Read(int(fd), d.batch[d.batchN:d.batchN+r.fwdWant])
+		n, err := syscall.Read(int(fd), b.buf[b.n:b.n+b.want])
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			if werr := d.writeComplete(); werr != nil {
-				r.fwdErr = werr
+			if werr := b.c.writeComplete(); werr != nil {
+				b.err = werr
 				return true
 			}
 			return false
 		case err != nil:
-			r.fwdErr = os.NewSyscallError("read", err)
+			b.err = os.NewSyscallError("read", err)
 		default:
-			r.fwdN = n
+			b.got = n
 		}
 		return true
 	}

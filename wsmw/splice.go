@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 )
 
 // spliceMin is the smallest payload worth moving with splice: below it, the
@@ -12,6 +13,8 @@ const spliceMin = 32 << 10
 
 // spliceStep bounds one splice call, so progress is reported during long frames.
 const spliceStep = 1 << 20
+
+var limitedPool = sync.Pool{New: func() any { return new(io.LimitedReader) }}
 
 // SpliceFrame forwards the rest of src's current frame to c as a frame with
 // header h, moving the payload from socket to socket inside the kernel (splice
@@ -69,11 +72,13 @@ func (c *Conn) SpliceFrame(h Header, src *Conn, progress func()) (bool, error) {
 	r.remaining -= head
 	r.release()
 
+	lr := limitedPool.Get().(*io.LimitedReader) // pooled: it escapes through ReadFrom
+	defer limitedPool.Put(lr)
 	for r.remaining > 0 {
-		r.lr.R, r.lr.N = from, min(r.remaining, spliceStep)
-		want := r.lr.N
-		n, err := dst.ReadFrom(&r.lr)
-		r.lr.R = nil
+		lr.R, lr.N = from, min(r.remaining, spliceStep)
+		want := lr.N
+		n, err := dst.ReadFrom(lr)
+		lr.R = nil
 		r.remaining -= n
 		if progress != nil && n > 0 {
 			progress()

@@ -81,6 +81,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	var err error
+	if o.copyBuffer, err = parseSize(*copyBuf); err != nil || o.copyBuffer <= 0 {
+		return nil, fmt.Errorf("-copy-buffer: %q is not a size", *copyBuf)
+	}
 	if o.serveProxy != "" {
 		return o, nil
 	}
@@ -134,9 +138,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 
-	if o.copyBuffer, err = parseSize(*copyBuf); err != nil || o.copyBuffer <= 0 {
-		return nil, fmt.Errorf("-copy-buffer: %q is not a size", *copyBuf)
-	}
 	for _, v := range splitList(*variants) {
 		if !slices.Contains(variantNames, v) {
 			return nil, fmt.Errorf("-variants: unknown variant %q", v)

@@ -73,6 +73,9 @@ func TestParseFlags(t *testing.T) {
 	if o, err := parseFlags([]string{"-copy-buffer", "1m"}, &bytes.Buffer{}); err != nil || o.copyBuffer != 1<<20 {
 		t.Errorf("-copy-buffer 1m: %v", err)
 	}
+	if o, err := parseFlags([]string{"-serve-proxy", "copy", "-upstream", "127.0.0.1:1", "-copy-buffer", "64k"}, &bytes.Buffer{}); err != nil || o.copyBuffer != 64<<10 {
+		t.Errorf("a child does not get -copy-buffer: %v", err)
+	}
 	if _, err := parseFlags([]string{"-copy-buffer", "0"}, &bytes.Buffer{}); err == nil {
 		t.Error("-copy-buffer 0 accepted")
 	}
