@@ -130,12 +130,13 @@ func (r *report) writeMarkdown(out io.Writer) {
 	if r.idle != nil {
 		ir := r.idle
 		p("## Memory per idle session (%d sessions asked)\n\n", ir.requested)
-		p("| variant | sessions | proxy heap/session | proxy stacks/session | proxy heap+stack/session | whole system − direct | proxy RSS/session | goroutines/session | proxy fds/session | harness heap+stack/session | setup |\n")
-		p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		p("| variant | sessions | proxy heap/session | proxy stacks/session | proxy heap+stack/session | whole system − direct | proxy kernel (slab)/session | proxy heap+stack+kernel | proxy RSS/session | goroutines/session | proxy fds/session | harness heap+stack/session | setup |\n")
+		p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, row := range ir.rows {
 			both := row.childHeapPer + row.childStackPer
-			p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.variant, row.sessions,
+			p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.variant, row.sessions,
 				fmtBytes(row.childHeapPer), fmtBytes(row.childStackPer), fmtBytes(both), fmtBytes(row.wholePer),
+				fmtBytes(row.kernelPer), fmtBytes(both+row.kernelPer),
 				fmtBytes(row.childRSSPer), fmtFloat(row.goroutinesPer, 2), fmtFloat(row.childFdsPer, 2), fmtBytes(row.parentPer),
 				row.setup.Round(time.Millisecond))
 		}
@@ -145,7 +146,9 @@ func (r *report) writeMarkdown(out io.Writer) {
 			"**proxy heap+stack/session** is the child's growth alone: the proxy's cost, both legs together. " +
 			"**whole system − direct** is (harness growth + child growth) per session through the proxy minus the harness growth per session of **direct** (clients and upstream only), " +
 			"the same cost measured as the whole system's growth; the two agree when the harness's own memory is the same in every variant. " +
-			"RSS includes what the Go runtime has not returned to the OS; kernel socket buffers (and the tcp variant's splice pipes) are in neither figure, but show as descriptors.\n\n")
+			"**proxy kernel (slab)/session** is the growth of the kernel's slab memory (/proc/slabinfo: active objects × object size, system-wide; needs root) per session, minus the same growth of **direct**: " +
+			"the proxy's sockets, epoll entries and (tcp variant) splice pipe rings. It is NaN (–) where /proc/slabinfo cannot be read. " +
+			"RSS includes what the Go runtime has not returned to the OS.\n\n")
 		for _, row := range ir.rows {
 			if row.capped != "" {
 				p("- %s: fewer sessions than asked: %s.\n", row.variant, row.capped)

@@ -25,3 +25,5 @@ func kernelRelease() string { return "" }
 func machineBusy() time.Duration { return 0 }
 
 func procSyscalls(pid int) (uint64, bool) { return 0, false }
+
+func slabBytes() (uint64, bool) { return 0, false }

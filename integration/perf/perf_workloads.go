@@ -287,6 +287,8 @@ type idleRow struct {
 	goroutinesPer float64 // proxy child: goroutines per session
 	childFdsPer   float64 // proxy child: descriptors per session
 	wholePer      float64 // (parent + child growth) per session, minus direct's parent growth per session
+	slabPer       float64 // kernel slab growth per session, system-wide (NaN where unreadable)
+	kernelPer     float64 // slabPer minus direct's: the proxy's kernel memory per session
 }
 
 type idleReport struct {
@@ -298,23 +300,24 @@ type idleReport struct {
 // memory they hold once settled and garbage-collected.
 func (h *harness) runIdle(n int) (*idleReport, error) {
 	rep := &idleReport{requested: n}
-	var directParent float64 = nan
+	directParent, directSlab := nan, nan
 	for _, v := range h.variants {
 		row, err := h.idleOne(v, n)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", v.name, err)
 		}
 		if v.name == "direct" {
-			directParent = row.parentPer
+			directParent, directSlab = row.parentPer, row.slabPer
 		}
 		rep.rows = append(rep.rows, row)
 	}
 	for i := range rep.rows {
 		r := &rep.rows[i]
 		if r.variant == "direct" {
-			r.wholePer = 0
+			r.wholePer, r.kernelPer = 0, 0
 		} else {
 			r.wholePer = r.parentPer + r.childHeapPer + r.childStackPer - directParent
+			r.kernelPer = r.slabPer - directSlab
 		}
 	}
 	return rep, nil
@@ -337,6 +340,7 @@ func (h *harness) idleOne(v *variant, n int) (idleRow, error) {
 		childFds0 = fdCount(v.child.pid())
 	}
 	selfFds0 := fdCount(self)
+	slab0, slabOK := slabBytes()
 
 	// Open the sessions in batches, keeping both processes' descriptors within
 	// RLIMIT_NOFILE: descriptors per session are measured on the first batch.
@@ -412,6 +416,10 @@ func (h *harness) idleOne(v *variant, n int) (idleRow, error) {
 	heap1, stack1 := heapAndStack()
 	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(len(conns)) }
 	row.parentPer = per(heap1+stack1, heap0+stack0)
+	row.slabPer = nan
+	if slab1, ok := slabBytes(); ok && slabOK {
+		row.slabPer = per(slab1, slab0)
+	}
 	row.childHeapPer, row.childStackPer, row.childRSSPer, row.goroutinesPer, row.childFdsPer = nan, nan, nan, nan, nan
 	if v.child != nil {
 		c1, err := v.child.call("memstats")
