@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -332,5 +333,102 @@ func TestFrameReadyWaitsForAControlPayload(t *testing.T) {
 	readData()
 	if in.FrameReady() {
 		t.Fatal("ready with nothing buffered")
+	}
+}
+
+// TestForwardFrameRandomStreams forwards random mixes of binary frames (around
+// and above the batch size), fragments and pings, sent in random pieces with
+// random pauses, the way the proxy's pump does, and checks that the upstream
+// receives every frame whole, in order, with its payload.
+func TestForwardFrameRandomStreams(t *testing.T) {
+	sizes := []int{0, 1, 13, 125, 4095, 4096, 4097, 65535, 65536, 70000, batchSize - 20, batchSize, batchSize + 7, 600 << 10}
+	for seed := range 12 {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(seed), 7))
+			clientPeer, in, out, upPeer := forwardRig(t)
+			type sent struct {
+				h Header
+				p []byte
+			}
+			var frames []sent
+			var wire []byte
+			inMsg := false
+			for range 40 {
+				var h Header
+				var p []byte
+				switch {
+				case rng.IntN(6) == 0:
+					h = Header{Fin: true, OpCode: OpPing}
+					p = bytes.Repeat([]byte{byte(rng.IntN(256))}, rng.IntN(126))
+				default:
+					p = make([]byte, sizes[rng.IntN(len(sizes))])
+					for i := range p {
+						p[i] = byte(rng.Uint32())
+					}
+					h = Header{Fin: rng.IntN(3) > 0, OpCode: OpBinary}
+					if inMsg {
+						h.OpCode = OpContinuation
+					}
+					inMsg = !h.Fin
+				}
+				frames = append(frames, sent{h, p})
+				wire = append(wire, clientFrame([4]byte{byte(rng.Uint32()), 2, 3, byte(len(frames))}, h.Fin, h.OpCode, p)...)
+			}
+			if inMsg {
+				frames = append(frames, sent{Header{Fin: true, OpCode: OpContinuation}, nil})
+				wire = append(wire, clientFrame([4]byte{1, 2, 3, 4}, true, OpContinuation, nil)...)
+			}
+			go func() { // the client: random pieces, sometimes a pause
+				for len(wire) > 0 {
+					k := min(len(wire), 1+rng.IntN(200<<10))
+					if _, err := clientPeer.Write(wire[:k]); err != nil {
+						return
+					}
+					wire = wire[k:]
+					if rng.IntN(4) == 0 {
+						time.Sleep(time.Millisecond)
+					}
+				}
+			}()
+			pumpErr := make(chan error, 1)
+			go func() { // the proxy's pump, reduced to what ForwardFrame needs
+				in.SetPingHandler(func([]byte) error { return nil })
+				for {
+					if !in.FrameReady() {
+						if err := out.Flush(); err != nil {
+							pumpErr <- err
+							return
+						}
+					}
+					h, err := in.NextFrame()
+					if err != nil {
+						pumpErr <- err
+						return
+					}
+					if h.OpCode.IsControl() {
+						err = out.WriteFrame(Header{Fin: true, OpCode: h.OpCode}, in.ControlPayload())
+					} else if ok, ferr := out.ForwardFrame(h, in, nil); !ok {
+						err = errors.New("ForwardFrame did not apply to a binary frame")
+					} else {
+						err = ferr
+					}
+					if err != nil {
+						pumpErr <- err
+						return
+					}
+				}
+			}()
+			for i, want := range frames {
+				h, p := readFrame(t, upPeer)
+				if h.OpCode != want.h.OpCode || h.Fin != want.h.Fin || !h.Masked || !bytes.Equal(p, want.p) {
+					t.Fatalf("frame %d: got %v fin %v len %d, want %v fin %v len %d (payload equal %v)",
+						i, h.OpCode, h.Fin, len(p), want.h.OpCode, want.h.Fin, len(want.p), bytes.Equal(p, want.p))
+				}
+			}
+			clientPeer.Close()
+			if err := <-pumpErr; !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("pump ended with %v", err)
+			}
+		})
 	}
 }
