@@ -504,8 +504,8 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 			}
 		}
 		if forwarded, err := dst.conn.ForwardFrame(h, src.conn, src.alive); forwarded {
-			// Binary frames: the mask is converted in one pass, and frames that
-			// arrive back to back leave in one write.
+			// The mask is converted in one pass (text checked as UTF-8 on the
+			// way), and frames that arrive back to back leave in one write.
 			if err != nil && !errors.Is(err, wsmw.ErrIncompleteFrame) {
 				discard = s.writeFailed(src, dst, err)
 			}

@@ -1,6 +1,7 @@
 package wsmw
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -39,17 +40,17 @@ var batchPool = sync.Pool{New: func() any { return new(batch) }}
 // read without waiting). Reads from src fetch the payload together with the
 // next frame's header, so a burst also costs one read per frame.
 //
-// It applies only when the payload needs no UTF-8 check (binary, or a
-// compressed message), nothing of it was read yet, and src reads from a
-// socket directly (plain TCP or Unix); otherwise it reports false, having done
-// nothing, and the caller uses WriteFrameFrom. progress, if set, is called
+// The payload of an uncompressed text message is checked as UTF-8 on the way,
+// as ReadPayload does; a violation fails src with 1007 and the frame is not
+// forwarded. It applies only when nothing of the payload was read yet and src
+// reads from a socket directly (plain TCP or Unix); otherwise it reports
+// false, having done nothing, and the caller uses WriteFrameFrom. progress, if set, is called
 // after each read from src. A failure of src before any byte of the frame left
 // leaves c usable (the frame is dropped whole); a failure later breaks c. A
 // failure of src is also returned by src's next read.
 func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) {
 	r := &src.rd
-	if r.hdr.OpCode.IsControl() || (r.msgOp == OpText && !r.msgCompressed) ||
-		h.Length != r.hdr.Length || src.rc == nil {
+	if r.hdr.OpCode.IsControl() || h.Length != r.hdr.Length || src.rc == nil {
 		return false, nil
 	}
 	r.mu.Lock()
@@ -91,6 +92,7 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 	b.start, b.sent = b.n, false
 	b.n += len(AppendHeader(b.buf[b.n:b.n], h))
 	fromPos, toPos := r.maskPos, 0
+	text := r.msgOp == OpText && !r.msgCompressed
 	for r.remaining > 0 {
 		if b.n == batchSize {
 			if err := c.writeBatch(); err != nil {
@@ -116,6 +118,17 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 		}
 		p := b.buf[b.n : b.n+n]
 		switch {
+		case text:
+			// Checked as UTF-8 in between: unmask, check, mask.
+			if r.hdr.Masked {
+				fromPos = Mask(from, fromPos, p)
+			}
+			if !r.utf8.write(p) {
+				err = errInvalidText
+			}
+			if c.client {
+				toPos = Mask(to, toPos, p)
+			}
 		case r.hdr.Masked && c.client:
 			fromPos, toPos = Remask(from, fromPos, to, toPos, p)
 		case r.hdr.Masked:
@@ -128,6 +141,12 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 		r.maskPos = fromPos
 		if n > 0 && progress != nil {
 			progress()
+		}
+		if err == nil && text && r.remaining == 0 && r.hdr.Fin && !r.utf8.complete() {
+			return true, c.abandonFrame(r, fmt.Errorf("%w: text message ends inside a character", ErrInvalidUTF8))
+		}
+		if err == errInvalidText {
+			return true, c.abandonFrame(r, fmt.Errorf("%w in text message", ErrInvalidUTF8))
 		}
 		if err != nil {
 			if c.writeErr != nil {
@@ -144,7 +163,30 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 			return true, c.wrote(fmt.Errorf("%w: source failed with %d bytes left: %w", ErrIncompleteFrame, r.remaining, rerr))
 		}
 	}
-	return true, r.endFrame()
+	return true, nil
+}
+
+// errInvalidText marks, inside ForwardFrame, a chunk of a text message that is not UTF-8.
+var errInvalidText = errors.New("invalid utf-8")
+
+// abandonFrame ends ForwardFrame's frame when its payload is not valid UTF-8
+// (cause): the frame is dropped whole if nothing of it was written, and c is
+// broken otherwise; then src (r) fails with 1007. The frames gathered before
+// it are written first, since failing src waits for its close.
+func (c *Conn) abandonFrame(r *reader, cause error) error {
+	b := c.batch
+	var werr error
+	if !b.sent {
+		b.n = b.start
+		werr = c.writeBatch()
+	} else {
+		werr = c.wrote(fmt.Errorf("%w: the source failed inside the frame: %w", ErrIncompleteFrame, cause))
+	}
+	ferr := r.fail(StatusInvalidPayload, cause)
+	if werr != nil && b.sent {
+		return werr
+	}
+	return fmt.Errorf("%w: the source failed before the frame was sent: %w", ErrIncompleteFrame, ferr)
 }
 
 // writeBatch writes what the batch holds and empties it, keeping the buffer.

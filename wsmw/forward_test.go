@@ -18,7 +18,7 @@ func forwardRig(t *testing.T) (clientPeer net.Conn, in, out *Conn, upPeer net.Co
 	t.Helper()
 	a, b := rawTCPPair(t)
 	c, d := rawTCPPair(t)
-	in = newConn(b, nil, false, connConfig{})
+	in = newConn(b, nil, false, connConfig{closeTimeout: 200 * time.Millisecond}) // a failing in waits that long for the raw peer's close
 	out = newConn(c, nil, true, connConfig{})
 	t.Cleanup(func() { a.Close(); in.CloseNow(); out.CloseNow(); d.Close() })
 	return a, in, out, d
@@ -75,18 +75,77 @@ func TestForwardFrameForwardsWithAFreshKey(t *testing.T) {
 	}
 }
 
-func TestForwardFrameDoesNotApplyToText(t *testing.T) {
-	clientPeer, in, out, _ := forwardRig(t)
-	key := [4]byte{1, 2, 3, 4}
-	p := []byte("hello")
-	Mask(key, 0, p)
-	go clientPeer.Write(append(AppendHeader(nil, Header{Fin: true, OpCode: OpText, Masked: true, Mask: key, Length: 5}), p...))
-	h, err := in.NextFrame()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := out.ForwardFrame(h, in, nil); ok || err != nil {
-		t.Fatalf("applied to a text frame: %v %v", ok, err)
+func TestForwardFrameChecksText(t *testing.T) {
+	valid := []byte("héllo wörld, ☃ and 𝄞")
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte // one text message, in fragments
+		bad    bool     // the last fragment must fail with 1007
+	}{
+		{"valid", [][]byte{valid}, false},
+		{"valid, split inside a character", [][]byte{valid[:2], valid[2:]}, false},
+		{"invalid byte", [][]byte{[]byte("ok \xff not ok")}, true},
+		{"invalid in the second fragment", [][]byte{[]byte("fine "), []byte("\xc0\xaf")}, true},
+		{"ends inside a character", [][]byte{valid[:2]}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clientPeer, in, out, upPeer := forwardRig(t)
+			var wire []byte
+			for i, f := range tc.frames {
+				op := OpContinuation
+				if i == 0 {
+					op = OpText
+				}
+				wire = append(wire, clientFrame([4]byte{1, 2, 3, byte(i)}, i == len(tc.frames)-1, op, f)...)
+			}
+			go clientPeer.Write(wire)
+			var err error
+			for i := range tc.frames {
+				var h Header
+				if h, err = in.NextFrame(); err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				var ok bool
+				if ok, err = out.ForwardFrame(h, in, nil); !ok {
+					t.Fatalf("frame %d: ForwardFrame did not apply to text", i)
+				}
+				if err != nil && i != len(tc.frames)-1 {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+			}
+			if !tc.bad {
+				if err != nil {
+					t.Fatal(err)
+				}
+				out.Flush()
+				var got []byte
+				for range tc.frames {
+					_, p := readFrame(t, upPeer)
+					got = append(got, p...)
+				}
+				if !bytes.Equal(got, bytes.Join(tc.frames, nil)) {
+					t.Fatalf("forwarded %q", got)
+				}
+				return
+			}
+			if !errors.Is(err, ErrIncompleteFrame) {
+				t.Fatalf("got %v, want ErrIncompleteFrame", err)
+			}
+			var fe *FailError
+			if _, nerr := in.NextFrame(); !errors.As(nerr, &fe) || fe.Code != StatusInvalidPayload {
+				t.Fatalf("source's next read: %v, want a 1007 failure", nerr)
+			}
+			// The bad frame was not forwarded; frames before it were, and the upstream leg is usable.
+			go out.WriteMessage(OpBinary, []byte("after"))
+			for range len(tc.frames) - 1 {
+				if h, _ := readFrame(t, upPeer); h.OpCode == OpBinary {
+					t.Fatal("an earlier fragment is missing")
+				}
+			}
+			if h, p := readFrame(t, upPeer); h.OpCode != OpBinary || string(p) != "after" {
+				t.Fatalf("after the bad frame: %+v %q", h, p)
+			}
+		})
 	}
 }
 
