@@ -35,7 +35,7 @@ type leg struct {
 	dataFrames    atomic.Int64  // data frames received, for the idle timeout
 	msgs, bytes   atomic.Int64  // data messages and payload bytes received from this leg
 
-	alive     func() // counts a sign of life while a long frame is forwarded
+	alive     func() // counts a sign of life while a long frame is forwarded (and arms the other leg's write deadline)
 	pingTimer *time.Timer
 	pingSent  uint64 // frames count when the last keepalive ping was sent; -1 when none pending
 	pingWait  bool
@@ -103,8 +103,10 @@ func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *U
 		Context:     ctx,
 	}
 	s.chain = p.cfg.Inspectors.forSession(&s.info)
-	s.client.alive = func() { s.client.frames.Add(1) }
-	s.up.alive = func() { s.up.frames.Add(1) }
+	// A read inside a long frame is a sign of life of its sender, and keeps the
+	// write deadline of the leg it is forwarded to from going stale.
+	s.client.alive = func() { s.client.frames.Add(1); s.armWrite(&s.up) }
+	s.up.alive = func() { s.up.frames.Add(1); s.armWrite(&s.client) }
 	binary.LittleEndian.PutUint64(s.kaToken[:], 0x6b612d6574616777) // "wgate-ka"
 	binary.LittleEndian.PutUint64(s.kaToken[8:], rand.Uint64())
 
@@ -231,7 +233,7 @@ type liveReader struct{ l *leg }
 func (r liveReader) Read(p []byte) (int, error) {
 	n, err := r.l.conn.ReadPayload(p)
 	if n > 0 {
-		r.l.frames.Add(1)
+		r.l.alive()
 	}
 	return n, err
 }
@@ -364,6 +366,7 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 	for {
 		if !src.conn.FrameReady() {
 			// Frames gathered for dst go out before the pump waits for src.
+			s.armWrite(dst)
 			if err := dst.conn.Flush(); err != nil && !discard {
 				discard = s.writeFailed(src, dst, err)
 			}
@@ -424,6 +427,7 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 		src.dataFrames.Add(1)
 		if dropping || discard || buffering {
 			// These read src's payload here and may wait for it: frames gathered for dst go first.
+			s.armWrite(dst)
 			if err := dst.conn.Flush(); err != nil && !discard {
 				discard = s.writeFailed(src, dst, err)
 			}

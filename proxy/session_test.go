@@ -987,3 +987,44 @@ func TestSessionKeepaliveLargeFrameToClientIsAlive(t *testing.T) {
 	ssCheckRawClose(t, "upstream", ssRecv(t, upEnd, 3*time.Second, "upstream end"), nil, 1000, "")
 	e.wantEnd(1000, "client")
 }
+
+// A client frame that takes longer than WriteTimeout to arrive, bytes flowing all
+// along, is forwarded whole: the upstream's write deadline follows the reads
+// instead of expiring while the proxy waits for the frame's last bytes.
+func TestSessionSlowFrameOutlastsWriteTimeout(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	upGot := make(chan error, 1)
+	up := ssNewGorillaServer(t, func(c *websocket.Conn) {
+		_, p, err := c.ReadMessage()
+		if err != nil {
+			upGot <- err
+			return
+		}
+		c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("got %d", len(p))))
+		upGot <- ssReadErr(c, 3*time.Second)
+	})
+	defer up.Close()
+	e := ssStart(t, up.URL, Config{WriteTimeout: 150 * time.Millisecond})
+	defer e.Close()
+	raw := ssDialRaw(t, e.URL)
+	defer raw.Close()
+	const size = 600 << 10 // more than a batch: written in parts while it arrives
+	frame := ssEncodeFrame(ssFrame{Fin: true, Op: ssOpBinary, Masked: true, Key: [4]byte{1, 2, 3, 4}, Payload: make([]byte, size)})
+	// 10 chunks 50ms apart: about 500ms, more than three write timeouts.
+	for off, step := 0, len(frame)/10+1; off < len(frame); off += step {
+		if _, err := raw.Write(frame[off:min(off+step, len(frame))]); err != nil {
+			t.Fatalf("upload failed at %d: %v", off, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f, err := raw.ReadFrameTimeout(3 * time.Second)
+	if err != nil || f.Op != ssOpText || string(f.Payload) != fmt.Sprintf("got %d", size) {
+		c, r := f.closeCode()
+		t.Fatalf("client got %v %q (close %d %q), %v", f.Op, f.Payload, c, r, err)
+	}
+	raw.SendClose(1000, "")
+	cf, _, err := raw.ReadUntilClose(3 * time.Second)
+	ssCheckRawClose(t, "client", cf, err, 1000, "")
+	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream end"), 1000, "")
+	e.wantEnd(1000, "client")
+}
