@@ -291,8 +291,9 @@ func TestInspectorsPassPathAllocs(t *testing.T) {
 			if v := tt.in.Inspect(m); v.Action != Pass {
 				t.Fatalf("verdict = %+v", v)
 			}
-			// json.Valid takes its scanner from a sync.Pool, which the race
-			// detector randomly empties; allow that fraction of an allocation.
+			if raceEnabled && tt.name == "ValidateJSON" {
+				t.Skip("json.Valid takes its scanner from a sync.Pool, whose puts the race detector drops at random")
+			}
 			if n := testing.AllocsPerRun(200, func() { tt.in.Inspect(m) }); n >= 1 {
 				t.Fatalf("pass path allocates %v times per message", n)
 			}
