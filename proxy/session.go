@@ -365,11 +365,7 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 	recodeAll := mode == CompressionTerminate && dst.conn.Compressed()
 	for {
 		if !src.conn.FrameReady() {
-			// Frames gathered for dst go out before the pump waits for src.
-			s.armWrite(dst)
-			if err := dst.conn.Flush(); err != nil && !discard {
-				discard = s.writeFailed(src, dst, err)
-			}
+			discard = s.flush(src, dst, discard)
 		}
 		h, err := src.conn.NextFrame()
 		if err != nil {
@@ -426,11 +422,7 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 		src.bytes.Add(h.Length)
 		src.dataFrames.Add(1)
 		if dropping || discard || buffering {
-			// These read src's payload here and may wait for it: frames gathered for dst go first.
-			s.armWrite(dst)
-			if err := dst.conn.Flush(); err != nil && !discard {
-				discard = s.writeFailed(src, dst, err)
-			}
+			discard = s.flush(src, dst, discard) // these read src's payload here and may wait for it
 		}
 		if dropping || discard {
 			_, _ = io.Copy(io.Discard, liveReader{src}) // a read error comes again with the next frame
@@ -523,6 +515,16 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 			discard = s.writeFailed(src, dst, err)
 		}
 	}
+}
+
+// flush writes the frames ForwardFrame gathered for dst, before the pump may
+// wait for src; it returns discard, set if the write failed.
+func (s *session) flush(src, dst *leg, discard bool) bool {
+	s.armWrite(dst)
+	if err := dst.conn.Flush(); err != nil && !discard {
+		return s.writeFailed(src, dst, err)
+	}
+	return discard
 }
 
 // writeFragments forwards a reassembled message with its original fragmentation.
