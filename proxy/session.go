@@ -490,8 +490,9 @@ func (s *session) pump(dir Direction, src, dst *leg) {
 		if s.p.cfg.PingInterval == 0 {
 			// Large binary frames upstream→client move inside the kernel. Not with
 			// keepalive: a splice reports no progress within a step, and a peer
-			// slowly sending a long frame must still count as alive.
-			spliced, err := dst.conn.SpliceFrame(h, src.conn, nil)
+			// slowly sending a long frame must still count as alive. Each step
+			// (up to 256 KiB) re-arms dst's write deadline.
+			spliced, err := dst.conn.SpliceFrame(h, src.conn, src.alive)
 			if spliced && err != nil && !errors.Is(err, wsmw.ErrIncompleteFrame) {
 				discard = s.writeFailed(src, dst, err)
 			}

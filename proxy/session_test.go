@@ -1028,3 +1028,42 @@ func TestSessionSlowFrameOutlastsWriteTimeout(t *testing.T) {
 	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream end"), 1000, "")
 	e.wantEnd(1000, "client")
 }
+
+// The same toward the client on the spliced path (no keepalive): an upstream
+// frame of several splice steps, arriving slower than WriteTimeout, is
+// forwarded whole.
+func TestSessionSlowSplicedFrameOutlastsWriteTimeout(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const size = 5 << 19 // 2.5 MiB: three splice steps
+	upEnd := make(chan *ssFrame, 1)
+	up := ssNewRawServer(t, func(c *ssRaw) {
+		frame := ssEncodeFrame(ssFrame{Fin: true, Op: ssOpBinary, Payload: make([]byte, size)})
+		for off, step := 0, len(frame)/25+1; off < len(frame); off += step {
+			if _, err := c.Write(frame[off:min(off+step, len(frame))]); err != nil {
+				upEnd <- nil
+				return
+			}
+			time.Sleep(30 * time.Millisecond)
+		}
+		f, err := c.ReadFrameTimeout(3 * time.Second)
+		if err != nil || f.Op != ssOpClose {
+			upEnd <- nil
+			return
+		}
+		c.Send(ssFrame{Fin: true, Op: ssOpClose, Payload: f.Payload})
+		upEnd <- &f
+	})
+	defer up.Close()
+	e := ssStart(t, up.URL, Config{WriteTimeout: 150 * time.Millisecond, MaxFrameSize: 4 << 20, MaxMessageSize: 4 << 20})
+	defer e.Close()
+	c := ssDial(t, e.URL)
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, p, err := c.ReadMessage(); err != nil || len(p) != size {
+		t.Fatalf("client got %d bytes, %v", len(p), err)
+	}
+	c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
+	ssWantClose(t, "client", ssReadErr(c, 3*time.Second), 1000, "")
+	ssCheckRawClose(t, "upstream", ssRecv(t, upEnd, 3*time.Second, "upstream end"), nil, 1000, "")
+	e.wantEnd(1000, "client")
+}

@@ -11,8 +11,9 @@ import (
 // copy through a pooled buffer is cheaper than the extra system calls.
 const spliceMin = 32 << 10
 
-// spliceStep bounds one splice call, so progress is reported during long frames.
-const spliceStep = 1 << 20
+// spliceStep bounds one splice call, so progress is reported during long frames
+// (the proxy re-arms the destination's write deadline on it).
+const spliceStep = 256 << 10
 
 var limitedPool = sync.Pool{New: func() any { return new(io.LimitedReader) }}
 
@@ -24,7 +25,7 @@ var limitedPool = sync.Pool{New: func() any { return new(io.LimitedReader) }}
 // both connections are plain TCP, and the payload is at least 32 KiB. It
 // reports false, having done nothing, when it does not apply; the caller then
 // uses WriteFrameFrom. progress, if set, is called after each step of at most
-// 1 MiB. Like WriteFrameFrom it holds c's frame lock throughout; src must not
+// 256 KiB. Like WriteFrameFrom it holds c's frame lock throughout; src must not
 // be read concurrently. If src ends inside the frame, the error wraps
 // ErrIncompleteFrame (and src's next read returns it); any other error is c's.
 // Either way c is broken, since its frame cannot be completed.
