@@ -890,16 +890,7 @@ func TestSessionLogsOneLinePerSession(t *testing.T) {
 func TestSessionKeepaliveLargeFrameInProgressIsAlive(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, func(c *websocket.Conn) {
-		for {
-			_, p, err := c.ReadMessage()
-			if err != nil {
-				upGot <- err
-				return
-			}
-			c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("got %d", len(p))))
-		}
-	})
+	up := ssNewGorillaServer(t, ssSizeReply(upGot))
 	defer up.Close()
 	// Pings at 150ms, a peer silent 75ms after one is dead: a frame lasting about
 	// 500ms sees several pings. (Without the frame, see TestSessionKeepaliveDeadClient.)
@@ -910,12 +901,8 @@ func TestSessionKeepaliveLargeFrameInProgressIsAlive(t *testing.T) {
 	const size = 256 << 10
 	frame := ssEncodeFrame(ssFrame{Fin: true, Op: ssOpBinary, Masked: true, Key: [4]byte{9, 8, 7, 6}, Payload: make([]byte, size)})
 	// 32 chunks 15ms apart: the frame takes about 500ms, bytes arriving all along.
-	for off, step := 0, len(frame)/32+1; off < len(frame); off += step {
-		end := min(off+step, len(frame))
-		if _, err := raw.Write(frame[off:end]); err != nil {
-			t.Fatalf("upload failed at %d: %v", off, err)
-		}
-		time.Sleep(15 * time.Millisecond)
+	if err := ssTrickle(raw, frame, 32, 15*time.Millisecond); err != nil {
+		t.Fatal(err)
 	}
 	for {
 		f, err := raw.ReadFrameTimeout(3 * time.Second)
@@ -950,12 +937,9 @@ func TestSessionKeepaliveLargeFrameToClientIsAlive(t *testing.T) {
 	upEnd := make(chan *ssFrame, 1)
 	up := ssNewRawServer(t, func(c *ssRaw) {
 		frame := ssEncodeFrame(ssFrame{Fin: true, Op: ssOpBinary, Payload: make([]byte, size)})
-		for off, step := 0, len(frame)/32+1; off < len(frame); off += step {
-			if _, err := c.Write(frame[off:min(off+step, len(frame))]); err != nil {
-				upEnd <- nil
-				return
-			}
-			time.Sleep(15 * time.Millisecond)
+		if ssTrickle(c, frame, 32, 15*time.Millisecond) != nil {
+			upEnd <- nil
+			return
 		}
 		for { // answer pings until the close, then answer it
 			f, err := c.ReadFrameTimeout(3 * time.Second)
@@ -994,15 +978,7 @@ func TestSessionKeepaliveLargeFrameToClientIsAlive(t *testing.T) {
 func TestSessionSlowFrameOutlastsWriteTimeout(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, func(c *websocket.Conn) {
-		_, p, err := c.ReadMessage()
-		if err != nil {
-			upGot <- err
-			return
-		}
-		c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("got %d", len(p))))
-		upGot <- ssReadErr(c, 3*time.Second)
-	})
+	up := ssNewGorillaServer(t, ssSizeReply(upGot))
 	defer up.Close()
 	e := ssStart(t, up.URL, Config{WriteTimeout: 150 * time.Millisecond})
 	defer e.Close()
@@ -1011,11 +987,8 @@ func TestSessionSlowFrameOutlastsWriteTimeout(t *testing.T) {
 	const size = 600 << 10 // more than a batch: written in parts while it arrives
 	frame := ssEncodeFrame(ssFrame{Fin: true, Op: ssOpBinary, Masked: true, Key: [4]byte{1, 2, 3, 4}, Payload: make([]byte, size)})
 	// 10 chunks 50ms apart: about 500ms, more than three write timeouts.
-	for off, step := 0, len(frame)/10+1; off < len(frame); off += step {
-		if _, err := raw.Write(frame[off:min(off+step, len(frame))]); err != nil {
-			t.Fatalf("upload failed at %d: %v", off, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := ssTrickle(raw, frame, 10, 50*time.Millisecond); err != nil {
+		t.Fatal(err)
 	}
 	f, err := raw.ReadFrameTimeout(3 * time.Second)
 	if err != nil || f.Op != ssOpText || string(f.Payload) != fmt.Sprintf("got %d", size) {
@@ -1038,12 +1011,9 @@ func TestSessionSlowSplicedFrameOutlastsWriteTimeout(t *testing.T) {
 	upEnd := make(chan *ssFrame, 1)
 	up := ssNewRawServer(t, func(c *ssRaw) {
 		frame := ssEncodeFrame(ssFrame{Fin: true, Op: ssOpBinary, Payload: make([]byte, size)})
-		for off, step := 0, len(frame)/25+1; off < len(frame); off += step {
-			if _, err := c.Write(frame[off:min(off+step, len(frame))]); err != nil {
-				upEnd <- nil
-				return
-			}
-			time.Sleep(30 * time.Millisecond)
+		if ssTrickle(c, frame, 25, 30*time.Millisecond) != nil {
+			upEnd <- nil
+			return
 		}
 		f, err := c.ReadFrameTimeout(3 * time.Second)
 		if err != nil || f.Op != ssOpClose {

@@ -379,6 +379,34 @@ func (s *ssGorillaServer) Close() {
 	s.wg.Wait()
 }
 
+// ssSizeReply is a gorilla handler answering every message with the text
+// "got N" (its length) until an error, which is sent on got: an echo that does
+// not send large messages back.
+func ssSizeReply(got chan<- error) func(c *websocket.Conn) {
+	return func(c *websocket.Conn) {
+		for {
+			_, p, err := c.ReadMessage()
+			if err != nil {
+				got <- err
+				return
+			}
+			c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("got %d", len(p))))
+		}
+	}
+}
+
+// ssTrickle writes b to w in pieces parts, pausing gap after each: a peer
+// sending slowly, its bytes arriving all along.
+func ssTrickle(w io.Writer, b []byte, pieces int, gap time.Duration) error {
+	for off, step := 0, len(b)/pieces+1; off < len(b); off += step {
+		if _, err := w.Write(b[off:min(off+step, len(b))]); err != nil {
+			return fmt.Errorf("write failed at %d: %w", off, err)
+		}
+		time.Sleep(gap)
+	}
+	return nil
+}
+
 // ssEcho is a gorilla handler echoing every message until an error; the error
 // (the close the upstream saw) is sent on got, if non-nil.
 func ssEcho(got chan<- error) func(c *websocket.Conn) {
