@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -185,9 +184,6 @@ func (h *Handler) proxyConfig() (proxy.Config, error) {
 				Fails:    a.Fails,
 				Header:   a.Headers,
 			}
-			if cfg.UpstreamTLS != nil {
-				cfg.ActiveHealth.Dial = tlsProbe(cfg.UpstreamTLS, time.Duration(a.Timeout))
-			}
 		}
 	}
 	if hd := h.Headers; hd != nil {
@@ -362,23 +358,6 @@ func (t *TLSConfig) tlsConfig() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
-}
-
-// tlsProbe is an active health probe that uses the upstream TLS config
-// (proxy's default probe dials with the system roots).
-func tlsProbe(cfg *tls.Config, timeout time.Duration) func(context.Context, string, http.Header) error {
-	if timeout <= 0 {
-		timeout = proxy.DefaultHealthTimeout
-	}
-	return func(ctx context.Context, rawURL string, h http.Header) error {
-		c, _, err := wsmw.Dial(ctx, rawURL, &wsmw.DialConfig{Header: h, TLSConfig: cfg, HandshakeTimeout: timeout})
-		if err != nil {
-			return err
-		}
-		c.SetCloseTimeout(time.Second)
-		_ = c.Close(wsmw.StatusGoingAway, "health check")
-		return nil
-	}
 }
 
 // allowedType maps allow to the one data opcode allowed (0: both).

@@ -289,7 +289,6 @@ func TestJSONConfig(t *testing.T) {
 	check("ActiveHealth.Passes", cfg.ActiveHealth.Passes, 2)
 	check("ActiveHealth.Fails", cfg.ActiveHealth.Fails, 3)
 	check("ActiveHealth.Header", cfg.ActiveHealth.Header, http.Header{"X-Probe": {"1"}})
-	check("ActiveHealth.Dial set for TLS", cfg.ActiveHealth.Dial != nil, true)
 	check("PassiveHealth", cfg.PassiveHealth, proxy.PassiveHealth{MaxFails: 1, FailDuration: 30 * time.Second})
 	check("UpstreamTLS.ServerName", cfg.UpstreamTLS.ServerName, "up.internal")
 	check("UpstreamTLS.InsecureSkipVerify", cfg.UpstreamTLS.InsecureSkipVerify, true)

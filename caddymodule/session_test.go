@@ -173,8 +173,8 @@ func TestSessionsThroughCaddy(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer wc.CloseNow()
-		wc.WriteMessage(wsmw.OpText, []byte("die"))
-		_, _, err = wc.ReadMessage()
+		wc.Write(context.Background(), wsmw.MessageText, []byte("die"))
+		_, _, err = wc.Read(context.Background(), nil)
 		var ce *wsmw.CloseError
 		if !errors.As(err, &ce) || ce.Code != wsmw.StatusBadGateway {
 			t.Fatalf("wsmw read error %v, want close 1014", err)
@@ -206,8 +206,17 @@ func TestSessionsThroughCaddy(t *testing.T) {
 		}
 	})
 	t.Run("metrics on the config's registry", func(t *testing.T) {
-		body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-		for _, want := range []string{"caddy_ws_sessions_total", `caddy_ws_closes_total{code="1009"`, `caddy_ws_handshake_failures_total{reason="upstream_unreachable"}`} {
+		// A session is counted when both its legs have closed, which may be just
+		// after its client saw the close: scrape until the counts are there.
+		wants := []string{"caddy_ws_sessions_total", `caddy_ws_closes_total{code="1009"`, `caddy_ws_handshake_failures_total{reason="upstream_unreachable"}`}
+		var body string
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			body = httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+			if containsAll(body, wants) || time.Now().After(deadline) {
+				break
+			}
+		}
+		for _, want := range wants {
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics lack %s in\n%s", want, grepLines(body, "caddy_ws"))
 			}
@@ -404,4 +413,14 @@ func TestDrainWindowSpreadsCloses(t *testing.T) {
 	if last-first < 450*time.Millisecond {
 		t.Errorf("closes spread over %v, want about 600ms (window 900ms, 3 sessions)", last-first)
 	}
+}
+
+// containsAll reports whether s contains every one of subs.
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }

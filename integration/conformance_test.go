@@ -462,11 +462,11 @@ type confTarget struct {
 // confEcho echoes each message with the message API: text as text, binary as binary.
 func confEcho(c *wsmw.Conn, _ *http.Request) {
 	for {
-		op, p, err := c.ReadMessage()
+		op, p, err := c.Read(context.Background(), nil)
 		if err != nil {
 			return
 		}
-		if err := c.WriteMessage(op, p); err != nil {
+		if err := c.Write(context.Background(), op, p); err != nil {
 			return
 		}
 	}

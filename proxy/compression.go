@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/wsgate/wsgate/internal/relay"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -110,7 +111,7 @@ func (p *Proxy) deflateOffers(r *http.Request) []wsmw.ExtensionOffer {
 	}
 	var out []wsmw.ExtensionOffer
 	for _, o := range wsmw.ParseExtensions(r.Header) {
-		if !strings.EqualFold(o.Name, deflateName) || wsmw.CheckDeflateOffer(o) != nil {
+		if !strings.EqualFold(o.Name, deflateName) || relay.CheckDeflateOffer(o) != nil {
 			continue
 		}
 		o.Name = deflateName
@@ -164,7 +165,7 @@ func checkRelayedAnswer(offers, accepted []wsmw.ExtensionOffer) error {
 	}
 	var first error
 	for _, o := range offers {
-		_, err := wsmw.CheckDeflateAnswer(o, accepted[0])
+		_, err := relay.CheckDeflateAnswer(o, accepted[0])
 		if err == nil {
 			return nil
 		}
@@ -181,7 +182,7 @@ func checkRelayedAnswer(offers, accepted []wsmw.ExtensionOffer) error {
 func (p *Proxy) clientCompression(sc *wsmw.ServerConfig, up *wsmw.Conn) {
 	switch p.cfg.Compression {
 	case CompressionPassthrough:
-		if !up.Compressed() {
+		if !compressed(up) {
 			return
 		}
 		var answer wsmw.ExtensionOffer
@@ -215,7 +216,7 @@ func (p *Proxy) clientCompression(sc *wsmw.ServerConfig, up *wsmw.Conn) {
 // senderTakeover reports whether the peer sending on src compresses with
 // context takeover (so a message can only be inflated after all before it).
 func senderTakeover(dir Direction, src *wsmw.Conn) bool {
-	prm, ok := src.CompressionParams()
+	prm, ok := src.Compression()
 	if !ok {
 		return false
 	}

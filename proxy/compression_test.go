@@ -273,8 +273,8 @@ func czParams(t *testing.T, p *Proxy) (client, up wsmw.DeflateParams, okClient, 
 	for {
 		p.mu.Lock()
 		for s := range p.sessions {
-			client, okClient = s.client.conn.CompressionParams()
-			up, okUp = s.up.conn.CompressionParams()
+			client, okClient = s.client.conn.Compression()
+			up, okUp = s.up.conn.Compression()
 			p.mu.Unlock()
 			return
 		}

@@ -20,11 +20,11 @@ import (
 func echoUpstream() *httptest.Server {
 	return httptest.NewServer(wsmw.Middleware(func(c *wsmw.Conn, r *http.Request) {
 		for {
-			op, p, err := c.ReadMessage()
+			op, p, err := c.Read(context.Background(), nil)
 			if err != nil {
 				return
 			}
-			c.WriteMessage(op, p)
+			c.Write(context.Background(), op, p)
 		}
 	}, nil)(http.NotFoundHandler()))
 }

@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -469,6 +471,28 @@ func TestHandshakeTLSUpstream(t *testing.T) {
 			t.Error("upstream served a request over an unverified connection")
 		}
 	})
+}
+
+// Active health probes dial wss:// upstreams with UpstreamTLS, as sessions do:
+// an upstream whose CA only UpstreamTLS trusts stays healthy.
+func TestActiveHealthProbesUseUpstreamTLS(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, trusted := range []bool{true, false} {
+		t.Run(fmt.Sprint("trusted=", trusted), func(t *testing.T) {
+			up := hsStartTLS(t, hsEcho(websocket.Upgrader{}, nil))
+			pool := x509.NewCertPool()
+			pool.AddCert(up.Certificate())
+			cfg := Config{Upstreams: []string{up.ws()}, ActiveHealth: &ActiveHealth{Interval: time.Hour, Timeout: 2 * time.Second}}
+			if trusted {
+				cfg.UpstreamTLS = &tls.Config{RootCAs: pool}
+			}
+			e := hsProxy(t, cfg)
+			e.p.health.CheckNow(context.Background())
+			if got := activeUp(e.p.static[0]); got != trusted {
+				t.Errorf("upstream healthy after a probe: %v", got)
+			}
+		})
+	}
 }
 
 // UpstreamCredentials authenticate the proxy to the upstream.

@@ -68,7 +68,7 @@ func NewHealthChecker(cfg ActiveHealth, upstreams func() []*Upstream, logger *za
 	}
 	h := &HealthChecker{cfg: cfg, upstreams: upstreams, logger: logger, inflight: make(map[*Upstream]struct{})}
 	if cfg.Dial == nil {
-		h.cfg.Dial = h.dialProbe
+		h.cfg.Dial = HandshakeProbe(&wsmw.DialConfig{HandshakeTimeout: cfg.Timeout})
 	}
 	if cfg.Path != "" {
 		h.probePath, h.pathErr = url.Parse(cfg.Path)
@@ -184,16 +184,21 @@ func (h *HealthChecker) probeURL(u *Upstream) string {
 	return p.String()
 }
 
-// dialProbe is the default ActiveHealth.Dial: a WebSocket handshake, then a
-// 1001 close waited for at most a second.
-func (h *HealthChecker) dialProbe(ctx context.Context, rawURL string, hdr http.Header) error {
-	c, _, err := wsmw.Dial(ctx, rawURL, &wsmw.DialConfig{Header: hdr, HandshakeTimeout: h.cfg.Timeout})
-	if err != nil {
-		return err
+// HandshakeProbe returns an ActiveHealth.Dial that performs a WebSocket
+// handshake with dial's settings (TLS, credentials, handshake timeout) and the
+// probe's headers, then closes with 1001, waiting a second at most for the
+// answer: a completed handshake is what proves an upstream healthy.
+func HandshakeProbe(dial *wsmw.DialConfig) func(ctx context.Context, url string, h http.Header) error {
+	return func(ctx context.Context, rawURL string, hdr http.Header) error {
+		cfg := *dial
+		cfg.Header, cfg.CloseTimeout = hdr, time.Second
+		c, _, err := wsmw.Dial(ctx, rawURL, &cfg)
+		if err != nil {
+			return err
+		}
+		_ = c.Close(wsmw.StatusGoingAway, "health check")
+		return nil
 	}
-	c.SetCloseTimeout(time.Second)
-	_ = c.Close(wsmw.StatusGoingAway, "health check") // the handshake succeeded: that is the check
-	return nil
 }
 
 // record updates u's active health state with one probe result and logs transitions.

@@ -45,7 +45,7 @@ func echoUntilClose(w http.ResponseWriter, r *http.Request) {
 	}
 	defer c.CloseNow()
 	for {
-		if _, _, err := c.ReadMessage(); err != nil {
+		if _, _, err := c.Read(context.Background(), nil); err != nil {
 			return
 		}
 	}

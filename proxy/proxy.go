@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/wsgate/wsgate/internal/relay"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -122,7 +123,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.ActiveHealth != nil {
 		ah := *cfg.ActiveHealth
 		if ah.Dial == nil {
-			ah.Dial = p.probe(ah.Timeout)
+			// Probes dial as sessions do: same TLS settings and credentials.
+			ah.Dial = HandshakeProbe(&wsmw.DialConfig{
+				TLSConfig:        cfg.UpstreamTLS,
+				Credentials:      cfg.UpstreamCredentials,
+				HandshakeTimeout: ah.Timeout,
+			})
 		}
 		p.health = NewHealthChecker(ah, p.knownUpstreams, p.log)
 		p.health.Start()
@@ -330,7 +336,7 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, err error, reason
 	if ce := p.log.Check(zap.DebugLevel, "handshake refused"); ce != nil {
 		ce.Write(p.requestFields(r, zap.String("reason", reason), zap.Error(err))...)
 	}
-	wsmw.RefuseHandshake(w, err)
+	relay.RefuseHandshake(w, err)
 }
 
 // relayRefusal passes an upstream's non-101 answer on to the client.
@@ -414,24 +420,5 @@ func (p *Proxy) Drain(ctx context.Context, window time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// probe returns the default active health check: a handshake with the same TLS
-// settings and credentials as sessions use, closed at once with 1001.
-func (p *Proxy) probe(timeout time.Duration) func(ctx context.Context, url string, h http.Header) error {
-	return func(ctx context.Context, url string, h http.Header) error {
-		c, _, err := wsmw.Dial(ctx, url, &wsmw.DialConfig{
-			Header:           h,
-			TLSConfig:        p.cfg.UpstreamTLS,
-			Credentials:      p.cfg.UpstreamCredentials,
-			HandshakeTimeout: timeout,
-		})
-		if err != nil {
-			return err
-		}
-		c.SetCloseTimeout(time.Second)
-		c.Close(wsmw.StatusGoingAway, "health check")
-		return nil
 	}
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -11,10 +10,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
+	"github.com/wsgate/wsgate/internal/relay"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -35,10 +34,11 @@ type leg struct {
 	dataFrames    atomic.Int64  // data frames received, for the idle timeout
 	msgs, bytes   atomic.Int64  // data messages and payload bytes received from this leg
 
-	alive     func() // counts a sign of life while a long frame is forwarded (and arms the other leg's write deadline)
+	payload   io.Reader // the current frame's payload, from NextFrame
+	alive     func()    // counts a sign of life while a long frame is forwarded (and arms the other leg's write deadline)
 	pingTimer *time.Timer
-	pingSent  uint64 // frames count when the last keepalive ping was sent; -1 when none pending
-	pingWait  bool
+	pingSent  uint64 // frames count when the last keepalive ping was sent
+	pingWait  bool   // a keepalive ping was sent and its PingTimeout has not passed
 }
 
 // session is one proxied WebSocket connection pair.
@@ -129,9 +129,9 @@ func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *U
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.pump(UpstreamToClient, &s.up, &s.client)
+		newRelayer(s, UpstreamToClient, &s.up, &s.client).run()
 	}()
-	s.pump(ClientToUpstream, &s.client, &s.up)
+	newRelayer(s, ClientToUpstream, &s.client, &s.up).run()
 	<-done
 
 	s.stopTimers()
@@ -226,18 +226,6 @@ func (s *session) keepalive(l *leg) {
 	s.mu.Unlock()
 }
 
-// liveReader reads the current frame's payload from a leg, counting each read as
-// a sign of life: a peer in the middle of a long frame cannot answer a ping.
-type liveReader struct{ l *leg }
-
-func (r liveReader) Read(p []byte) (int, error) {
-	n, err := r.l.conn.ReadPayload(p)
-	if n > 0 {
-		r.l.alive()
-	}
-	return n, err
-}
-
 // goneClose is the close the other side gets when leg l is gone without a
 // close frame: 1014 when the upstream is gone, 1001 when the client is.
 func (s *session) goneClose(l *leg) (wsmw.StatusCode, string) {
@@ -257,7 +245,7 @@ func (s *session) legDead(l *leg, err error) {
 	// itself, so the other leg is never dropped without one.
 	l.conn.CloseNow()
 	s.armWrite(other)
-	_ = other.conn.WriteClose(code, reason)
+	_ = relay.SendClose(other.conn, code, reason)
 	s.beginClosing()
 }
 
@@ -310,7 +298,7 @@ func (s *session) closeBoth(code wsmw.StatusCode, reason, by string) {
 	s.end(code, reason, by, nil)
 	s.beginClosing()
 	for _, l := range []*leg{&s.client, &s.up} {
-		_ = l.conn.WriteClose(code, reason)
+		_ = relay.SendClose(l.conn, code, reason)
 	}
 }
 
@@ -323,7 +311,7 @@ func (s *session) drain(code wsmw.StatusCode, reason string) {
 	s.end(code, reason, initiatorProxy, nil)
 	_ = s.up.conn.SetReadDeadline(time.Now().Add(s.p.cfg.CloseTimeout))
 	s.armWrite(&s.up)
-	if err := s.up.conn.WriteClose(code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
+	if err := relay.SendClose(s.up.conn, code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
 		s.closeBoth(code, reason, initiatorProxy)
 	}
 }
@@ -339,216 +327,10 @@ func (s *session) otherCode(code wsmw.StatusCode, reason string) (wsmw.StatusCod
 	return code, reason
 }
 
-// pump forwards frames from src to dst until src's close arrives or src fails.
-func (s *session) pump(dir Direction, src, dst *leg) {
-	var (
-		dropping  bool   // the current message is dropped (inspector verdict)
-		discard   bool   // a close was sent to dst or src: no more data is forwarded
-		buffering bool   // the current message is reassembled for a payload inspector
-		buf       []byte // reassembled message
-		frags     []int  // fragment sizes of the reassembled message
-		msgOp     wsmw.OpCode
-		msgRsv    byte
-		recode    bool   // terminate: the current message is reassembled, inflated if compressed, and written with dst's compression
-		plain     []byte // inflated payload of a compressed message, reused
-	)
-	var msg *Message // only sessions with inspectors pay for it
-	if len(s.chain) > 0 {
-		msg = &Message{Session: &s.info, Direction: dir}
-	}
-	mode := s.p.cfg.Compression
-	// Passthrough: a compressed message can be inflated on its own only if the
-	// sender uses no context takeover (forced when the chain needs payloads).
-	shadowStale := mode == CompressionPassthrough && senderTakeover(dir, src.conn)
-	// Terminate: every message to a dst that negotiated compression is written
-	// by dst's compression; compressed ones from src are inflated first.
-	recodeAll := mode == CompressionTerminate && dst.conn.Compressed()
-	for {
-		if !src.conn.FrameReady() {
-			discard = s.flush(src, dst, discard)
-		}
-		h, err := src.conn.NextFrame()
-		if err != nil {
-			s.readFailed(src, dst, err)
-			return
-		}
-		src.frames.Add(1)
-		if h.OpCode.IsControl() {
-			payload := src.conn.ControlPayload()
-			switch h.OpCode {
-			case wsmw.OpClose:
-				s.closeReceived(src, dst)
-				return
-			case wsmw.OpPong:
-				if bytes.Equal(payload, s.kaToken[:]) {
-					continue // the answer to the proxy's own keepalive ping
-				}
-			}
-			if !discard {
-				s.armWrite(dst)
-				if err := dst.conn.WriteFrame(wsmw.Header{Fin: true, OpCode: h.OpCode}, payload); err != nil {
-					discard = s.writeFailed(src, dst, err)
-				}
-			}
-			continue
-		}
-
-		if h.OpCode != wsmw.OpContinuation {
-			src.msgs.Add(1)
-			dropping, buffering = false, false
-			recode = recodeAll || mode == CompressionTerminate && h.Rsv&wsmw.RSV1 != 0 && src.conn.Compressed()
-			if (len(s.chain) > 0 || recode) && !discard {
-				if recode || s.chain.NeedsPayload(dir, h.OpCode) {
-					buffering = true
-					buf, frags = buf[:0], frags[:0]
-					msgOp, msgRsv = h.OpCode, h.Rsv
-				} else {
-					msg.OpCode, msg.Payload, msg.Length, msg.Final = h.OpCode, nil, h.Length, h.Fin
-					v := s.chain.Inspect(msg)
-					if v.Action == Drop && shadowStale && h.Rsv&wsmw.RSV1 != 0 {
-						// dst's window would miss a message later ones may refer to.
-						v = Verdict{Action: Close, Code: wsmw.StatusInternalError, Reason: "compressed message cannot be dropped"}
-					}
-					switch v.Action {
-					case Drop:
-						dropping = true
-					case Close:
-						s.policyClose(src, dst, v)
-						discard = true
-					}
-				}
-			}
-		}
-		src.bytes.Add(h.Length)
-		src.dataFrames.Add(1)
-		if dropping || discard || buffering {
-			discard = s.flush(src, dst, discard) // these read src's payload here and may wait for it
-		}
-		if dropping || discard {
-			_, _ = io.Copy(io.Discard, liveReader{src}) // a read error comes again with the next frame
-			continue
-		}
-		if buffering {
-			start := len(buf)
-			buf = append(buf, make([]byte, h.Length)...)[:start+int(h.Length)]
-			if _, err := io.ReadFull(liveReader{src}, buf[start:]); err != nil {
-				s.readFailed(src, dst, err)
-				return
-			}
-			frags = append(frags, int(h.Length))
-			if !h.Fin {
-				continue
-			}
-			buffering = false
-			payload := buf
-			if msgRsv&wsmw.RSV1 != 0 {
-				// A compressed message: inspected (and, in terminate mode, forwarded) inflated.
-				var v Verdict
-				if shadowStale {
-					v = Verdict{Action: Close, Code: wsmw.StatusInternalError, Reason: "compressed message cannot be inspected"}
-				} else if plain, err = src.conn.Inflate(plain[:0], buf); err != nil {
-					v = inflateVerdict(err)
-				} else if msgOp == wsmw.OpText && !utf8.Valid(plain) {
-					v = Verdict{Action: Close, Code: wsmw.StatusInvalidPayload, Reason: "invalid utf-8 in text message"}
-				}
-				if v.Action == Close {
-					s.policyClose(src, dst, v)
-					discard = true
-					continue
-				}
-				payload = plain
-			}
-			v := Verdict{Action: Pass}
-			if msg != nil {
-				msg.OpCode, msg.Payload, msg.Length, msg.Final = msgOp, payload, int64(len(payload)), true
-				v = s.chain.Inspect(msg)
-				msg.Payload = nil
-			}
-			switch v.Action {
-			case Pass:
-				if recode {
-					s.armWrite(dst)
-					err = dst.conn.WriteMessage(msgOp, payload)
-				} else {
-					err = s.writeFragments(dst, msgOp, msgRsv, buf, frags)
-				}
-			case Replace:
-				// Uncompressed, or compressed by dst's own compression in terminate mode.
-				s.armWrite(dst)
-				err = dst.conn.WriteMessage(msgOp, v.Payload)
-			case Drop:
-			case Close:
-				s.policyClose(src, dst, v)
-				discard = true
-			}
-			if err != nil {
-				discard = s.writeFailed(src, dst, err)
-			}
-			continue
-		}
-		s.armWrite(dst)
-		if s.p.cfg.PingInterval == 0 {
-			// Large binary frames upstream→client move inside the kernel. Not with
-			// keepalive: a splice reports no progress within a step, and a peer
-			// slowly sending a long frame must still count as alive. Each step
-			// (up to 256 KiB) re-arms dst's write deadline.
-			spliced, err := dst.conn.SpliceFrame(h, src.conn, src.alive)
-			if spliced && err != nil && !errors.Is(err, wsmw.ErrIncompleteFrame) {
-				discard = s.writeFailed(src, dst, err)
-			}
-			if spliced {
-				continue
-			}
-		}
-		if forwarded, err := dst.conn.ForwardFrame(h, src.conn, src.alive); forwarded {
-			// The mask is converted in one pass (text checked as UTF-8 on the
-			// way), and frames that arrive back to back leave in one write.
-			if err != nil && !errors.Is(err, wsmw.ErrIncompleteFrame) {
-				discard = s.writeFailed(src, dst, err)
-			}
-			continue
-		}
-		if err := dst.conn.WriteFrameFrom(h, liveReader{src}); err != nil {
-			if errors.Is(err, wsmw.ErrIncompleteFrame) {
-				// src failed in the middle of the frame; its error comes with the next read.
-				continue
-			}
-			discard = s.writeFailed(src, dst, err)
-		}
-	}
-}
-
-// flush writes the frames ForwardFrame gathered for dst, before the pump may
-// wait for src; it returns discard, set if the write failed.
-func (s *session) flush(src, dst *leg, discard bool) bool {
-	s.armWrite(dst)
-	if err := dst.conn.Flush(); err != nil && !discard {
-		return s.writeFailed(src, dst, err)
-	}
-	return discard
-}
-
-// writeFragments forwards a reassembled message with its original fragmentation.
-func (s *session) writeFragments(dst *leg, op wsmw.OpCode, rsv byte, buf []byte, frags []int) error {
-	off := 0
-	for i, n := range frags {
-		h := wsmw.Header{Fin: i == len(frags)-1, OpCode: wsmw.OpContinuation}
-		if i == 0 {
-			h.OpCode, h.Rsv = op, rsv
-		}
-		s.armWrite(dst)
-		if err := dst.conn.WriteFrameInPlace(h, buf[off:off+n]); err != nil {
-			return err
-		}
-		off += n
-	}
-	return nil
-}
-
 // closeReceived forwards src's close to dst with its code and reason, and
 // finishes each leg whose close handshake is now complete.
 func (s *session) closeReceived(src, dst *leg) {
-	ce := src.conn.CloseReceived()
+	ce := relay.CloseReceived(src.conn)
 	s.end(ce.Code, ce.Reason, src.name, nil)
 	code, reason := ce.Code, ce.Reason
 	s.mu.Lock()
@@ -560,11 +342,11 @@ func (s *session) closeReceived(src, dst *leg) {
 	s.mu.Unlock()
 	s.beginClosing()
 	s.armWrite(dst)
-	_ = dst.conn.WriteClose(code, reason) // 1005 is sent as an empty body
-	if src.conn.CloseSent() {
+	_ = relay.SendClose(dst.conn, code, reason) // 1005 is sent as an empty body
+	if relay.CloseSent(src.conn) {
 		src.conn.CloseNow()
 	}
-	if dst.conn.CloseReceived() != nil {
+	if relay.CloseReceived(dst.conn) != nil {
 		dst.conn.CloseNow()
 	}
 }
@@ -580,12 +362,12 @@ func (s *session) readFailed(src, dst *leg, err error) {
 	case s.closing.Load():
 		// The close handshake timed out or was completed by the other pump.
 		src.conn.CloseNow()
-		if ce := dst.conn.CloseReceived(); ce != nil {
+		if ce := relay.CloseReceived(dst.conn); ce != nil {
 			// dst's close went to src, which will not answer it now: answer it here.
 			s.armWrite(dst)
-			_ = dst.conn.WriteClose(ce.Code, ce.Reason)
+			_ = relay.SendClose(dst.conn, ce.Code, ce.Reason)
 			dst.conn.CloseNow()
-		} else if !dst.conn.CloseSent() {
+		} else if !relay.CloseSent(dst.conn) {
 			dst.conn.CloseNow()
 		}
 	default:
@@ -601,7 +383,7 @@ func (s *session) closeOther(src, dst *leg, code wsmw.StatusCode, reason string)
 	code, reason = s.otherCode(code, reason)
 	s.beginClosing()
 	s.armWrite(dst)
-	if err := dst.conn.WriteClose(code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
+	if err := relay.SendClose(dst.conn, code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
 		dst.conn.CloseNow()
 	}
 	src.conn.CloseNow() // after the close to dst, so the pump reading dst finds it sent
@@ -618,7 +400,7 @@ func (s *session) writeFailed(src, dst *leg, err error) bool {
 	s.beginClosing()
 	code, reason := s.goneClose(dst)
 	s.armWrite(src)
-	_ = src.conn.WriteClose(code, reason)
+	_ = relay.SendClose(src.conn, code, reason)
 	dst.conn.CloseNow() // after the close to src, so the pump reading dst finds it sent
 	return true
 }
@@ -633,9 +415,9 @@ func (s *session) policyClose(src, dst *leg, v Verdict) {
 	s.end(code, v.Reason, initiatorProxy, nil)
 	s.beginClosing()
 	s.armWrite(src)
-	_ = src.conn.WriteClose(code, v.Reason)
+	_ = relay.SendClose(src.conn, code, v.Reason)
 	s.armWrite(dst)
-	_ = dst.conn.WriteClose(wsmw.StatusGoingAway, "")
+	_ = relay.SendClose(dst.conn, wsmw.StatusGoingAway, "")
 }
 
 // recordEnd moves the session's counts to the metrics' ended totals.

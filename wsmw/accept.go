@@ -100,10 +100,10 @@ func validKey(k string) bool {
 	return err == nil && n == 16
 }
 
-// RefuseHandshake answers a refused handshake: the status of err (a
+// refuseHandshake answers a refused handshake: the status of err (a
 // *HandshakeError, or 400 otherwise) with a short plain-text body, plus the
 // headers RFC 6455 asks for (Sec-WebSocket-Version on 426).
-func RefuseHandshake(w http.ResponseWriter, err error) {
+func refuseHandshake(w http.ResponseWriter, err error) {
 	status, reason := http.StatusBadRequest, err.Error()
 	var he *HandshakeError
 	if errors.As(err, &he) {
@@ -130,7 +130,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg *ServerConfig) (*Conn, 
 	}
 	if err := CheckHandshake(r, cfg); err != nil {
 		cfg.logRefusal(r, err)
-		RefuseHandshake(w, err)
+		refuseHandshake(w, err)
 		return nil, err
 	}
 

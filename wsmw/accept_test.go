@@ -2,6 +2,7 @@ package wsmw_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -93,11 +94,11 @@ func hsServer(t *testing.T, cfg *wsmw.ServerConfig, serve wsmw.Handler) (*httpte
 // hsEcho echoes every message until the first read error.
 func hsEcho(c *wsmw.Conn, _ *http.Request) {
 	for {
-		op, p, err := c.ReadMessage()
+		op, p, err := c.Read(context.Background(), nil)
 		if err != nil {
 			return
 		}
-		if err := c.WriteMessage(op, p); err != nil {
+		if err := c.Write(context.Background(), op, p); err != nil {
 			return
 		}
 	}

@@ -138,7 +138,7 @@ func BenchmarkReadFrame(b *testing.B) {
 				b.SetBytes(int64(n))
 				b.ReportAllocs()
 				for b.Loop() {
-					if _, p, err := c.AppendMessage(buf[:0]); err != nil || len(p) != n {
+					if _, p, err := c.appendMessage(buf[:0]); err != nil || len(p) != n {
 						b.Fatal(err)
 					}
 				}
@@ -161,7 +161,7 @@ func BenchmarkWriteFrame(b *testing.B) {
 				b.SetBytes(int64(n))
 				b.ReportAllocs()
 				for b.Loop() {
-					if err := c.WriteMessage(OpBinary, p); err != nil {
+					if err := c.writeMessage(OpBinary, p); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -206,11 +206,11 @@ func BenchmarkRoundTripTCP(b *testing.B) {
 			go func() {
 				buf := make([]byte, 0, n)
 				for {
-					op, p, err := server.AppendMessage(buf[:0])
+					op, p, err := server.appendMessage(buf[:0])
 					if err != nil {
 						return
 					}
-					if server.WriteMessage(op, p) != nil {
+					if server.writeMessage(op, p) != nil {
 						return
 					}
 				}
@@ -220,10 +220,10 @@ func BenchmarkRoundTripTCP(b *testing.B) {
 			b.SetBytes(int64(n))
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := client.WriteMessage(OpBinary, msg); err != nil {
+				if err := client.writeMessage(OpBinary, msg); err != nil {
 					b.Fatal(err)
 				}
-				if _, _, err := client.AppendMessage(buf[:0]); err != nil {
+				if _, _, err := client.appendMessage(buf[:0]); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -294,7 +294,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 					return
 				}
 				ready <- func() { c.CloseNow() }
-				c.NextFrame()
+				c.nextFrame()
 			})
 		}
 	})
@@ -305,7 +305,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			var ready chan<- func()
 			mw := Middleware(func(c *Conn, r *http.Request) {
 				ready <- func() { c.CloseNow() }
-				c.NextFrame()
+				c.nextFrame()
 			}, nil)(http.NotFoundHandler())
 			run(b, func(w http.ResponseWriter, r *http.Request, rc chan<- func()) {
 				ready = rc
@@ -346,8 +346,8 @@ func TestIdleConnHoldsNoReadBuffer(t *testing.T) {
 			server := newConn(s, nil, false, connConfig{})
 			defer client.CloseNow()
 			defer server.CloseNow()
-			go client.WriteMessage(OpText, []byte("hello"))
-			if _, p, err := server.ReadMessage(); err != nil || string(p) != "hello" {
+			go client.writeMessage(OpText, []byte("hello"))
+			if _, p, err := server.readMessage(); err != nil || string(p) != "hello" {
 				t.Fatalf("read: %q %v", p, err)
 			}
 			waits := make(chan bool, 16)
@@ -357,7 +357,7 @@ func TestIdleConnHoldsNoReadBuffer(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				server.NextFrame()
+				server.nextFrame()
 			}()
 			if holds := <-waits; holds != tc.want {
 				t.Fatalf("holds a read buffer while waiting for a frame: %v, want %v", holds, tc.want)

@@ -12,10 +12,10 @@ func (c *Conn) writeClose(code StatusCode, reason string) error {
 	return c.writeControl(OpClose, AppendClosePayload(a[:0], code, reason))
 }
 
-// WriteClose sends a close frame without waiting for the answer; frame-level
-// users (a proxy forwarding a close) complete the handshake with Close later.
-// Codes 1005, 1006 and 1015 are sent as an empty body; other invalid codes are refused.
-func (c *Conn) WriteClose(code StatusCode, reason string) error {
+// sendClose sends a close frame without waiting for the answer; a proxy
+// forwarding a close completes the handshake with Close later. Codes 1005,
+// 1006 and 1015 are sent as an empty body; other invalid codes are refused.
+func (c *Conn) sendClose(code StatusCode, reason string) error {
 	if !code.ValidOnWire() && code != StatusNoStatusRcvd && code != StatusAbnormalClosure && code != StatusTLSHandshake {
 		return ErrBadWrite
 	}
@@ -29,7 +29,7 @@ func (c *Conn) WriteClose(code StatusCode, reason string) error {
 // itself until the close arrives. Calling Close after the peer's close is received
 // answers it and closes at once.
 func (c *Conn) Close(code StatusCode, reason string) error {
-	err := c.WriteClose(code, reason)
+	err := c.sendClose(code, reason)
 	if errors.Is(err, ErrCloseSent) {
 		err = nil
 	}

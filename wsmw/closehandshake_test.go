@@ -31,7 +31,7 @@ func TestCloseEchoedByMessageReader(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				c, raw := tr.pair(t, client, connConfig{})
 				go raw.Write(wtFrame(true, 0, OpClose, !client, []byte(wtCloseBody(4001, "x"))))
-				res := wtAsync(func() error { _, _, err := c.ReadMessage(); return err })
+				res := wtAsync(func() error { _, _, err := c.readMessage(); return err })
 				h, p, err := func() (Header, []byte, error) {
 					_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
 					return wtReadFrame(raw)
@@ -54,15 +54,15 @@ func TestCloseEchoedByMessageReader(t *testing.T) {
 				if CloseStatus(err) != 4001 {
 					t.Errorf("CloseStatus = %v", CloseStatus(err))
 				}
-				if got := c.CloseReceived(); got == nil || got.Code != 4001 {
+				if got := c.closeReceived(); got == nil || got.Code != 4001 {
 					t.Errorf("CloseReceived = %v", got)
 				}
 				wtExpectEOF(t, raw, 2*time.Second)
 				// Later reads and writes see the closed connection.
-				if _, _, err := c.ReadMessage(); !errors.As(err, &ce) {
+				if _, _, err := c.readMessage(); !errors.As(err, &ce) {
 					t.Errorf("second ReadMessage = %v, want the *CloseError again", err)
 				}
-				if err := c.WriteMessage(OpText, []byte("late")); !errors.Is(err, ErrCloseSent) && !errors.Is(err, ErrClosed) {
+				if err := c.writeMessage(OpText, []byte("late")); !errors.Is(err, ErrCloseSent) && !errors.Is(err, ErrClosed) {
 					t.Errorf("WriteMessage after close = %v", err)
 				}
 			})
@@ -77,7 +77,7 @@ func TestCloseEmptyBodyEchoedEmpty(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{})
 			go raw.Write(wtCF(OpClose, ""))
-			res := wtAsync(func() error { _, _, err := c.ReadMessage(); return err })
+			res := wtAsync(func() error { _, _, err := c.readMessage(); return err })
 			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
 			h, p, err := wtReadFrame(raw)
 			if err != nil {
@@ -121,7 +121,7 @@ func TestCloseHandshake(t *testing.T) {
 			if d := time.Since(start); d < 150*time.Millisecond || d > 3*time.Second {
 				t.Errorf("Close took %v", d)
 			}
-			if ce := c.CloseReceived(); ce == nil || ce.Code != 1000 || ce.Reason != "ok" {
+			if ce := c.closeReceived(); ce == nil || ce.Code != 1000 || ce.Reason != "ok" {
 				t.Errorf("CloseReceived = %v", ce)
 			}
 			// The pong for the ping may or may not have been sent after our close
@@ -137,7 +137,7 @@ func TestCloseHandshake(t *testing.T) {
 				}
 				t.Errorf("peer got a %v frame after the close frame", h.OpCode)
 			}
-			if err := c.WriteMessage(OpText, []byte("x")); err == nil {
+			if err := c.writeMessage(OpText, []byte("x")); err == nil {
 				t.Error("WriteMessage after Close succeeded")
 			}
 		})
@@ -148,7 +148,7 @@ func TestCloseHandshake(t *testing.T) {
 func TestCloseAfterPeerClose(t *testing.T) {
 	c, raw := wtTCPPair(t, false, connConfig{closeTimeout: 5 * time.Second})
 	go raw.Write(wtCF(OpClose, wtCloseBody(1001, "going")))
-	h, err := c.NextFrame()
+	h, err := c.nextFrame()
 	if err != nil || h.OpCode != OpClose {
 		t.Fatalf("NextFrame = %+v %v", h, err)
 	}
@@ -181,7 +181,7 @@ func TestCloseUnresponsivePeer(t *testing.T) {
 				c, raw := tr.pair(t, false, connConfig{closeTimeout: timeout})
 				var readRes <-chan error
 				if reading {
-					readRes = wtAsync(func() error { _, _, err := c.ReadMessage(); return err })
+					readRes = wtAsync(func() error { _, _, err := c.readMessage(); return err })
 					time.Sleep(50 * time.Millisecond)
 				}
 				// The peer reads the close (net.Pipe needs a reader) but never answers.
@@ -226,7 +226,7 @@ func TestCloseWhileReading(t *testing.T) {
 	for _, tr := range wtTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{closeTimeout: 5 * time.Second})
-			readRes := wtAsync(func() error { _, _, err := c.ReadMessage(); return err })
+			readRes := wtAsync(func() error { _, _, err := c.readMessage(); return err })
 			time.Sleep(50 * time.Millisecond) // let the reader block
 			start := time.Now()
 			closeRes := wtAsync(func() error { return c.Close(StatusNormalClosure, "done") })
@@ -257,7 +257,7 @@ func TestWriteCloseCodes(t *testing.T) {
 	for _, code := range []StatusCode{StatusNoStatusRcvd, StatusAbnormalClosure, StatusTLSHandshake} {
 		t.Run(code.String(), func(t *testing.T) {
 			c, raw := wtTCPPair(t, false, connConfig{})
-			if err := c.WriteClose(code, "ignored reason"); err != nil {
+			if err := c.sendClose(code, "ignored reason"); err != nil {
 				t.Fatalf("WriteClose(%v) = %v", code, err)
 			}
 			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -273,11 +273,11 @@ func TestWriteCloseCodes(t *testing.T) {
 	for _, code := range []StatusCode{0, 999, 1004, 1016, 2999, 5000, -1} {
 		t.Run(code.String(), func(t *testing.T) {
 			c, raw := wtTCPPair(t, false, connConfig{})
-			if err := c.WriteClose(code, ""); !errors.Is(err, ErrBadWrite) {
+			if err := c.sendClose(code, ""); !errors.Is(err, ErrBadWrite) {
 				t.Errorf("WriteClose(%v) = %v, want ErrBadWrite", code, err)
 			}
 			// Nothing was written and the connection is still usable.
-			if err := c.WriteMessage(OpText, []byte("still open")); err != nil {
+			if err := c.writeMessage(OpText, []byte("still open")); err != nil {
 				t.Fatal(err)
 			}
 			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -294,7 +294,7 @@ func TestWriteCloseCodes(t *testing.T) {
 			for len(long) < 200 {
 				long += "é"
 			}
-			if err := c.WriteClose(4123, long); err != nil {
+			if err := c.sendClose(4123, long); err != nil {
 				t.Fatal(err)
 			}
 			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -317,7 +317,7 @@ func TestWriteCloseCodes(t *testing.T) {
 // close frame the peer would reject (RFC 6455 §5.5.1: the reason is UTF-8).
 func TestWriteCloseInvalidReason(t *testing.T) {
 	c, raw := wtTCPPair(t, false, connConfig{})
-	if err := c.WriteClose(StatusGoingAway, "bye\xff\xce"); err != nil {
+	if err := c.sendClose(StatusGoingAway, "bye\xff\xce"); err != nil {
 		t.Fatal(err)
 	}
 	code, reason, _ := wtExpectClose(t, raw, 2*time.Second) // fails if the payload does not parse
@@ -333,10 +333,10 @@ func TestWriteAfterCloseSent(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{})
 			go io.Copy(io.Discard, raw)
-			if err := c.WriteClose(StatusNormalClosure, ""); err != nil {
+			if err := c.sendClose(StatusNormalClosure, ""); err != nil {
 				t.Fatal(err)
 			}
-			if err := c.WriteMessage(OpText, []byte("x")); !errors.Is(err, ErrCloseSent) {
+			if err := c.writeMessage(OpText, []byte("x")); !errors.Is(err, ErrCloseSent) {
 				t.Errorf("WriteMessage = %v, want ErrCloseSent", err)
 			}
 			if err := c.WriteFrame(Header{Fin: true, OpCode: OpBinary}, []byte("x")); !errors.Is(err, ErrCloseSent) {
@@ -345,18 +345,11 @@ func TestWriteAfterCloseSent(t *testing.T) {
 			if err := c.Ping(nil); !errors.Is(err, ErrCloseSent) {
 				t.Errorf("Ping = %v, want ErrCloseSent", err)
 			}
-			if err := c.WriteClose(StatusNormalClosure, ""); !errors.Is(err, ErrCloseSent) {
+			if err := c.sendClose(StatusNormalClosure, ""); !errors.Is(err, ErrCloseSent) {
 				t.Errorf("second WriteClose = %v, want ErrCloseSent", err)
 			}
-			w, err := c.NextWriter(OpBinary)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.Write([]byte("x")); !errors.Is(err, ErrCloseSent) {
-				t.Errorf("NextWriter Write = %v, want ErrCloseSent", err)
-			}
-			if err := w.Close(); !errors.Is(err, ErrCloseSent) {
-				t.Errorf("NextWriter Close = %v, want ErrCloseSent", err)
+			if err := c.WriteFrame(Header{OpCode: OpText}, []byte("x")); !errors.Is(err, ErrCloseSent) {
+				t.Errorf("WriteFrame of a first fragment = %v, want ErrCloseSent", err)
 			}
 		})
 	}
@@ -366,11 +359,11 @@ func TestWriteAfterCloseSent(t *testing.T) {
 // answered (no pong after a close frame) and does not break the read.
 func TestPingAfterCloseSentNotAnswered(t *testing.T) {
 	c, raw := wtTCPPair(t, false, connConfig{})
-	if err := c.WriteClose(StatusNormalClosure, ""); err != nil {
+	if err := c.sendClose(StatusNormalClosure, ""); err != nil {
 		t.Fatal(err)
 	}
 	go raw.Write(wtCat(wtCF(OpPing, "p"), wtCF(OpClose, wtCloseBody(1000, ""))))
-	_, _, err := c.ReadMessage()
+	_, _, err := c.readMessage()
 	var ce *CloseError
 	if !errors.As(err, &ce) || ce.Code != 1000 {
 		t.Fatalf("ReadMessage = %v, want *CloseError 1000", err)

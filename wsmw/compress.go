@@ -25,8 +25,7 @@ type deflateState struct {
 	// Receive side, used by the reading goroutine.
 	recvTakeover bool
 	recvSize     int       // 2^(peer's window bits)
-	win          window    // the end of what was inflated; allocated with the first compressed message
-	cur          *inflater // the message NextReader is streaming
+	win          window // the end of what was inflated; allocated with the first compressed message
 
 	// Send side, used under msgMu.
 	sendTakeover bool
@@ -62,9 +61,6 @@ func newDeflateState(p DeflateParams, client bool, o *CompressionOptions) *defla
 
 // inflates reports whether the message level inflates compressed messages (nil-safe).
 func (s *deflateState) inflates() bool { return s != nil && s.codec }
-
-// streaming reports whether NextReader left a compressed message unfinished (nil-safe).
-func (s *deflateState) streaming() bool { return s != nil && s.cur != nil }
 
 // compresses reports whether WriteMessage compresses a message of n bytes (nil-safe).
 func (s *deflateState) compresses(n int) bool { return s != nil && s.codec && n >= s.threshold }
@@ -333,62 +329,14 @@ func (s *deflateState) appendMessage(r *reader, op OpCode, dst []byte) ([]byte, 
 	return dst, nil
 }
 
-// nextReader starts streaming the compressed message whose first frame was just read.
-func (s *deflateState) nextReader(r *reader, op OpCode) io.Reader {
-	s.cur = s.begin(r, nil, r.c.maxMessage, op == OpText)
-	return inflateReader{r.c}
-}
-
-// finish completes the message NextReader left unread. With context takeover it
-// is inflated and dropped, so that the window sees it; otherwise the caller skips
-// its frames.
-func (s *deflateState) finish(r *reader) error {
-	f := s.cur
-	s.cur = nil
-	defer s.end(f)
-	if !s.recvTakeover {
-		return nil
-	}
-	var scratch [512]byte
-	for {
-		if _, err := f.read(scratch[:]); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return r.failInflate(err)
-		}
-	}
-}
-
-// inflateReader is the io.Reader NextReader returns for a compressed message.
-type inflateReader struct{ c *Conn }
-
-func (d inflateReader) Read(p []byte) (int, error) {
-	r := &d.c.rd
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := d.c.pmd
-	if s.cur == nil {
-		return 0, io.EOF
-	}
-	n, err := s.cur.read(p)
-	if err != nil {
-		s.end(s.cur)
-		s.cur = nil
-		if err != io.EOF {
-			return 0, r.failInflate(err)
-		}
-	}
-	return n, err
-}
-
-// Inflate appends to dst the payload of a compressed message received on c (a
+// inflate appends to dst the payload of a compressed message received on c (a
 // data message whose first frame had RSV1 set): compressed is the payload of its
 // frames, concatenated. The output is bounded by the message size limit
 // (ErrPayloadTooBig); corrupt data is ErrInvalidCompression. Text is not checked
 // as UTF-8 and the connection is not failed: the caller decides. When the peer
 // uses context takeover, every compressed message received must go through
-// Inflate or the message level, in order. Call it from the reading goroutine.
-func (c *Conn) Inflate(dst, compressed []byte) ([]byte, error) {
+// inflate or the message level, in order. Call it from the reading goroutine.
+func (c *Conn) inflate(dst, compressed []byte) ([]byte, error) {
 	s := c.pmd
 	if s == nil {
 		return dst, fmt.Errorf("%w: permessage-deflate is not in effect", ErrInvalidCompression)

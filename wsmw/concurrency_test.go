@@ -45,50 +45,49 @@ func wtConcPayload(g, i int, text bool) []byte {
 	return p
 }
 
-// wtConcWrite is one writer's job: a mix of WriteMessage, fragmented NextWriter
-// messages (split inside runes) and pings.
-func wtConcWrite(c *Conn, g int) error {
+// wtConcWrite is one writer's job: a mix of whole messages, messages sent as
+// fragments (split inside runes) with WriteFrame, and pings. Writers hold msgs
+// for a whole message, as a user of the frame API does; pings do not wait.
+func wtConcWrite(c *Conn, msgs *sync.Mutex, g int) error {
 	for i := 0; i < wtPerWriter; i++ {
-		switch i % 4 {
-		case 0:
-			if err := c.WriteMessage(OpText, wtConcPayload(g, i, true)); err != nil {
-				return err
-			}
-		case 1:
-			if err := c.WriteMessage(OpBinary, wtConcPayload(g, i, false)); err != nil {
-				return err
-			}
-		case 2, 3:
-			text := i%4 == 2
-			op := OpBinary
-			if text {
-				op = OpText
-			}
-			p := wtConcPayload(g, i, text)
-			w, err := c.NextWriter(op)
-			if err != nil {
-				return err
-			}
-			for len(p) > 0 {
-				k := 1 + (len(p)*7+i)%700
-				if k > len(p) {
-					k = len(p)
-				}
-				if _, err := w.Write(p[:k]); err != nil {
-					w.Close()
-					return err
-				}
-				p = p[k:]
-			}
-			if err := w.Close(); err != nil {
-				return err
-			}
+		text := i%4 == 0 || i%4 == 2
+		op := OpBinary
+		if text {
+			op = OpText
+		}
+		p := wtConcPayload(g, i, text)
+		msgs.Lock()
+		var err error
+		if i%4 < 2 {
+			err = c.writeMessage(op, p)
+		} else {
+			err = wtWriteFragments(c, op, p, i)
+		}
+		msgs.Unlock()
+		if err != nil {
+			return err
+		}
+		if i%4 >= 2 {
 			if err := c.Ping(fmt.Appendf(nil, "ping %d %d", g, i)); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// wtWriteFragments sends p as a message of op in fragments of varying sizes.
+func wtWriteFragments(c *Conn, op OpCode, p []byte, i int) error {
+	for {
+		k := min(1+(len(p)*7+i)%700, len(p))
+		if err := c.WriteFrame(Header{OpCode: op}, p[:k]); err != nil {
+			return err
+		}
+		op, p = OpContinuation, p[k:]
+		if len(p) == 0 {
+			return c.WriteFrame(Header{Fin: true, OpCode: op}, nil)
+		}
+	}
 }
 
 // wtConcCheck verifies one received message against what its writer sent and
@@ -123,18 +122,18 @@ func TestConcurrentWritersClientToServer(t *testing.T) {
 	var pings, pongs atomic.Int64
 	srv.SetPingHandler(func(p []byte) error {
 		pings.Add(1)
-		return srv.Pong(p)
+		return srv.writeControl(OpPong, p)
 	})
 	cli.SetPongHandler(func(p []byte) error {
 		pongs.Add(1)
 		return nil
 	})
-	cliRead := wtAsync(func() error { _, _, err := cli.ReadMessage(); return err })
+	cliRead := wtAsync(func() error { _, _, err := cli.readMessage(); return err })
 
 	srvRead := wtAsync(func() error {
 		next := make([]int, wtWriters)
 		for n := 0; n < wtWriters*wtPerWriter; n++ {
-			op, p, err := srv.ReadMessage()
+			op, p, err := srv.readMessage()
 			if err != nil {
 				return fmt.Errorf("after %d messages: %w", n, err)
 			}
@@ -142,7 +141,7 @@ func TestConcurrentWritersClientToServer(t *testing.T) {
 				return err
 			}
 		}
-		_, _, err := srv.ReadMessage()
+		_, _, err := srv.readMessage()
 		var ce *CloseError
 		if !errors.As(err, &ce) || ce.Code != StatusNormalClosure {
 			return fmt.Errorf("after all messages: %v, want the client's close", err)
@@ -151,12 +150,13 @@ func TestConcurrentWritersClientToServer(t *testing.T) {
 	})
 
 	var wg sync.WaitGroup
+	var msgs sync.Mutex
 	errs := make(chan error, wtWriters)
 	for g := 0; g < wtWriters; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := wtConcWrite(cli, g); err != nil {
+			if err := wtConcWrite(cli, &msgs, g); err != nil {
 				errs <- fmt.Errorf("writer %d: %w", g, err)
 			}
 		}()
@@ -253,17 +253,18 @@ func TestConcurrentWritersServerRawVerifier(t *testing.T) {
 				}
 			})
 			var wg sync.WaitGroup
+			var msgLock sync.Mutex
 			for g := 0; g < wtWriters; g++ {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := wtConcWrite(srv, g); err != nil {
+					if err := wtConcWrite(srv, &msgLock, g); err != nil {
 						t.Errorf("writer %d: %v", g, err)
 					}
 				}()
 			}
 			wg.Wait()
-			if err := srv.WriteClose(StatusNormalClosure, ""); err != nil {
+			if err := srv.sendClose(StatusNormalClosure, ""); err != nil {
 				t.Fatal(err)
 			}
 			if err := wtWait(t, verify, 20*time.Second, "verifier"); err != nil {
@@ -300,7 +301,7 @@ func TestConcurrentWritesDuringClose(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for {
-				err := srv.WriteMessage(OpBinary, make([]byte, 100*g))
+				err := srv.writeMessage(OpBinary, make([]byte, 100*g))
 				if err == nil {
 					err = srv.Ping(nil)
 				}
@@ -332,7 +333,7 @@ func TestReadDeadline(t *testing.T) {
 			if err := c.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			err := wtWait(t, wtAsync(func() error { _, err := c.NextFrame(); return err }), 2*time.Second, "NextFrame")
+			err := wtWait(t, wtAsync(func() error { _, err := c.nextFrame(); return err }), 2*time.Second, "NextFrame")
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				t.Fatalf("NextFrame = %v, want a timeout net.Error", err)
@@ -345,7 +346,7 @@ func TestReadDeadline(t *testing.T) {
 			c, _ := tr.pair(t, false, connConfig{})
 			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			start := time.Now()
-			_, _, err := c.ReadMessage()
+			_, _, err := c.readMessage()
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				t.Fatalf("ReadMessage = %v, want a timeout net.Error", err)
@@ -358,7 +359,7 @@ func TestReadDeadline(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{})
 			go raw.Write(wtCF(OpBinary, "0123456789")[:9])
 			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-			_, _, err := c.ReadMessage()
+			_, _, err := c.readMessage()
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				t.Fatalf("ReadMessage = %v, want a timeout net.Error", err)
@@ -382,7 +383,7 @@ func TestReadContextCanceled(t *testing.T) {
 					time.AfterFunc(50*time.Millisecond, cancel)
 				}
 				start := time.Now()
-				err := wtWait(t, wtAsync(func() error { _, _, err := c.Read(ctx); return err }), 2*time.Second, "Read")
+				err := wtWait(t, wtAsync(func() error { _, _, err := c.Read(ctx, nil); return err }), 2*time.Second, "Read")
 				if !errors.Is(err, context.Canceled) {
 					t.Fatalf("Read = %v, want context.Canceled", err)
 				}
@@ -396,7 +397,7 @@ func TestReadContextCanceled(t *testing.T) {
 		c, _ := wtTCPPair(t, false, connConfig{})
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		_, _, err := c.Read(ctx)
+		_, _, err := c.Read(ctx, nil)
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Read = %v, want context.DeadlineExceeded", err)
 		}
@@ -404,8 +405,8 @@ func TestReadContextCanceled(t *testing.T) {
 	t.Run("NotCanceled", func(t *testing.T) {
 		c, raw := wtTCPPair(t, false, connConfig{})
 		go raw.Write(wtCF(OpText, "hello"))
-		op, p, err := c.Read(context.Background())
-		if err != nil || op != OpText || string(p) != "hello" {
+		op, p, err := c.Read(context.Background(), nil)
+		if err != nil || op != MessageText || string(p) != "hello" {
 			t.Fatalf("Read = %v %q %v", op, p, err)
 		}
 	})
@@ -427,7 +428,7 @@ func TestWriteContextCanceled(t *testing.T) {
 				defer cancel()
 				time.AfterFunc(100*time.Millisecond, cancel)
 				start := time.Now()
-				err := wtWait(t, wtAsync(func() error { return c.Write(ctx, OpBinary, big) }), 5*time.Second, "Write")
+				err := wtWait(t, wtAsync(func() error { return c.Write(ctx, MessageBinary, big) }), 5*time.Second, "Write")
 				if !errors.Is(err, context.Canceled) {
 					t.Fatalf("Write = %v, want context.Canceled", err)
 				}
@@ -435,7 +436,7 @@ func TestWriteContextCanceled(t *testing.T) {
 					t.Errorf("Write took %v", d)
 				}
 				// The stream is broken: later writes fail.
-				if err := c.WriteMessage(OpText, []byte("x")); err == nil {
+				if err := c.writeMessage(OpText, []byte("x")); err == nil {
 					t.Error("WriteMessage after a cancelled Write succeeded")
 				}
 			})
@@ -443,7 +444,7 @@ func TestWriteContextCanceled(t *testing.T) {
 	}
 	t.Run("NotCanceled", func(t *testing.T) {
 		c, raw := wtTCPPair(t, false, connConfig{})
-		if err := c.Write(context.Background(), OpBinary, []byte("hi")); err != nil {
+		if err := c.Write(context.Background(), MessageBinary, []byte("hi")); err != nil {
 			t.Fatal(err)
 		}
 		_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))

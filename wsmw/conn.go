@@ -18,11 +18,13 @@ const (
 	DefaultCloseTimeout = 5 * time.Second
 )
 
-// Conn is one WebSocket connection, in the server or client role.
+// Conn is one WebSocket connection, in the server or client role, from Upgrade,
+// Middleware or Dial. It is used at one of two levels: messages (Read, Write) or
+// frames (NextFrame, WriteFrame), plus Ping and the close handshake (Close).
 //
-// One goroutine may read (NextFrame/ReadPayload or the message helpers) while
-// any number of goroutines write: every frame is written whole under a lock, so
-// control frames can go between the fragments of a message but never inside a frame.
+// One goroutine may read while any number of goroutines write: every frame is
+// written whole under a lock, so control frames can go between the fragments
+// of a message but never inside a frame.
 type Conn struct {
 	nc     net.Conn
 	rc     syscall.RawConn // set when reads can wait for readiness without holding a buffer
@@ -42,14 +44,13 @@ type Conn struct {
 
 	// Write side.
 	wmu      sync.Mutex // held while one frame is written
-	msgMu    sync.Mutex // held for a whole message by NextWriter and WriteMessage
+	msgMu    sync.Mutex // held while a message is compressed and written (the compressor's state)
 	whdr     [MaxHeaderSize]byte
 	wbufs    [2][]byte
 	wv       net.Buffers
 	wsent    bool   // a close frame was written
 	writeErr error  // sticky: a failed write leaves the stream unusable
 	batch    *batch // frames gathered by ForwardFrame, nil when none (forward.go)
-	mw       messageWriter
 
 	pingHandler func([]byte) error
 	pongHandler func([]byte) error
@@ -95,7 +96,6 @@ func newConn(nc net.Conn, buffered []byte, client bool, cfg connConfig) *Conn {
 		peerDone:     make(chan struct{}),
 	}
 	c.rd.init(c, buffered)
-	c.mw.c = c
 	return c
 }
 
@@ -104,12 +104,6 @@ func (c *Conn) Subprotocol() string { return c.subprotocol }
 
 // Extensions returns the negotiated Sec-WebSocket-Extensions value, or "" if none.
 func (c *Conn) Extensions() string { return c.extensions }
-
-// IsClient reports whether c is the client end (it masks what it sends).
-func (c *Conn) IsClient() bool { return c.client }
-
-// NetConn returns the underlying connection. Reading or writing it directly corrupts the stream.
-func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // LocalAddr returns the local network address.
 func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
@@ -123,15 +117,6 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(
 // SetWriteDeadline sets the deadline for writes. A write that times out breaks the connection.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
 
-// SetLimits changes the maximum frame and message sizes accepted from the peer (0 keeps the current value).
-func (c *Conn) SetLimits(maxFrame, maxMessage int64) {
-	c.maxFrame = orDefault(maxFrame, c.maxFrame)
-	c.maxMessage = orDefault(maxMessage, c.maxMessage)
-}
-
-// SetCloseTimeout changes how long Close waits for the peer's close frame.
-func (c *Conn) SetCloseTimeout(d time.Duration) { c.closeTimeout = orDefault(d, c.closeTimeout) }
-
 // SetPingHandler sets the function called for each received ping, from the reading
 // goroutine. The default (and nil) answers with a pong carrying the same payload.
 // A proxy that forwards pings installs a handler that does nothing.
@@ -140,8 +125,8 @@ func (c *Conn) SetPingHandler(h func(payload []byte) error) { c.pingHandler = h 
 // SetPongHandler sets the function called for each received pong; the default ignores pongs.
 func (c *Conn) SetPongHandler(h func(payload []byte) error) { c.pongHandler = h }
 
-// CloseReceived returns the close frame the peer sent, or nil if none arrived yet.
-func (c *Conn) CloseReceived() *CloseError { return c.closeRecv.Load() }
+// closeReceived returns the close frame the peer sent, or nil if none arrived yet.
+func (c *Conn) closeReceived() *CloseError { return c.closeRecv.Load() }
 
 // signalPeerDone records that no more frames will come from the peer.
 func (c *Conn) signalPeerDone() {
@@ -160,8 +145,8 @@ func (c *Conn) CloseNow() error {
 	return err
 }
 
-// CloseSent reports whether a close frame has been written on c.
-func (c *Conn) CloseSent() bool {
+// closeSent reports whether a close frame has been written on c.
+func (c *Conn) closeSent() bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.wsent

@@ -57,12 +57,9 @@ type DeflateParams struct {
 	ClientMaxWindowBits     int
 }
 
-// Response formats p as the extension entry of a handshake response; window bits
-// of 15 are left out.
-func (p DeflateParams) Response() ExtensionOffer { return p.response(false) }
-
-// response is Response, with server_max_window_bits included even at 15 when
-// serverBits (the offer had it, and the server must confirm it).
+// response formats p as the extension entry of a handshake response; window
+// bits of 15 are left out, except server_max_window_bits when serverBits (the
+// offer had it, and the server must confirm it).
 func (p DeflateParams) response(serverBits bool) ExtensionOffer {
 	o := ExtensionOffer{Name: deflateName}
 	if p.ServerNoContextTakeover {
@@ -240,7 +237,7 @@ func (o *CompressionOptions) offer() ExtensionOffer {
 // check validates the server's answer to o.offer() (RFC 7692 §7.1) and returns
 // the parameters in force.
 func (o *CompressionOptions) check(answer ExtensionOffer) (DeflateParams, error) {
-	return CheckDeflateAnswer(o.offer(), answer)
+	return checkDeflateAnswer(o.offer(), answer)
 }
 
 // extensionOffers is what the client offers: cfg.Extensions, then permessage-deflate for cfg.Compression.
@@ -307,14 +304,11 @@ func inspectDeflate(extensions string, rsv byte, client bool) *deflateState {
 	return nil
 }
 
-// Compressed reports whether permessage-deflate is in effect on c: a data message
-// whose first frame has RSV1 set is compressed. Frame-level reads and writes pass
-// such frames untouched; the message level inflates and compresses them only when
-// the extension came from the Compression option (see Inflate otherwise).
-func (c *Conn) Compressed() bool { return c.pmd != nil }
-
-// CompressionParams returns the negotiated permessage-deflate parameters and whether the extension is in effect.
-func (c *Conn) CompressionParams() (DeflateParams, bool) {
+// Compression returns the negotiated permessage-deflate parameters and whether
+// the extension is in effect: a data message whose first frame has RSV1 set is
+// then compressed. Frames pass such payloads untouched; Read and Write inflate
+// and compress them when the extension came from the Compression option.
+func (c *Conn) Compression() (DeflateParams, bool) {
 	if c.pmd == nil {
 		return DeflateParams{}, false
 	}

@@ -10,11 +10,11 @@ import (
 // itself (a proxy forwarding a client's offers upstream and the upstream's
 // answer back) instead of using CompressionOptions.
 
-// CheckDeflateOffer validates o as a permessage-deflate offer of a client
+// checkDeflateOffer validates o as a permessage-deflate offer of a client
 // handshake (RFC 7692 §7.1): the extension name, known parameters, each at most
 // once, no value on the no_context_takeover flags, window bits 8-15
 // (client_max_window_bits may also be bare).
-func CheckDeflateOffer(o ExtensionOffer) error {
+func checkDeflateOffer(o ExtensionOffer) error {
 	if !strings.EqualFold(o.Name, deflateName) {
 		return fmt.Errorf("extension %q is not %s", o.Name, deflateName)
 	}
@@ -22,12 +22,12 @@ func CheckDeflateOffer(o ExtensionOffer) error {
 	return err
 }
 
-// CheckDeflateAnswer validates answer, a server's permessage-deflate response
+// checkDeflateAnswer validates answer, a server's permessage-deflate response
 // entry, as the acceptance of offer (RFC 7692 §7.1), and returns the parameters
 // then in force: server_no_context_takeover must be confirmed when offered, and
 // server_max_window_bits when offered below 15; no window may exceed the one
 // offered; client_max_window_bits may only be answered when offered.
-func CheckDeflateAnswer(offer, answer ExtensionOffer) (DeflateParams, error) {
+func checkDeflateAnswer(offer, answer ExtensionOffer) (DeflateParams, error) {
 	if !strings.EqualFold(offer.Name, deflateName) || !strings.EqualFold(answer.Name, deflateName) {
 		return DeflateParams{}, fmt.Errorf("not a %s entry", deflateName)
 	}

@@ -111,11 +111,11 @@ func dfiServer(t *testing.T, opts *wsmw.CompressionOptions, want string) (*httpt
 			t.Errorf("server negotiated %q, want %q", got, want)
 		}
 		for {
-			op, p, err := c.ReadMessage()
+			op, p, err := c.Read(context.Background(), nil)
 			if err != nil {
 				return
 			}
-			if err := c.WriteMessage(op, p); err != nil {
+			if err := c.Write(context.Background(), op, p); err != nil {
 				return
 			}
 		}
@@ -225,14 +225,14 @@ func dfiDial(t *testing.T, url string, opts *wsmw.CompressionOptions) (*wsmw.Con
 func dfiExchange(t *testing.T, c *wsmw.Conn, msgs []dfiMessage) {
 	t.Helper()
 	for i, m := range msgs {
-		op := wsmw.OpBinary
+		op := wsmw.MessageBinary
 		if m.text {
-			op = wsmw.OpText
+			op = wsmw.MessageText
 		}
-		if err := c.WriteMessage(op, m.p); err != nil {
+		if err := c.Write(context.Background(), op, m.p); err != nil {
 			t.Fatal(err)
 		}
-		gop, got, err := c.ReadMessage()
+		gop, got, err := c.Read(context.Background(), nil)
 		if err != nil || gop != op || !bytes.Equal(got, m.p) {
 			t.Fatalf("message %d (%d bytes): %v, %d bytes, %v", i, len(m.p), gop, len(got), err)
 		}

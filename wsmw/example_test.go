@@ -1,6 +1,7 @@
 package wsmw_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -21,11 +22,11 @@ import (
 func ExampleMiddleware() {
 	echo := func(c *wsmw.Conn, r *http.Request) {
 		for {
-			op, p, err := c.ReadMessage()
+			op, p, err := c.Read(context.Background(), nil)
 			if err != nil {
 				return // the peer closed (a *wsmw.CloseError) or broke a rule (a *wsmw.FailError)
 			}
-			if err := c.WriteMessage(op, p); err != nil {
+			if err := c.Write(context.Background(), op, p); err != nil {
 				return
 			}
 		}
@@ -78,11 +79,11 @@ func ExampleUpgrade() {
 			return
 		}
 		defer c.Close(wsmw.StatusNormalClosure, "bye")
-		_, p, err := c.ReadMessage()
+		_, p, err := c.Read(context.Background(), nil)
 		if err != nil {
 			return
 		}
-		c.WriteMessage(wsmw.OpText, []byte(strings.ToUpper(string(p))))
+		c.Write(context.Background(), wsmw.MessageText, []byte(strings.ToUpper(string(p))))
 	}
 	srv := httptest.NewServer(http.HandlerFunc(handler))
 	defer srv.Close()
@@ -110,15 +111,15 @@ func ExampleUpgrade() {
 	// 403
 }
 
-// A frame-level relay, as a proxy writes it: each frame of src is forwarded to
-// dst as it arrives, payload streamed in bounded memory, fragments and RSV bits
-// kept. NextFrame has already answered pings; the peer's close ends the loop and
-// is forwarded, and the handshake is completed on both sides.
+// A frame-level relay: each frame of src is forwarded to dst as it arrives,
+// fragments and RSV bits kept. NextFrame has already answered pings; the
+// peer's close ends the loop and is forwarded, and the handshake is completed
+// on both sides.
 func ExampleConn_NextFrame() {
 	var src, dst *wsmw.Conn // e.g. from wsmw.Upgrade and a client dial
 
 	for {
-		h, err := src.NextFrame()
+		h, payload, err := src.NextFrame()
 		if err != nil {
 			var fe *wsmw.FailError
 			if errors.As(err, &fe) {
@@ -133,13 +134,19 @@ func ExampleConn_NextFrame() {
 		case wsmw.OpPing, wsmw.OpPong:
 			continue // answered (pings) or ignored by src itself
 		case wsmw.OpClose:
-			ce := src.CloseReceived()
-			dst.Close(ce.Code, ce.Reason) // forward, wait for dst's answer
-			src.Close(ce.Code, "")        // answer src
+			body, _ := io.ReadAll(payload)
+			code, reason, _ := wsmw.ParseClosePayload(body) // NextFrame checked it
+			dst.Close(code, reason)                         // forward, wait for dst's answer
+			src.Close(code, "")                             // answer src
 			return
 		}
 		// Data frame: keep Fin, RSV and opcode; dst sets the length and masking.
-		if err := dst.WriteFrameFrom(wsmw.Header{Fin: h.Fin, Rsv: h.Rsv, OpCode: h.OpCode, Length: h.Length}, src.PayloadReader()); err != nil {
+		p, err := io.ReadAll(payload) // bounded by MaxFrameSize
+		if err != nil {
+			dst.CloseNow()
+			return
+		}
+		if err := dst.WriteFrame(wsmw.Header{Fin: h.Fin, Rsv: h.Rsv, OpCode: h.OpCode}, p); err != nil {
 			src.Close(wsmw.StatusGoingAway, "")
 			return
 		}

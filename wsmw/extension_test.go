@@ -124,7 +124,7 @@ func extServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan e
 	srv, errs := hsServer(t, cfg, func(c *wsmw.Conn, _ *http.Request) {
 		exts <- c.Extensions()
 		for {
-			h, err := c.NextFrame()
+			h, payload, err := c.NextFrame()
 			if err != nil {
 				events <- extEvent{err: err}
 				return
@@ -132,7 +132,7 @@ func extServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan e
 			var p []byte
 			if !h.OpCode.IsControl() {
 				buf := make([]byte, h.Length)
-				n, _ := c.ReadPayload(buf)
+				n, _ := payload.Read(buf)
 				p = buf[:n]
 			}
 			events <- extEvent{h: h, p: p}

@@ -7,11 +7,11 @@ import (
 	"sync"
 )
 
-// batchSize bounds the bytes ForwardFrame gathers on a connection before it
+// batchSize bounds the bytes forwardFrame gathers on a connection before it
 // writes them: frames that arrive back to back leave in one write.
 const batchSize = 256 << 10
 
-// batch is the pooled buffer ForwardFrame gathers frames in, with its state
+// batch is the pooled buffer forwardFrame gathers frames in, with its state
 // (kept here rather than in Conn, so an idle connection stays small).
 type batch struct {
 	buf   [batchSize]byte
@@ -27,57 +27,87 @@ type batch struct {
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
 
-// ForwardFrame forwards the rest of src's current frame to c as a frame with
-// header h, converting the masking in one pass: a masked payload is re-masked
-// with a fresh key of c's if c is a client, unmasked if c is a server, and an
-// unmasked one is masked or copied as it is.
+// forward sends src's current data frame, none of whose payload was read yet,
+// to c as a frame with h's FIN, RSV bits and opcode, the cheapest way that
+// applies: socket to socket in the kernel when splice allows it and the frame
+// qualifies (see spliceFrame), otherwise through c's batch (forwardFrame).
+// progress, if set, is called after each read from src inside the frame.
 //
-// It does not write each frame at once. The frame joins a batch held by c,
-// written when it is full, when a read from src would block, by the next write
-// on c of any other kind, and by Flush; a proxy forwarding a burst of frames
-// thus makes one write for several of them. The caller must call Flush before
-// it waits for anything else (FrameReady tells whether src's next frame can be
-// read without waiting). Reads from src fetch the payload together with the
-// next frame's header, so a burst also costs one read per frame.
-//
-// The payload of an uncompressed text message is checked as UTF-8 on the way,
-// as ReadPayload does; a violation fails src with 1007 and the frame is not
-// forwarded. It applies only when nothing of the payload was read yet and src
-// reads from a socket directly (plain TCP or Unix); otherwise it reports
-// false, having done nothing, and the caller uses WriteFrameFrom. progress, if set, is called
-// after each read from src. A failure of src before any byte of the frame left
-// leaves c usable (the frame is dropped whole); a failure later breaks c. A
-// failure of src is also returned by src's next read.
-func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) {
-	r := &src.rd
-	if r.hdr.OpCode.IsControl() || h.Length != r.hdr.Length || src.rc == nil {
-		return false, nil
+// An error wrapping ErrIncompleteFrame is src's failure, which src's next read
+// reports too (a text frame that is not UTF-8 fails src with 1007); c stays
+// usable if nothing of the frame was written. Any other error is c's.
+func (c *Conn) forward(h Header, src *Conn, splice bool, progress func()) error {
+	if splice {
+		if done, err := c.spliceFrame(h, src, progress); done {
+			return err
+		}
 	}
+	return c.forwardFrame(h, src, progress)
+}
+
+// forwardFrame forwards src's current frame through c's batch, converting the
+// masking in one pass: a masked payload is re-masked with a fresh key of c's
+// if c is a client, unmasked if c is a server, and an unmasked one is masked
+// or copied as it is. An uncompressed text payload is unmasked, checked as
+// UTF-8 and masked again in the same chunk.
+//
+// The frame is not written at once. The batch is written when it is full, by
+// the next write on c of any other kind, by flush, and before a read from src
+// would wait (with only the frames that are complete: one whose source stalls
+// stays until it is complete or fills the batch). A burst of frames thus
+// leaves in one write; reads fetch each payload together with the next
+// frame's header, so it also costs one read per frame. The caller must flush
+// before it waits for anything else (frameReady tells whether src's next
+// frame can be read without waiting).
+func (c *Conn) forwardFrame(h Header, src *Conn, progress func()) error {
+	r := &src.rd
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.err != nil {
-		return true, r.err
+	switch {
+	case r.err != nil:
+		return fmt.Errorf("%w: %w", ErrIncompleteFrame, r.err)
+	case r.hdr.OpCode.IsControl() || r.remaining != r.hdr.Length:
+		return fmt.Errorf("%w: only a data frame whose payload is unread can be forwarded", ErrBadWrite)
 	}
-	if r.remaining != h.Length {
-		return false, nil // part of the payload was read already
-	}
-	h.Masked = c.client
+	h.Length, h.Masked = r.hdr.Length, c.client
 	if err := c.checkWrite(&h); err != nil {
-		return true, err
+		return err
 	}
 	if err := c.lockWriteBatch(h.OpCode); err != nil {
-		return true, err
+		return err
 	}
 	defer c.wmu.Unlock()
+	fc, err := c.startFrame(h, r, progress)
+	if err != nil {
+		return err
+	}
+	for r.remaining > 0 {
+		if err := fc.step(); err != nil {
+			return fc.failed(err)
+		}
+	}
+	return nil
+}
+
+// frameCopy is one frame on its way from a reader into a batch: how its
+// masking changes, and whom to tell of progress.
+type frameCopy struct {
+	c        *Conn   // the destination, whose frame lock is held
+	r        *reader // the source, whose read lock is held
+	b        *batch
+	text     bool    // uncompressed text: unmasked, checked as UTF-8, masked again
+	remask   bool    // masked in and out: converted in one pass
+	mask     bool    // masked out, with key to
+	to       [4]byte // c's fresh key
+	toPos    int
+	progress func()
+}
+
+// startFrame takes c's batch (from the pool if c has none) and appends the
+// frame's header to it. The caller holds c's frame lock and r's read lock.
+func (c *Conn) startFrame(h Header, r *reader, progress func()) (frameCopy, error) {
 	if c.client {
 		h.Mask = newMaskKey()
-	}
-	var from, to [4]byte
-	if r.hdr.Masked {
-		from = r.hdr.Mask
-	}
-	if c.client {
-		to = h.Mask
 	}
 	if c.batch == nil {
 		c.batch = batchPool.Get().(*batch)
@@ -86,93 +116,105 @@ func (c *Conn) ForwardFrame(h Header, src *Conn, progress func()) (bool, error) 
 	b := c.batch
 	if batchSize-b.n < MaxHeaderSize {
 		if err := c.writeBatch(); err != nil {
-			return true, err
+			return frameCopy{}, err
 		}
 	}
 	b.start, b.sent = b.n, false
 	b.n += len(AppendHeader(b.buf[b.n:b.n], h))
-	fromPos, toPos := r.maskPos, 0
 	text := r.msgOp == OpText && !r.msgCompressed
-	for r.remaining > 0 {
-		if b.n == batchSize {
-			if err := c.writeBatch(); err != nil {
-				return true, err
-			}
-		}
-		room := int64(batchSize - b.n)
-		var n int
-		var err error
-		if r.buffered() > 0 {
-			n = copy(b.buf[b.n:int64(b.n)+min(room, r.remaining)], r.bp[r.r:r.w])
-			r.r += n
-		} else {
-			r.release()
-			// Read the rest of the payload and, if room allows, the next frame's
-			// header with it; what lies past this frame goes back to src's buffer.
-			n, err = r.forwardRead(c, int(min(room, r.remaining+MaxHeaderSize)))
-			if int64(n) > r.remaining {
-				r.acquire()
-				r.w = copy(r.bp[:], b.buf[int64(b.n)+r.remaining:b.n+n])
-				n = int(r.remaining)
-			}
-		}
-		p := b.buf[b.n : b.n+n]
-		switch {
-		case text:
-			// Checked as UTF-8 in between: unmask, check, mask.
-			if r.hdr.Masked {
-				fromPos = Mask(from, fromPos, p)
-			}
-			if !r.utf8.write(p) {
-				err = errInvalidText
-			}
-			if c.client {
-				toPos = Mask(to, toPos, p)
-			}
-		case r.hdr.Masked && c.client:
-			fromPos, toPos = Remask(from, fromPos, to, toPos, p)
-		case r.hdr.Masked:
-			fromPos = Mask(from, fromPos, p)
-		case c.client:
-			toPos = Mask(to, toPos, p)
-		}
-		b.n += n
-		r.remaining -= int64(n)
-		r.maskPos = fromPos
-		if n > 0 && progress != nil {
-			progress()
-		}
-		if err == nil && text && r.remaining == 0 && r.hdr.Fin && !r.utf8.complete() {
-			return true, c.abandonFrame(r, fmt.Errorf("%w: text message ends inside a character", ErrInvalidUTF8))
-		}
-		if err == errInvalidText {
-			return true, c.abandonFrame(r, fmt.Errorf("%w in text message", ErrInvalidUTF8))
-		}
-		if err != nil {
-			if c.writeErr != nil {
-				return true, c.writeErr // the write before waiting failed
-			}
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			rerr := r.ioErr(err)
-			if !b.sent {
-				b.n = b.start // nothing of the frame left: it is dropped whole
-				return true, fmt.Errorf("%w: source failed before the frame was sent: %w", ErrIncompleteFrame, rerr)
-			}
-			return true, c.wrote(fmt.Errorf("%w: source failed with %d bytes left: %w", ErrIncompleteFrame, r.remaining, rerr))
-		}
-	}
-	return true, nil
+	return frameCopy{
+		c: c, r: r, b: b, text: text,
+		remask: r.hdr.Masked && c.client && !text, mask: c.client, to: h.Mask,
+		progress: progress,
+	}, nil
 }
 
-// errInvalidText marks, inside ForwardFrame, a chunk of a text message that is not UTF-8.
-var errInvalidText = errors.New("invalid utf-8")
+// step moves the next piece of the payload into the batch: what the source
+// has buffered, or a read from its connection.
+func (fc *frameCopy) step() error {
+	b, r := fc.b, fc.r
+	if b.n == batchSize {
+		if err := fc.c.writeBatch(); err != nil {
+			return err
+		}
+	}
+	room := int64(batchSize - b.n)
+	var n int
+	var err error
+	if r.buffered() > 0 {
+		n = copy(b.buf[b.n:int64(b.n)+min(room, r.remaining)], r.bp[r.r:r.w])
+		r.r += n
+	} else {
+		n, err = fc.read(room)
+	}
+	p := b.buf[b.n : b.n+n]
+	b.n += n
+	if cerr := fc.convert(p); cerr != nil {
+		return cerr
+	}
+	if n > 0 && fc.progress != nil {
+		fc.progress()
+	}
+	return err
+}
 
-// abandonFrame ends ForwardFrame's frame when its payload is not valid UTF-8
+// read reads from the source's connection straight into the batch: the rest
+// of the payload and, if room allows, the next frame's header with it; what
+// lies past this frame goes back to the source's buffer.
+func (fc *frameCopy) read(room int64) (int, error) {
+	r, b := fc.r, fc.b
+	r.release()
+	n, err := r.forwardRead(fc.c, int(min(room, r.remaining+MaxHeaderSize)))
+	if int64(n) > r.remaining {
+		r.acquire()
+		r.w = copy(r.bp[:], b.buf[int64(b.n)+r.remaining:b.n+n])
+		n = int(r.remaining)
+	}
+	return n, err
+}
+
+// convert turns the masking of p, bytes of the payload just gathered, from
+// the source's into c's, checking text as UTF-8 on the way.
+func (fc *frameCopy) convert(p []byte) error {
+	r := fc.r
+	if fc.remask {
+		r.maskPos, fc.toPos = remask(r.hdr.Mask, r.maskPos, fc.to, fc.toPos, p)
+		r.remaining -= int64(len(p))
+		return nil
+	}
+	err := r.take(p)
+	if fc.mask {
+		fc.toPos = Mask(fc.to, fc.toPos, p)
+	}
+	return err
+}
+
+// failed ends a frame that could not be forwarded whole. A text payload that
+// is not UTF-8 fails the source with 1007; a failed write is c's error; any
+// other error is the source's. The frame is dropped whole when nothing of it
+// was written; otherwise c is broken, since its frame cannot be completed.
+func (fc *frameCopy) failed(err error) error {
+	c, r, b := fc.c, fc.r, fc.b
+	switch {
+	case errors.Is(err, ErrInvalidUTF8):
+		return c.abandonFrame(r, err)
+	case c.writeErr != nil:
+		return c.writeErr
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
+	}
+	rerr := r.ioErr(err)
+	if !b.sent {
+		b.n = b.start
+		return fmt.Errorf("%w: source failed before the frame was sent: %w", ErrIncompleteFrame, rerr)
+	}
+	return c.wrote(fmt.Errorf("%w: source failed with %d bytes left: %w", ErrIncompleteFrame, r.remaining, rerr))
+}
+
+// abandonFrame ends forwardFrame's frame when its payload is not valid UTF-8
 // (cause): the frame is dropped whole if nothing of it was written, and c is
 // broken otherwise; then src (r) fails with 1007. The frames gathered before
-// it are written first, since failing src waits for its close.
+// it are written first.
 func (c *Conn) abandonFrame(r *reader, cause error) error {
 	b := c.batch
 	var werr error
@@ -203,7 +245,7 @@ func (c *Conn) writeBatch() error {
 	return c.wrote(err)
 }
 
-// writeComplete writes the frames the batch holds before the one ForwardFrame
+// writeComplete writes the frames the batch holds before the one forwardFrame
 // is forwarding, which stays until it is complete or fills the batch. It is
 // called before waiting for the source. The caller holds wmu.
 func (c *Conn) writeComplete() error {
@@ -233,8 +275,8 @@ func (c *Conn) putBatch() {
 	c.batch = nil
 }
 
-// Flush writes the frames ForwardFrame gathered on c and not yet written.
-func (c *Conn) Flush() error {
+// flush writes the frames forwardFrame gathered on c and not yet written.
+func (c *Conn) flush() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.batch == nil {
@@ -248,10 +290,10 @@ func (c *Conn) Flush() error {
 	return c.flushLocked()
 }
 
-// FrameReady reports whether NextFrame can return without waiting for the
-// network: the next frame's header (and a control frame's payload) is buffered,
-// or the connection already failed.
-func (c *Conn) FrameReady() bool {
+// frameReady reports whether the next frame can be read without waiting for
+// the network: its header (and a control frame's payload) is buffered, or the
+// connection already failed.
+func (c *Conn) frameReady() bool {
 	r := &c.rd
 	r.mu.Lock()
 	defer r.mu.Unlock()

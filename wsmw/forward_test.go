@@ -35,19 +35,16 @@ func TestForwardFrameForwardsWithAFreshKey(t *testing.T) {
 		masked := append([]byte(nil), payload...)
 		Mask(key, 0, masked)
 		go clientPeer.Write(append(AppendHeader(nil, Header{Fin: true, OpCode: OpBinary, Masked: true, Mask: key, Length: int64(size)}), masked...))
-		h, err := in.NextFrame()
+		h, err := in.nextFrame()
 		if err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
 		reads := 0
 		go func() {
-			ok, err := out.ForwardFrame(h, in, func() { reads++ })
-			if !ok {
-				err = errors.New("ForwardFrame did not apply")
-			}
+			err := out.forwardFrame(h, in, func() { reads++ })
 			if err == nil {
-				err = out.Flush()
+				err = out.flush()
 			}
 			done <- err
 		}()
@@ -102,13 +99,10 @@ func TestForwardFrameChecksText(t *testing.T) {
 			var err error
 			for i := range tc.frames {
 				var h Header
-				if h, err = in.NextFrame(); err != nil {
+				if h, err = in.nextFrame(); err != nil {
 					t.Fatalf("frame %d: %v", i, err)
 				}
-				var ok bool
-				if ok, err = out.ForwardFrame(h, in, nil); !ok {
-					t.Fatalf("frame %d: ForwardFrame did not apply to text", i)
-				}
+				err = out.forwardFrame(h, in, nil)
 				if err != nil && i != len(tc.frames)-1 {
 					t.Fatalf("frame %d: %v", i, err)
 				}
@@ -117,7 +111,7 @@ func TestForwardFrameChecksText(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				out.Flush()
+				out.flush()
 				var got []byte
 				for range tc.frames {
 					_, p := readFrame(t, upPeer)
@@ -132,11 +126,11 @@ func TestForwardFrameChecksText(t *testing.T) {
 				t.Fatalf("got %v, want ErrIncompleteFrame", err)
 			}
 			var fe *FailError
-			if _, nerr := in.NextFrame(); !errors.As(nerr, &fe) || fe.Code != StatusInvalidPayload {
+			if _, nerr := in.nextFrame(); !errors.As(nerr, &fe) || fe.Code != StatusInvalidPayload {
 				t.Fatalf("source's next read: %v, want a 1007 failure", nerr)
 			}
 			// The bad frame was not forwarded; frames before it were, and the upstream leg is usable.
-			go out.WriteMessage(OpBinary, []byte("after"))
+			go out.writeMessage(OpBinary, []byte("after"))
 			for range len(tc.frames) - 1 {
 				if h, _ := readFrame(t, upPeer); h.OpCode == OpBinary {
 					t.Fatal("an earlier fragment is missing")
@@ -155,16 +149,15 @@ func TestForwardFrameSourceEndsBeforeAnythingIsSent(t *testing.T) {
 	clientPeer.Write(AppendHeader(nil, Header{Fin: true, OpCode: OpBinary, Masked: true, Mask: key, Length: 1000}))
 	clientPeer.Write(make([]byte, 10))
 	clientPeer.Close()
-	h, err := in.NextFrame()
+	h, err := in.nextFrame()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok, err := out.ForwardFrame(h, in, nil)
-	if !ok || !errors.Is(err, ErrIncompleteFrame) {
-		t.Fatalf("got %v %v", ok, err)
+	if err := out.forwardFrame(h, in, nil); !errors.Is(err, ErrIncompleteFrame) {
+		t.Fatalf("got %v", err)
 	}
 	// Nothing was sent: the upstream connection is still usable.
-	go out.WriteMessage(OpBinary, []byte("next"))
+	go out.writeMessage(OpBinary, []byte("next"))
 	got, err := ReadHeader(upPeer)
 	if err != nil || got.Length != 4 {
 		t.Fatalf("upstream after an abandoned frame: %+v %v", got, err)
@@ -242,21 +235,21 @@ func TestForwardFrameBatchesFramesThatArriveTogether(t *testing.T) {
 		got <- nil
 	}()
 	for i := range want {
-		if i > 0 && !in.FrameReady() {
+		if i > 0 && !in.frameReady() {
 			t.Fatalf("frame %d: not ready although it arrived with the others", i)
 		}
-		h, err := in.NextFrame()
+		h, err := in.nextFrame()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := out.ForwardFrame(h, in, nil); !ok || err != nil {
-			t.Fatalf("frame %d: %v %v", i, ok, err)
+		if err := out.forwardFrame(h, in, nil); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
 		}
 	}
 	if w := wc.writes.Load(); w != 0 {
 		t.Fatalf("%d writes before Flush; the frames should wait in the batch", w)
 	}
-	if err := out.Flush(); err != nil {
+	if err := out.flush(); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-got; err != nil {
@@ -265,7 +258,7 @@ func TestForwardFrameBatchesFramesThatArriveTogether(t *testing.T) {
 	if w := wc.writes.Load(); w != 1 {
 		t.Fatalf("%d writes for 5 frames that arrived together, want 1", w)
 	}
-	if in.FrameReady() {
+	if in.frameReady() {
 		t.Fatal("FrameReady with nothing buffered")
 	}
 }
@@ -273,12 +266,12 @@ func TestForwardFrameBatchesFramesThatArriveTogether(t *testing.T) {
 func TestForwardFrameKeepsOrderWithOtherWrites(t *testing.T) {
 	clientPeer, in, out, upPeer := forwardRig(t)
 	clientPeer.Write(clientFrame([4]byte{1, 2, 3, 4}, true, OpBinary, []byte("first")))
-	h, err := in.NextFrame()
+	h, err := in.nextFrame()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := out.ForwardFrame(h, in, nil); !ok || err != nil {
-		t.Fatalf("%v %v", ok, err)
+	if err := out.forwardFrame(h, in, nil); err != nil {
+		t.Fatal(err)
 	}
 	// A ping written after the batched frame goes out after it.
 	if err := out.Ping([]byte("p")); err != nil {
@@ -298,21 +291,20 @@ func TestForwardFrameWritesCompleteFramesBeforeWaiting(t *testing.T) {
 	second := clientFrame(key, true, OpBinary, bytes.Repeat([]byte("y"), 3000))
 	clientPeer.Write(append(clientFrame(key, true, OpBinary, []byte("complete")), second[:1000]...))
 
-	h, err := in.NextFrame()
+	h, err := in.nextFrame()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := out.ForwardFrame(h, in, nil); !ok || err != nil {
-		t.Fatalf("%v %v", ok, err)
+	if err := out.forwardFrame(h, in, nil); err != nil {
+		t.Fatal(err)
 	}
-	h, err = in.NextFrame()
+	h, err = in.nextFrame()
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := out.ForwardFrame(h, in, nil)
-		done <- err
+		done <- out.forwardFrame(h, in, nil)
 	}()
 	// The second frame waits for the rest of its payload; the first must not wait with it.
 	if h, p := readFrame(t, upPeer); string(p) != "complete" {
@@ -327,7 +319,7 @@ func TestForwardFrameWritesCompleteFramesBeforeWaiting(t *testing.T) {
 	if err := <-done; !errors.Is(err, ErrIncompleteFrame) {
 		t.Fatalf("got %v, want ErrIncompleteFrame", err)
 	}
-	go out.WriteMessage(OpBinary, []byte("next"))
+	go out.writeMessage(OpBinary, []byte("next"))
 	if h, p := readFrame(t, upPeer); string(p) != "next" {
 		t.Fatalf("after the dropped frame: %+v %q", h, p)
 	}
@@ -342,14 +334,14 @@ func TestForwardFrameCopiesServerFramesUnmasked(t *testing.T) {
 	t.Cleanup(func() { a.Close(); in.CloseNow(); out.CloseNow(); d.Close() })
 	payload := bytes.Repeat([]byte("0123456789"), 2000)
 	a.Write(append(AppendHeader(nil, Header{Fin: true, OpCode: OpBinary, Length: int64(len(payload))}), payload...))
-	h, err := in.NextFrame()
+	h, err := in.nextFrame()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := out.ForwardFrame(h, in, nil); !ok || err != nil {
-		t.Fatalf("%v %v", ok, err)
+	if err := out.forwardFrame(h, in, nil); err != nil {
+		t.Fatal(err)
 	}
-	if err := out.Flush(); err != nil {
+	if err := out.flush(); err != nil {
 		t.Fatal(err)
 	}
 	got, p := readFrame(t, d)
@@ -360,7 +352,7 @@ func TestForwardFrameCopiesServerFramesUnmasked(t *testing.T) {
 
 func TestFrameReadyWaitsForAControlPayload(t *testing.T) {
 	clientPeer, in, _, _ := forwardRig(t)
-	if in.FrameReady() {
+	if in.frameReady() {
 		t.Fatal("ready with nothing received")
 	}
 	ping := clientFrame([4]byte{1, 1, 1, 1}, true, OpPing, []byte("hello"))
@@ -369,28 +361,28 @@ func TestFrameReadyWaitsForAControlPayload(t *testing.T) {
 	in.SetReadDeadline(time.Now().Add(5 * time.Second))
 	readData := func() {
 		t.Helper()
-		h, err := in.NextFrame()
+		h, err := in.nextFrame()
 		if err != nil || h.OpCode != OpBinary {
 			t.Fatalf("%+v %v", h, err)
 		}
-		if _, err := io.Copy(io.Discard, in.PayloadReader()); err != nil {
+		if _, err := io.Copy(io.Discard, payloadReader{in}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	readData()
-	if in.FrameReady() {
+	if in.frameReady() {
 		t.Fatal("ready with the ping's payload incomplete")
 	}
 	// The rest of the ping, and a whole binary frame behind it: both frames are then ready.
 	clientPeer.Write(append(ping[7:], clientFrame([4]byte{3, 3, 3, 3}, true, OpBinary, []byte("more"))...))
-	if h, err := in.NextFrame(); err != nil || h.OpCode != OpPing {
+	if h, err := in.nextFrame(); err != nil || h.OpCode != OpPing {
 		t.Fatalf("%+v %v", h, err)
 	}
-	if !in.FrameReady() {
+	if !in.frameReady() {
 		t.Fatal("not ready with a whole frame buffered")
 	}
 	readData()
-	if in.FrameReady() {
+	if in.frameReady() {
 		t.Fatal("ready with nothing buffered")
 	}
 }
@@ -450,26 +442,24 @@ func TestForwardFrameRandomStreams(t *testing.T) {
 				}
 			}()
 			pumpErr := make(chan error, 1)
-			go func() { // the proxy's pump, reduced to what ForwardFrame needs
+			go func() { // the proxy's pump, reduced to what forwardFrame needs
 				in.SetPingHandler(func([]byte) error { return nil })
 				for {
-					if !in.FrameReady() {
-						if err := out.Flush(); err != nil {
+					if !in.frameReady() {
+						if err := out.flush(); err != nil {
 							pumpErr <- err
 							return
 						}
 					}
-					h, err := in.NextFrame()
+					h, err := in.nextFrame()
 					if err != nil {
 						pumpErr <- err
 						return
 					}
 					if h.OpCode.IsControl() {
-						err = out.WriteFrame(Header{Fin: true, OpCode: h.OpCode}, in.ControlPayload())
-					} else if ok, ferr := out.ForwardFrame(h, in, nil); !ok {
-						err = errors.New("ForwardFrame did not apply to a binary frame")
+						err = out.WriteFrame(Header{Fin: true, OpCode: h.OpCode}, in.controlPayload())
 					} else {
-						err = ferr
+						err = out.forwardFrame(h, in, nil)
 					}
 					if err != nil {
 						pumpErr <- err

@@ -116,13 +116,6 @@ func AppendHeader(b []byte, h Header) []byte {
 	return b
 }
 
-// WriteHeader writes the encoding of h to w in a single Write call.
-func WriteHeader(w io.Writer, h Header) error {
-	var a [MaxHeaderSize]byte
-	_, err := w.Write(AppendHeader(a[:0], h))
-	return err
-}
-
 // headerSize returns the full header size implied by its first two bytes.
 func headerSize(b0, b1 byte) int {
 	n := 2

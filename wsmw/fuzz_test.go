@@ -207,7 +207,7 @@ func wtFuzzReadMessages(t *testing.T, c *Conn, n int) error {
 		if i > n {
 			t.Fatalf("%d messages from %d bytes", i, n)
 		}
-		op, p, err := c.ReadMessage()
+		op, p, err := c.readMessage()
 		if err != nil {
 			return err
 		}
@@ -229,7 +229,7 @@ func wtFuzzReadFrames(t *testing.T, c *Conn, n int) error {
 		if i > n {
 			t.Fatalf("%d frames from %d bytes", i, n)
 		}
-		h, err := c.NextFrame()
+		h, err := c.nextFrame()
 		if err != nil {
 			return err
 		}
@@ -249,7 +249,7 @@ func wtFuzzReadFrames(t *testing.T, c *Conn, n int) error {
 		}
 		var p []byte
 		for {
-			k, err := c.ReadPayload(buf)
+			k, err := c.readPayload(buf)
 			p = append(p, buf[:k]...)
 			if err == io.EOF {
 				break
@@ -282,8 +282,8 @@ func FuzzUTF8(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, split uint) {
 		want := utf8.Valid(data)
-		if got := ValidUTF8(data); got != want {
-			t.Fatalf("ValidUTF8(%q) = %v, utf8.Valid = %v", data, got, want)
+		if got := validUTF8(data); got != want {
+			t.Fatalf("validUTF8(%q) = %v, utf8.Valid = %v", data, got, want)
 		}
 		k := int(split % uint(len(data)+1))
 		var v utf8Validator

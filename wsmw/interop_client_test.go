@@ -14,6 +14,7 @@ import (
 	coder "github.com/coder/websocket"
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/internal/relay"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -171,27 +172,27 @@ func icPayload(n int) []byte {
 func TestInteropClient_Echo(t *testing.T) {
 	msgs := []struct {
 		name string
-		op   wsmw.OpCode
+		op   wsmw.MessageType
 		p    []byte
 	}{
-		{"Text", wsmw.OpText, []byte("hello, wörld")},
-		{"EmptyText", wsmw.OpText, nil},
-		{"EmptyBinary", wsmw.OpBinary, nil},
-		{"Binary125", wsmw.OpBinary, icPayload(125)},
-		{"Binary126", wsmw.OpBinary, icPayload(126)},
-		{"Binary65535", wsmw.OpBinary, icPayload(65535)},
-		{"Binary65536", wsmw.OpBinary, icPayload(65536)},
-		{"Binary3MiB", wsmw.OpBinary, icPayload(3 << 20)},
-		{"Text3MiB", wsmw.OpText, bytes.Repeat([]byte("é"), 3<<19)},
+		{"Text", wsmw.MessageText, []byte("hello, wörld")},
+		{"EmptyText", wsmw.MessageText, nil},
+		{"EmptyBinary", wsmw.MessageBinary, nil},
+		{"Binary125", wsmw.MessageBinary, icPayload(125)},
+		{"Binary126", wsmw.MessageBinary, icPayload(126)},
+		{"Binary65535", wsmw.MessageBinary, icPayload(65535)},
+		{"Binary65536", wsmw.MessageBinary, icPayload(65536)},
+		{"Binary3MiB", wsmw.MessageBinary, icPayload(3 << 20)},
+		{"Text3MiB", wsmw.MessageText, bytes.Repeat([]byte("é"), 3<<19)},
 	}
 	for _, s := range icServers {
 		t.Run(s.name, func(t *testing.T) {
 			c, events := icDial(t, s, "/echo")
 			for _, m := range msgs {
-				if err := c.WriteMessage(m.op, m.p); err != nil {
+				if err := c.Write(context.Background(), m.op, m.p); err != nil {
 					t.Fatalf("%s: write: %v", m.name, err)
 				}
-				op, p, err := c.ReadMessage()
+				op, p, err := c.Read(context.Background(), nil)
 				if err != nil || op != m.op || !bytes.Equal(p, m.p) {
 					t.Fatalf("%s: echo %v %d bytes %v, want %v %d bytes", m.name, op, len(p), err, m.op, len(m.p))
 				}
@@ -212,19 +213,17 @@ func TestInteropClient_FragmentedMessage(t *testing.T) {
 	for _, s := range icServers {
 		t.Run(s.name, func(t *testing.T) {
 			c, _ := icDial(t, s, "/echo")
-			w, err := c.NextWriter(wsmw.OpText)
-			if err != nil {
-				t.Fatal(err)
-			}
+			op := wsmw.OpText
 			for _, part := range []string{"frag", "ment", "ed ✓"} {
-				if _, err := w.Write([]byte(part)); err != nil {
+				if err := c.WriteFrame(wsmw.Header{OpCode: op}, []byte(part)); err != nil {
 					t.Fatal(err)
 				}
+				op = wsmw.OpContinuation
 			}
-			if err := w.Close(); err != nil {
+			if err := c.WriteFrame(wsmw.Header{Fin: true, OpCode: op}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if op, p, err := c.ReadMessage(); err != nil || op != wsmw.OpText || string(p) != "fragmented ✓" {
+			if op, p, err := c.Read(context.Background(), nil); err != nil || op != wsmw.MessageText || string(p) != "fragmented ✓" {
 				t.Fatalf("echo %v %q %v", op, p, err)
 			}
 		})
@@ -241,10 +240,10 @@ func TestInteropClient_OurPingGetsTheirPong(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The pong is handled by the reader, before the echo of the next message.
-			if err := c.WriteMessage(wsmw.OpText, []byte("after")); err != nil {
+			if err := c.Write(context.Background(), wsmw.MessageText, []byte("after")); err != nil {
 				t.Fatal(err)
 			}
-			if _, p, err := c.ReadMessage(); err != nil || string(p) != "after" {
+			if _, p, err := c.Read(context.Background(), nil); err != nil || string(p) != "after" {
 				t.Fatalf("echo %q %v", p, err)
 			}
 			select {
@@ -265,7 +264,7 @@ func TestInteropClient_TheirPingGetsOurPong(t *testing.T) {
 		t.Run(s.name, func(t *testing.T) {
 			c, events := icDial(t, s, "/ping")
 			read := make(chan error, 1)
-			go func() { _, _, err := c.ReadMessage(); read <- err }()
+			go func() { _, _, err := c.Read(context.Background(), nil); read <- err }()
 			if e := icEvent(t, events); e != want[s.name] {
 				t.Fatalf("server reported %q, want %q", e, want[s.name])
 			}
@@ -285,7 +284,7 @@ func TestInteropClient_OurCloseCodeReachesThem(t *testing.T) {
 			if e := icEvent(t, events); e != "close:4001:bye" {
 				t.Fatalf("server reported %q, want close:4001:bye", e)
 			}
-			if ce := c.CloseReceived(); ce == nil || ce.Code != 4001 {
+			if ce := relay.CloseReceived(c); ce == nil || ce.Code != 4001 {
 				t.Fatalf("their answer to our close: %v, want 4001 echoed", ce)
 			}
 		})
@@ -297,7 +296,7 @@ func TestInteropClient_TheirCloseCodeReachesUs(t *testing.T) {
 	for _, s := range icServers {
 		t.Run(s.name, func(t *testing.T) {
 			c, events := icDial(t, s, "/close")
-			_, _, err := c.ReadMessage()
+			_, _, err := c.Read(context.Background(), nil)
 			var ce *wsmw.CloseError
 			if !errors.As(err, &ce) || ce.Code != 4002 || ce.Reason != "done" {
 				t.Fatalf("ReadMessage err = %v, want *CloseError 4002 done", err)

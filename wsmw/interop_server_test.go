@@ -29,12 +29,12 @@ func ioEchoServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-cha
 	done := make(chan error, 4)
 	h := func(c *wsmw.Conn, _ *http.Request) {
 		for {
-			op, p, err := c.ReadMessage()
+			op, p, err := c.Read(context.Background(), nil)
 			if err != nil {
 				done <- err
 				return
 			}
-			if err := c.WriteMessage(op, p); err != nil {
+			if err := c.Write(context.Background(), op, p); err != nil {
 				done <- err
 				return
 			}
@@ -143,7 +143,7 @@ func TestInteropServer_GorillaFragmentedMessage(t *testing.T) {
 		var msg []byte
 		n := 0
 		for {
-			hd, err := c.NextFrame()
+			hd, payload, err := c.NextFrame()
 			if err != nil {
 				return
 			}
@@ -151,7 +151,7 @@ func TestInteropServer_GorillaFragmentedMessage(t *testing.T) {
 				continue
 			}
 			n++
-			p, err := io.ReadAll(c.PayloadReader())
+			p, err := io.ReadAll(payload)
 			if err != nil {
 				return
 			}
@@ -161,7 +161,7 @@ func TestInteropServer_GorillaFragmentedMessage(t *testing.T) {
 			}
 		}
 		frames <- n
-		_ = c.WriteMessage(wsmw.OpText, msg)
+		_ = c.Write(context.Background(), wsmw.MessageText, msg)
 	}
 	srv := httptest.NewServer(wsmw.Middleware(h, nil)(http.NotFoundHandler()))
 	defer srv.Close()
@@ -207,7 +207,7 @@ func TestInteropServer_ManyFragmentsReassembledLinearly(t *testing.T) {
 	h := func(c *wsmw.Conn, _ *http.Request) {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		_, p, err := c.ReadMessage()
+		_, p, err := c.Read(context.Background(), nil)
 		runtime.ReadMemStats(&after)
 		if err != nil || len(p) != size {
 			allocated <- math.MaxUint64
@@ -276,13 +276,13 @@ func TestInteropServer_ServerPingReachesGorilla(t *testing.T) {
 		go func() {
 			select {
 			case p := <-pong:
-				_ = c.WriteMessage(wsmw.OpText, []byte("pong:"+p))
+				_ = c.Write(context.Background(), wsmw.MessageText, []byte("pong:"+p))
 			case <-time.After(5 * time.Second):
-				_ = c.WriteMessage(wsmw.OpText, []byte("no pong"))
+				_ = c.Write(context.Background(), wsmw.MessageText, []byte("no pong"))
 			}
 		}()
 		for {
-			if _, _, err := c.ReadMessage(); err != nil {
+			if _, _, err := c.Read(context.Background(), nil); err != nil {
 				return
 			}
 		}

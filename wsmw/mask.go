@@ -52,11 +52,11 @@ func rotateKey(key [4]byte, pos int) [4]byte {
 	return out
 }
 
-// Remask converts b, masked with from starting at fromPos, into b masked with to
+// remask converts b, masked with from starting at fromPos, into b masked with to
 // starting at toPos, in one pass. It returns both positions after b. A proxy uses
 // it to forward a client's frame to an upstream under a fresh key without a
 // separate unmask and mask.
-func Remask(from [4]byte, fromPos int, to [4]byte, toPos int, b []byte) (int, int) {
+func remask(from [4]byte, fromPos int, to [4]byte, toPos int, b []byte) (int, int) {
 	f := rotateKey(from, fromPos)
 	t := rotateKey(to, toPos)
 	var k [4]byte

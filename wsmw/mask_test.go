@@ -123,7 +123,7 @@ func TestRemask(t *testing.T) {
 				wtNaiveMask(to, tp, want)
 
 				got := append([]byte(nil), masked...)
-				gf, gt := Remask(from, fp, to, tp, got)
+				gf, gt := remask(from, fp, to, tp, got)
 				if !bytes.Equal(got, want) || gf != (fp+n)%4 || gt != (tp+n)%4 {
 					t.Fatalf("len %d from %d to %d: Remask differs (positions %d %d)", n, fp, tp, gf, gt)
 				}
@@ -132,7 +132,7 @@ func TestRemask(t *testing.T) {
 				f, tt, rest := fp, tp, got
 				for len(rest) > 0 {
 					k := rng.Intn(len(rest) + 1)
-					f, tt = Remask(from, f, to, tt, rest[:k])
+					f, tt = remask(from, f, to, tt, rest[:k])
 					rest = rest[k:]
 				}
 				if !bytes.Equal(got, want) {

@@ -30,16 +30,15 @@ func (r *reader) nextDataFrame() (Header, error) {
 	}
 }
 
-// AppendMessage reads the next whole message, appending its payload to dst, and
-// returns its type. Control frames in between are handled (see NextFrame); the
-// message size limit bounds what is appended. Passing a reused dst[:0] makes
-// steady-state reads allocation-free.
-func (c *Conn) AppendMessage(dst []byte) (OpCode, []byte, error) {
+// appendMessage reads the next whole message, appending its payload to dst, and
+// returns its type. Control frames in between are handled (see nextDataFrame);
+// the message size limit bounds what is appended.
+func (c *Conn) appendMessage(dst []byte) (OpCode, []byte, error) {
 	c.rd.mu.Lock()
 	defer c.rd.mu.Unlock()
 	r := &c.rd
-	if r.inMessage || r.remaining > 0 || c.pmd.streaming() {
-		// A message read by NextReader was left unfinished: drop it.
+	if r.inMessage || r.remaining > 0 {
+		// A message read frame by frame was left unfinished: drop it.
 		if err := r.skipMessage(); err != nil {
 			return 0, dst, err
 		}
@@ -70,9 +69,6 @@ func (c *Conn) AppendMessage(dst []byte) (OpCode, []byte, error) {
 	}
 }
 
-// ReadMessage reads the next whole message into a new slice. See AppendMessage.
-func (c *Conn) ReadMessage() (OpCode, []byte, error) { return c.AppendMessage(nil) }
-
 // appendPayload appends the rest of the current frame's payload to dst.
 func (r *reader) appendPayload(dst []byte) ([]byte, error) {
 	need := int(r.remaining)
@@ -90,11 +86,6 @@ func (r *reader) appendPayload(dst []byte) ([]byte, error) {
 
 // skipMessage drops the rest of a partly read message.
 func (r *reader) skipMessage() error {
-	if r.c.pmd.streaming() {
-		if err := r.c.pmd.finish(r); err != nil {
-			return err
-		}
-	}
 	for {
 		if err := r.skipPayload(); err != nil {
 			return err
@@ -108,79 +99,58 @@ func (r *reader) skipMessage() error {
 	}
 }
 
-// NextReader returns the type of the next message and a reader for its payload,
-// which streams across fragments and handles control frames between them. The
-// reader is valid until the next call to NextReader or AppendMessage.
-func (c *Conn) NextReader() (OpCode, io.Reader, error) {
-	c.rd.mu.Lock()
-	defer c.rd.mu.Unlock()
-	r := &c.rd
-	if r.inMessage || r.remaining > 0 || c.pmd.streaming() {
-		if err := r.skipMessage(); err != nil {
-			return 0, nil, err
-		}
-	}
-	h, err := r.nextDataFrame()
-	if err != nil {
-		return 0, nil, err
-	}
-	if h.OpCode == OpContinuation {
-		return 0, nil, r.fail(StatusProtocolError, &protoErr{"continuation frame without a message in progress"})
-	}
-	if r.msgCompressed && c.pmd.inflates() {
-		return h.OpCode, c.pmd.nextReader(r, h.OpCode), nil
-	}
-	r.mr.done = false
-	return h.OpCode, &r.mr, nil
-}
-
-// messageReader streams one message's payload across its frames.
-type messageReader struct {
-	c    *Conn
-	done bool
-}
-
-func (m *messageReader) Read(p []byte) (int, error) {
-	if m.done {
-		return 0, io.EOF
-	}
-	r := &m.c.rd
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for {
-		n, err := r.readPayload(p)
-		if n > 0 || (err != nil && err != io.EOF) {
-			return n, err
-		}
-		if r.hdr.Fin {
-			m.done = true
-			return 0, io.EOF
-		}
-		if _, err := r.nextDataFrame(); err != nil {
-			return 0, err
-		}
-	}
-}
-
 // aLongTimeAgo is a deadline in the past, used to interrupt a blocked read or write.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// Read reads the next whole message like ReadMessage, returning when ctx ends.
-// Cancellation interrupts the read and breaks the connection, like a deadline.
-func (c *Conn) Read(ctx context.Context) (OpCode, []byte, error) {
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetReadDeadline(aLongTimeAgo) })
-	op, p, err := c.ReadMessage()
-	if !stop() && ctx.Err() != nil && err != nil {
-		err = errors.Join(ctx.Err(), err)
-	}
-	return op, p, err
+// MessageType is the type of a data message, text or binary. Control frames
+// are not messages: pings go out with Ping and closes with Close.
+type MessageType uint8
+
+// Message types, with the values of their opcodes.
+const (
+	MessageText   = MessageType(OpText)
+	MessageBinary = MessageType(OpBinary)
+)
+
+func (t MessageType) String() string { return OpCode(t).String() }
+
+// Read reads the next whole message, appending its payload to buf, and returns
+// its type and the extended slice; a reused buf[:0] makes steady-state reads
+// allocation-free, nil allocates. Control frames in between are handled: pings
+// answered, pongs passed to the pong handler, and a close answered with the
+// same code, the connection then closed and the peer's *CloseError returned.
+// A compressed message is inflated. MaxMessageSize bounds what is appended.
+// When ctx ends, the read is interrupted and the connection broken.
+func (c *Conn) Read(ctx context.Context, buf []byte) (MessageType, []byte, error) {
+	var op OpCode
+	err := c.withDeadline(ctx, c.nc.SetReadDeadline, func() (err error) {
+		op, buf, err = c.appendMessage(buf)
+		return err
+	})
+	return MessageType(op), buf, err
 }
 
-// Write writes a whole message like WriteMessage, returning when ctx ends.
-// Cancellation interrupts the write and breaks the connection.
-func (c *Conn) Write(ctx context.Context, op OpCode, p []byte) error {
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetWriteDeadline(aLongTimeAgo) })
-	err := c.WriteMessage(op, p)
+// Write sends p as one message of type typ, as a single frame, compressed when
+// permessage-deflate is in effect and p is at least the compression
+// threshold. Frames from concurrent writers never interleave. When ctx ends,
+// the write is interrupted and the connection broken.
+func (c *Conn) Write(ctx context.Context, typ MessageType, p []byte) error {
+	return c.withDeadline(ctx, c.nc.SetWriteDeadline, func() error {
+		return c.writeMessage(OpCode(typ), p)
+	})
+}
+
+// withDeadline runs op, setting a deadline in the past with set if ctx ends
+// before op returns. A context that cannot end costs nothing.
+func (c *Conn) withDeadline(ctx context.Context, set func(time.Time) error, op func() error) error {
+	if ctx.Done() == nil {
+		return op()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = set(aLongTimeAgo) })
+	err := op()
 	if !stop() && ctx.Err() != nil && err != nil {
 		err = errors.Join(ctx.Err(), err)
 	}

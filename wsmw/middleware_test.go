@@ -1,6 +1,7 @@
 package wsmw_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -39,11 +40,11 @@ func mwDial(t *testing.T, url string, h http.Header) *websocket.Conn {
 
 // mwEchoOnce reads one message and echoes it.
 func mwEchoOnce(c *wsmw.Conn, _ *http.Request) {
-	op, p, err := c.ReadMessage()
+	op, p, err := c.Read(context.Background(), nil)
 	if err != nil {
 		return
 	}
-	_ = c.WriteMessage(op, p)
+	_ = c.Write(context.Background(), op, p)
 }
 
 // mwRoundTrip sends msg over ws and checks the echo.

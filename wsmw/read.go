@@ -42,12 +42,10 @@ type reader struct {
 	utf8          utf8Validator
 
 	err error // sticky: once set, every read returns it
-	mr  messageReader
 }
 
 func (r *reader) init(c *Conn, buffered []byte) {
 	r.c = c
-	r.mr.c = c
 	c.rc = rawConnOf(c.nc)
 	if c.rc != nil {
 		r.rawFn = r.rawRead
@@ -117,31 +115,41 @@ func (r *reader) fill(need int) error {
 	return nil
 }
 
-// NextFrame reads the next frame header, applies every receive rule of RFC 6455 to it
-// and returns it. The payload is then read with ReadPayload; what is left unread is
-// skipped by the next call. Control frames are returned too, after their payload is
-// read and handled (pings answered by the ping handler, a close recorded). A rule
-// violation fails the connection with the matching close code and returns a *FailError.
-func (c *Conn) NextFrame() (Header, error) {
+// NextFrame reads the next frame and returns its header, after applying every
+// receive rule of RFC 6455 to it, and a reader of its payload: unmasked and,
+// for uncompressed text, checked as UTF-8, with io.EOF at the end of the frame.
+// The reader is valid until the next call; what is left unread is skipped then.
+// Control frames are returned too, after they are handled: a ping is answered
+// by the ping handler (by default with a pong), a close is recorded and left
+// for the caller to answer with Close. A rule violation fails the connection
+// with the matching close code and returns a *FailError.
+func (c *Conn) NextFrame() (Header, io.Reader, error) {
+	h, err := c.nextFrame()
+	if err != nil {
+		return h, nil, err
+	}
+	return h, payloadReader{c}, nil
+}
+
+// nextFrame is NextFrame without the payload reader.
+func (c *Conn) nextFrame() (Header, error) {
 	c.rd.mu.Lock()
 	defer c.rd.mu.Unlock()
 	return c.rd.nextFrame()
 }
 
-// ReadPayload reads the current frame's payload, unmasked and (for uncompressed text)
-// checked as UTF-8. It returns io.EOF at the end of the frame.
-func (c *Conn) ReadPayload(p []byte) (int, error) {
+// readPayload reads the current frame's payload (see NextFrame).
+func (c *Conn) readPayload(p []byte) (int, error) {
 	c.rd.mu.Lock()
 	defer c.rd.mu.Unlock()
 	return c.rd.readPayload(p)
 }
 
-// PayloadReader returns an io.Reader over the current frame's payload (see ReadPayload).
-func (c *Conn) PayloadReader() io.Reader { return payloadReader{c} }
-
+// payloadReader is the payload reader NextFrame returns; being one pointer
+// wide, it is stored in the interface without an allocation.
 type payloadReader struct{ c *Conn }
 
-func (p payloadReader) Read(b []byte) (int, error) { return p.c.ReadPayload(b) }
+func (p payloadReader) Read(b []byte) (int, error) { return p.c.readPayload(b) }
 
 func (r *reader) nextFrame() (Header, error) {
 	if r.err != nil {
@@ -320,27 +328,42 @@ func (r *reader) readPayload(p []byte) (int, error) {
 		n = copy(p, r.bp[r.r:r.w])
 		r.r += n
 	}
-	p = p[:n]
-	if r.hdr.Masked {
-		r.maskPos = Mask(r.hdr.Mask, r.maskPos, p)
-	}
-	r.remaining -= int64(n) // before a fail: these bytes are consumed, the drain must not skip them again
-	if r.msgOp == OpText && !r.msgCompressed && !r.utf8.write(p) {
-		return 0, r.fail(StatusInvalidPayload, fmt.Errorf("%w in text message", ErrInvalidUTF8))
-	}
-	if r.remaining == 0 {
-		if err := r.endFrame(); err != nil {
-			return 0, err
-		}
+	if err := r.take(p[:n]); err != nil {
+		return 0, r.fail(StatusInvalidPayload, err)
 	}
 	return n, nil
 }
 
-// endFrame runs when a data frame's payload is fully read: the end of a text
-// message must also be the end of a UTF-8 sequence.
+// take accounts for p, the next bytes of the current data frame's payload,
+// read into place: it unmasks them and checks an uncompressed text message as
+// UTF-8, returning the violation (wrapping ErrInvalidUTF8) for the caller to
+// fail the connection with 1007. The bytes count as consumed either way, so a
+// drain after the failure does not skip them again.
+func (r *reader) take(p []byte) error {
+	if r.hdr.Masked {
+		r.maskPos = Mask(r.hdr.Mask, r.maskPos, p)
+	}
+	r.remaining -= int64(len(p))
+	if r.msgOp == OpText && !r.msgCompressed && !r.utf8.write(p) {
+		return fmt.Errorf("%w in text message", ErrInvalidUTF8)
+	}
+	return r.textEnd()
+}
+
+// textEnd checks, at the end of a data frame's payload, that the end of a text
+// message is also the end of a UTF-8 sequence.
+func (r *reader) textEnd() error {
+	if r.remaining == 0 && r.hdr.Fin && r.msgOp == OpText && !r.msgCompressed && !r.utf8.complete() {
+		return fmt.Errorf("%w: text message ends inside a character", ErrInvalidUTF8)
+	}
+	return nil
+}
+
+// endFrame fails the connection with 1007 when a data frame's payload is fully
+// read and a text message ends inside a character.
 func (r *reader) endFrame() error {
-	if r.hdr.Fin && r.msgOp == OpText && !r.msgCompressed && !r.utf8.complete() {
-		return r.fail(StatusInvalidPayload, fmt.Errorf("%w: text message ends inside a character", ErrInvalidUTF8))
+	if err := r.textEnd(); err != nil {
+		return r.fail(StatusInvalidPayload, err)
 	}
 	return nil
 }
@@ -354,6 +377,21 @@ func (r *reader) skipPayload() error {
 		}
 	}
 	return nil
+}
+
+// forwardRead reads up to want bytes from the connection into dst's batch, at
+// its end, for forwardFrame. Before it may wait, it writes the complete frames
+// the batch holds, so none stays gathered while the source is quiet.
+func (r *reader) forwardRead(dst *Conn, want int) (int, error) {
+	if r.rawFn != nil {
+		return r.rawForwardRead(dst, want)
+	}
+	// A connection that cannot be waited on for readiness (TLS, say): any read may wait.
+	if err := dst.writeComplete(); err != nil {
+		return 0, err
+	}
+	b := dst.batch
+	return r.c.nc.Read(b.buf[b.n : b.n+want])
 }
 
 // ioErr turns a read error into the error the caller sees, and makes it sticky.

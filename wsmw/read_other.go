@@ -13,4 +13,4 @@ func (r *reader) rawFill() error { panic("unreachable") }
 
 func (r *reader) rawRead(uintptr) bool { panic("unreachable") }
 
-func (r *reader) forwardRead(*Conn, int) (int, error) { panic("unreachable") }
+func (r *reader) rawForwardRead(*Conn, int) (int, error) { panic("unreachable") }

@@ -71,10 +71,9 @@ func (r *reader) rawRead(fd uintptr) bool {
 	}
 }
 
-// forwardRead reads up to want bytes from the socket into dst's batch, at its
-// end, for ForwardFrame. Before it waits for the socket, it writes the complete
-// frames the batch holds, so none stays gathered while the source is quiet.
-func (r *reader) forwardRead(dst *Conn, want int) (int, error) {
+// rawForwardRead is forwardRead on a socket: it writes the complete frames only
+// when the socket has nothing to read, just before it waits for readiness.
+func (r *reader) rawForwardRead(dst *Conn, want int) (int, error) {
 	b := dst.batch
 	b.want, b.got, b.err = want, 0, nil
 	r.fwd = b

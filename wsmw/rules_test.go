@@ -251,7 +251,7 @@ func TestRSV1NegotiatedFirstFrame(t *testing.T) {
 					{Fin: true, OpCode: OpText, Length: 5},
 				}
 				for i, w := range want {
-					h, err := c.NextFrame()
+					h, err := c.nextFrame()
 					if err != nil {
 						t.Fatalf("frame %d: %v", i, err)
 					}
@@ -263,7 +263,7 @@ func TestRSV1NegotiatedFirstFrame(t *testing.T) {
 				return
 			}
 			for i, w := range []wtMessage{{OpText, []byte("\xff\x00compressed")}, {OpBinary, []byte("abcd")}, {OpText, []byte("plain")}} {
-				op, p, err := c.ReadMessage()
+				op, p, err := c.readMessage()
 				if err != nil {
 					t.Fatalf("wtMessage %d: %v", i, err)
 				}
@@ -279,7 +279,7 @@ func TestRSV1NegotiatedFirstFrame(t *testing.T) {
 // invalid; the peer then stops. The Conn must fail with 1007 without waiting for the rest.
 func TestInvalidUTF8FailsFast(t *testing.T) {
 	for _, tr := range wtTransports {
-		for _, mode := range []string{"NextFrame", "ReadMessage", "NextReader"} {
+		for _, mode := range []string{"NextFrame", "ReadMessage"} {
 			t.Run(tr.name+"/"+mode, func(t *testing.T) {
 				t.Parallel()
 				c, raw := tr.pair(t, false, connConfig{closeTimeout: 300 * time.Millisecond})
@@ -290,20 +290,13 @@ func TestInvalidUTF8FailsFast(t *testing.T) {
 				res := wtAsync(func() error {
 					switch mode {
 					case "NextFrame":
-						if _, err := c.NextFrame(); err != nil {
+						if _, err := c.nextFrame(); err != nil {
 							return fmt.Errorf("NextFrame failed on a valid header: %w", err)
 						}
-						_, err := io.ReadAll(c.PayloadReader())
-						return err
-					case "NextReader":
-						_, r, err := c.NextReader()
-						if err != nil {
-							return err
-						}
-						_, err = io.ReadAll(r)
+						_, err := io.ReadAll(payloadReader{c})
 						return err
 					}
-					_, _, err := c.ReadMessage()
+					_, _, err := c.readMessage()
 					return err
 				})
 				code, _, _ := wtExpectClose(t, raw, 2*time.Second)
@@ -325,7 +318,7 @@ func TestFrameOverMaxFrameSizeBeforePayload(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{maxFrame: 64 << 10, closeTimeout: 300 * time.Millisecond})
 			h := Header{Fin: true, OpCode: OpBinary, Masked: true, Mask: wtKey, Length: 64<<10 + 1}
 			go raw.Write(AppendHeader(nil, h))
-			res := wtAsync(func() error { _, _, err := c.ReadMessage(); return err })
+			res := wtAsync(func() error { _, _, err := c.readMessage(); return err })
 			code, _, _ := wtExpectClose(t, raw, 2*time.Second)
 			if code != StatusMessageTooBig {
 				t.Errorf("close code = %v, want 1009", code)
@@ -343,7 +336,7 @@ func TestFrameOverMaxFrameSizeWholeFrameSent(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{maxFrame: 1000, closeTimeout: 3 * time.Second})
 			payload := bytes.Repeat([]byte{0x88, 0x80, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06}, 2000/8)
 			go raw.Write(wtFrame(true, 0, OpBinary, true, payload))
-			res := wtAsync(func() error { _, _, err := c.ReadMessage(); return err })
+			res := wtAsync(func() error { _, _, err := c.readMessage(); return err })
 			code, _, _ := wtExpectClose(t, raw, 2*time.Second)
 			if code != StatusMessageTooBig {
 				t.Errorf("close code = %v, want 1009", code)
@@ -370,20 +363,20 @@ func TestCloseCodesAccepted(t *testing.T) {
 				go raw.Write(wtCF(OpClose, wtCloseBody(int(code), "reason é")))
 				var err error
 				if mode == "NextFrame" {
-					h, ferr := c.NextFrame()
+					h, ferr := c.nextFrame()
 					if ferr != nil || h.OpCode != OpClose {
 						t.Fatalf("NextFrame = %+v, %v; want the close frame", h, ferr)
 					}
-					p, _ := io.ReadAll(c.PayloadReader())
+					p, _ := io.ReadAll(payloadReader{c})
 					if string(p) != wtCloseBody(int(code), "reason é") {
 						t.Errorf("close payload = %q", p)
 					}
-					if ce := c.CloseReceived(); ce == nil || ce.Code != code || ce.Reason != "reason é" {
+					if ce := c.closeReceived(); ce == nil || ce.Code != code || ce.Reason != "reason é" {
 						t.Errorf("CloseReceived = %+v", ce)
 					}
-					_, err = c.NextFrame()
+					_, err = c.nextFrame()
 				} else {
-					_, _, err = c.ReadMessage()
+					_, _, err = c.readMessage()
 					got, _, _ := wtExpectClose(t, raw, 2*time.Second)
 					if got != code {
 						t.Errorf("echoed close code = %v, want %v", got, code)
@@ -491,7 +484,7 @@ func TestValidUTF8Fragmented(t *testing.T) {
 				io.Copy(io.Discard, raw)
 			}()
 			for i := 0; i <= len(text); i++ {
-				op, p, err := c.ReadMessage()
+				op, p, err := c.readMessage()
 				if err != nil {
 					t.Fatalf("split at %d: %v", i, err)
 				}
@@ -521,7 +514,7 @@ func TestControlFramesBetweenFragments(t *testing.T) {
 			))
 			res := make(chan wtMessage, 1)
 			errc := wtAsync(func() error {
-				op, p, err := c.ReadMessage()
+				op, p, err := c.readMessage()
 				res <- wtMessage{op, p}
 				return err
 			})
@@ -555,11 +548,11 @@ func TestFrameLevelControlFrames(t *testing.T) {
 	go raw.Write(wtCat(wtFrag(false, OpBinary, "ab"), wtCF(OpPing, "hey"), wtFrag(true, OpContinuation, "cd")))
 	var got []string
 	for i := 0; i < 3; i++ {
-		h, err := c.NextFrame()
+		h, err := c.nextFrame()
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := io.ReadAll(c.PayloadReader())
+		p, err := io.ReadAll(payloadReader{c})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -674,7 +667,7 @@ func TestEOFBetweenFragmentsIsIncomplete(t *testing.T) {
 	frame := append(AppendHeader(nil, Header{OpCode: OpText, Masked: true, Mask: key, Length: 4}), p...)
 	a.Write(frame)
 	a.Close()
-	_, _, err := server.ReadMessage()
+	_, _, err := server.readMessage()
 	if !errors.Is(err, ErrIncompleteFrame) || errors.Is(err, io.EOF) {
 		t.Fatalf("got %v, want ErrIncompleteFrame (and not io.EOF)", err)
 	}

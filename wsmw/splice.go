@@ -17,35 +17,30 @@ const spliceStep = 256 << 10
 
 var limitedPool = sync.Pool{New: func() any { return new(io.LimitedReader) }}
 
-// SpliceFrame forwards the rest of src's current frame to c as a frame with
-// header h, moving the payload from socket to socket inside the kernel (splice
-// on Linux) instead of through user space. It applies only when nothing needs
-// to be done to the bytes: c does not mask (server role), src's frame is not
-// masked, the payload needs no UTF-8 check (binary, or a compressed message),
-// both connections are plain TCP, and the payload is at least 32 KiB. It
-// reports false, having done nothing, when it does not apply; the caller then
-// uses WriteFrameFrom. progress, if set, is called after each step of at most
-// 256 KiB. Like WriteFrameFrom it holds c's frame lock throughout; src must not
-// be read concurrently. If src ends inside the frame, the error wraps
-// ErrIncompleteFrame (and src's next read returns it); any other error is c's.
-// Either way c is broken, since its frame cannot be completed.
-func (c *Conn) SpliceFrame(h Header, src *Conn, progress func()) (bool, error) {
+// spliceFrame forwards src's current frame, none of whose payload was read
+// yet, to c as a frame with h's FIN, RSV bits and opcode, moving the payload
+// from socket to socket inside the kernel (splice on Linux) instead of through
+// user space. It applies only when nothing needs to be done to the bytes: c
+// does not mask (server role), src's frame is not masked, the payload needs
+// no UTF-8 check (binary, or a compressed message), both connections are plain
+// TCP, and the payload is at least 32 KiB; otherwise it reports false, having
+// done nothing. progress, if set, is called after each step of at most 256 KiB.
+// It holds c's frame lock throughout. Errors are as forward's; since the frame
+// on c cannot be completed once it started, c is broken by any failure.
+func (c *Conn) spliceFrame(h Header, src *Conn, progress func()) (bool, error) {
 	r := &src.rd
-	if c.client || r.hdr.Masked || r.hdr.OpCode.IsControl() || r.remaining < spliceMin ||
-		(r.msgOp == OpText && !r.msgCompressed) || h.Length != r.hdr.Length {
-		return false, nil
-	}
 	dst, ok1 := c.nc.(*net.TCPConn)
 	from, ok2 := src.nc.(*net.TCPConn)
-	if !ok1 || !ok2 {
+	if !ok1 || !ok2 || c.client || r.hdr.Masked || r.hdr.OpCode.IsControl() || r.remaining < spliceMin ||
+		r.remaining != r.hdr.Length || (r.msgOp == OpText && !r.msgCompressed) {
 		return false, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.err != nil {
-		return true, r.err
+		return true, fmt.Errorf("%w: %w", ErrIncompleteFrame, r.err)
 	}
-	h.Masked = false
+	h.Length, h.Masked = r.hdr.Length, false
 	if err := c.checkWrite(&h); err != nil {
 		return true, err
 	}
@@ -53,12 +48,16 @@ func (c *Conn) SpliceFrame(h Header, src *Conn, progress func()) (bool, error) {
 		return true, err
 	}
 	defer c.wmu.Unlock()
-
-	// The header and the bytes the reader already buffered go out in one write.
-	head := int64(r.buffered())
-	if head > r.remaining {
-		head = r.remaining
+	if err := c.writeHead(h, r); err != nil {
+		return true, err
 	}
+	return true, c.spliceRest(dst, from, src, progress)
+}
+
+// writeHead writes the frame's header and the payload bytes the reader has
+// buffered already, in one write. The caller holds wmu.
+func (c *Conn) writeHead(h Header, r *reader) error {
+	head := min(int64(r.buffered()), r.remaining)
 	c.wbufs[0], c.wbufs[1] = AppendHeader(c.whdr[:0], h), nil
 	if head > 0 {
 		c.wbufs[1] = r.bp[r.r : r.r+int(head)]
@@ -67,12 +66,18 @@ func (c *Conn) SpliceFrame(h Header, src *Conn, progress func()) (bool, error) {
 	_, err := c.wv.WriteTo(c.nc)
 	c.wbufs[0], c.wbufs[1] = nil, nil
 	if err != nil {
-		return true, c.wrote(err)
+		return c.wrote(err)
 	}
 	r.r += int(head)
 	r.remaining -= head
 	r.release()
+	return nil
+}
 
+// spliceRest moves the rest of the payload from src's socket to dst in steps
+// of at most spliceStep bytes. The caller holds c's frame lock and src's read lock.
+func (c *Conn) spliceRest(dst, from *net.TCPConn, src *Conn, progress func()) error {
+	r := &src.rd
 	lr := limitedPool.Get().(*io.LimitedReader) // pooled: it escapes through ReadFrom
 	defer limitedPool.Put(lr)
 	for r.remaining > 0 {
@@ -91,11 +96,11 @@ func (c *Conn) SpliceFrame(h Header, src *Conn, progress func()) (bool, error) {
 			r.err = fmt.Errorf("%w: %w", ErrIncompleteFrame, io.ErrUnexpectedEOF)
 			src.signalPeerDone()
 			c.wrote(fmt.Errorf("%w: source ended with %d bytes left", ErrIncompleteFrame, r.remaining))
-			return true, r.err
+			return r.err
 		case err != nil:
 			// A failed splice is taken as c's failure (src's own failure shows on its next read).
-			return true, c.wrote(err)
+			return c.wrote(err)
 		}
 	}
-	return true, r.endFrame()
+	return r.endFrame()
 }

@@ -28,13 +28,13 @@ func TestSpliceFrameForwardsBinaryFramesExactly(t *testing.T) {
 		}
 		frame := append(AppendHeader(nil, Header{Fin: true, OpCode: OpBinary, Length: int64(size)}), payload...)
 		go upPeer.Write(frame)
-		h, err := up.NextFrame()
+		h, err := up.nextFrame()
 		if err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
 		go func() {
-			ok, err := down.SpliceFrame(h, up, nil)
+			ok, err := down.spliceFrame(h, up, nil)
 			if !ok {
 				err = errors.New("SpliceFrame did not apply")
 			}
@@ -53,7 +53,7 @@ func TestSpliceFrameForwardsBinaryFramesExactly(t *testing.T) {
 		}
 		// The source is at a frame boundary again.
 		go upPeer.Write(AppendHeader(nil, Header{Fin: true, OpCode: OpPing}))
-		if h, err := up.NextFrame(); err != nil || h.OpCode != OpPing {
+		if h, err := up.nextFrame(); err != nil || h.OpCode != OpPing {
 			t.Fatalf("next frame after splice: %+v %v", h, err)
 		}
 	}
@@ -83,11 +83,11 @@ func TestSpliceFrameDoesNotApply(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			upPeer, up, down, _ := spliceRig(t)
 			go upPeer.Write(AppendHeader(nil, tc.h))
-			h, err := up.NextFrame()
+			h, err := up.nextFrame()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ok, err := down.SpliceFrame(h, up, nil); ok || err != nil {
+			if ok, err := down.spliceFrame(h, up, nil); ok || err != nil {
 				t.Fatalf("applied: %v %v", ok, err)
 			}
 		})
@@ -99,8 +99,8 @@ func TestSpliceFrameDoesNotApply(t *testing.T) {
 		dst := newConn(b, nil, true, connConfig{})
 		defer dst.CloseNow()
 		go upPeer.Write(AppendHeader(nil, Header{Fin: true, OpCode: OpBinary, Length: big}))
-		h, _ := up.NextFrame()
-		if ok, _ := dst.SpliceFrame(h, up, nil); ok {
+		h, _ := up.nextFrame()
+		if ok, _ := dst.spliceFrame(h, up, nil); ok {
 			t.Fatal("spliced into a masking connection")
 		}
 	})
@@ -121,18 +121,18 @@ func TestSpliceFrameSourceEndsInsideFrame(t *testing.T) {
 			}
 		}
 	}()
-	h, err := up.NextFrame()
+	h, err := up.nextFrame()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok, err := down.SpliceFrame(h, up, nil)
+	ok, err := down.spliceFrame(h, up, nil)
 	if !ok || !errors.Is(err, ErrIncompleteFrame) {
 		t.Fatalf("got %v %v, want ErrIncompleteFrame", ok, err)
 	}
-	if _, err := up.NextFrame(); !errors.Is(err, ErrIncompleteFrame) {
+	if _, err := up.nextFrame(); !errors.Is(err, ErrIncompleteFrame) {
 		t.Fatalf("source's next read: %v", err)
 	}
-	if err := down.WriteMessage(OpBinary, []byte("x")); err == nil {
+	if err := down.writeMessage(OpBinary, []byte("x")); err == nil {
 		t.Fatal("destination still usable after an incomplete frame")
 	}
 }

@@ -154,11 +154,11 @@ func wtExpectClose(t testing.TB, nc net.Conn, timeout time.Duration) (StatusCode
 // readAll reads everything a frame-level reader returns until an error.
 func wtReadFrames(c *Conn) (frames []Header, payloads [][]byte, err error) {
 	for {
-		h, err := c.NextFrame()
+		h, err := c.nextFrame()
 		if err != nil {
 			return frames, payloads, err
 		}
-		p, err := io.ReadAll(c.PayloadReader())
+		p, err := io.ReadAll(payloadReader{c})
 		frames = append(frames, h)
 		payloads = append(payloads, p)
 		if err != nil {
@@ -176,7 +176,7 @@ type wtMessage struct {
 func wtReadMessages(c *Conn) ([]wtMessage, error) {
 	var msgs []wtMessage
 	for {
-		op, p, err := c.ReadMessage()
+		op, p, err := c.readMessage()
 		if err != nil {
 			return msgs, err
 		}
@@ -235,3 +235,6 @@ func wtCheckFail(t testing.TB, err error, code StatusCode, sentinel error) {
 func wtCloseReply(connIsClient bool, code StatusCode) []byte {
 	return wtFrame(true, 0, OpClose, !connIsClient, AppendClosePayload(nil, code, ""))
 }
+
+// readMessage reads the next whole message into a new slice.
+func (c *Conn) readMessage() (OpCode, []byte, error) { return c.appendMessage(nil) }

@@ -112,8 +112,8 @@ func (v *utf8Validator) complete() bool { return v.state == utf8Accept }
 
 func (v *utf8Validator) reset() { v.state = utf8Accept }
 
-// ValidUTF8 reports whether p is valid UTF-8 using the same validator as the frame reader.
-func ValidUTF8(p []byte) bool {
+// validUTF8 reports whether p is valid UTF-8 using the same validator as the frame reader.
+func validUTF8(p []byte) bool {
 	var v utf8Validator
 	return v.write(p) && v.complete()
 }

@@ -113,8 +113,8 @@ func wtOnes(n int) []int {
 func TestValidUTF8Table(t *testing.T) {
 	for _, s := range wtUTF8Cases {
 		p := []byte(s)
-		if got, want := ValidUTF8(p), utf8.Valid(p); got != want {
-			t.Errorf("ValidUTF8(%q) = %v, utf8.Valid = %v", s, got, want)
+		if got, want := validUTF8(p), utf8.Valid(p); got != want {
+			t.Errorf("validUTF8(%q) = %v, utf8.Valid = %v", s, got, want)
 		}
 		wtCheckIncremental(t, p, []int{len(p)})
 		wtCheckIncremental(t, p, wtOnes(len(p)))
@@ -179,8 +179,8 @@ func TestValidUTF8Random(t *testing.T) {
 		if want {
 			valid++
 		}
-		if got := ValidUTF8(p); got != want {
-			t.Fatalf("ValidUTF8(%q) = %v, utf8.Valid = %v", p, got, want)
+		if got := validUTF8(p); got != want {
+			t.Fatalf("validUTF8(%q) = %v, utf8.Valid = %v", p, got, want)
 		}
 		if i%4 == 0 {
 			wtCheckIncremental(t, p, wtOnes(len(p)))

@@ -29,14 +29,18 @@ func newMaskKey() [4]byte {
 
 // WriteFrame writes one frame: h's Fin, Rsv and OpCode with payload. Length and
 // masking are set by the connection's role (a client masks with a fresh key; the
-// payload slice is not modified). Frames from concurrent callers never interleave.
+// payload slice is not modified). Frames from concurrent callers never
+// interleave, so control frames can go between the fragments of a message.
+// RFC 6455 decides what may be sent: a control frame is final and carries at
+// most 125 bytes, RSV bits need a negotiated extension (ErrBadWrite otherwise);
+// after a close frame nothing more is sent (ErrCloseSent).
 func (c *Conn) WriteFrame(h Header, payload []byte) error {
 	return c.writeFrame(h, payload, false)
 }
 
-// WriteFrameInPlace is WriteFrame for a payload the caller gives up: a client masks
+// writeFrameInPlace is WriteFrame for a payload the caller gives up: a client masks
 // it in place instead of copying it. A proxy forwarding to an upstream uses it.
-func (c *Conn) WriteFrameInPlace(h Header, payload []byte) error {
+func (c *Conn) writeFrameInPlace(h Header, payload []byte) error {
 	return c.writeFrame(h, payload, true)
 }
 
@@ -146,13 +150,13 @@ func (c *Conn) writeFrame(h Header, payload []byte, inPlace bool) error {
 	}
 }
 
-// WriteFrameFrom writes one frame of h.Length bytes read from r, streaming them
+// writeFrameFrom writes one frame of h.Length bytes read from r, streaming them
 // through a pooled buffer: a frame of any size is forwarded in bounded memory. The
 // frame lock is held throughout, so control frames wait for the end of this frame.
 // If r fails before the first chunk is complete, nothing is written and the
 // connection stays usable; if it fails later the frame cannot be completed, so
 // the connection is closed. Both return ErrIncompleteFrame.
-func (c *Conn) WriteFrameFrom(h Header, r io.Reader) error {
+func (c *Conn) writeFrameFrom(h Header, r io.Reader) error {
 	h.Masked = c.client
 	if err := c.checkWrite(&h); err != nil {
 		return err
@@ -206,14 +210,11 @@ func (c *Conn) writeControl(op OpCode, payload []byte) error {
 // Ping sends a ping with payload (at most 125 bytes).
 func (c *Conn) Ping(payload []byte) error { return c.writeControl(OpPing, payload) }
 
-// Pong sends an unsolicited pong (a heartbeat) with payload (at most 125 bytes).
-func (c *Conn) Pong(payload []byte) error { return c.writeControl(OpPong, payload) }
-
-// WriteMessage writes a whole message as one frame. op is OpText or OpBinary. It
-// waits for a message being streamed by NextWriter to finish.
-func (c *Conn) WriteMessage(op OpCode, p []byte) error {
+// writeMessage writes a whole message as one frame, compressed when
+// permessage-deflate is in effect and p reaches the threshold. op is OpText or OpBinary.
+func (c *Conn) writeMessage(op OpCode, p []byte) error {
 	if !op.IsData() {
-		return fmt.Errorf("%w: WriteMessage takes text or binary, not %v", ErrBadWrite, op)
+		return fmt.Errorf("%w: a message is text or binary, not %v", ErrBadWrite, op)
 	}
 	c.msgMu.Lock()
 	defer c.msgMu.Unlock()
@@ -221,48 +222,4 @@ func (c *Conn) WriteMessage(op OpCode, p []byte) error {
 		return c.pmd.writeMessage(c, op, p)
 	}
 	return c.writeFrame(Header{Fin: true, OpCode: op}, p, false)
-}
-
-// NextWriter starts a message sent as fragments: each Write becomes one frame and
-// Close sends the final one. Other messages wait until Close; control frames do not.
-func (c *Conn) NextWriter(op OpCode) (io.WriteCloser, error) {
-	if !op.IsData() {
-		return nil, fmt.Errorf("%w: NextWriter takes text or binary, not %v", ErrBadWrite, op)
-	}
-	c.msgMu.Lock()
-	c.mw.op = op
-	c.mw.open = true
-	return &c.mw, nil
-}
-
-// messageWriter streams one fragmented message; it belongs to its Conn and is reused.
-type messageWriter struct {
-	c    *Conn
-	op   OpCode
-	open bool
-}
-
-func (w *messageWriter) Write(p []byte) (int, error) {
-	if !w.open {
-		return 0, ErrClosed
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if err := w.c.writeFrame(Header{OpCode: w.op}, p, false); err != nil {
-		return 0, err
-	}
-	w.op = OpContinuation
-	return len(p), nil
-}
-
-// Close sends the final frame of the message and lets other messages go.
-func (w *messageWriter) Close() error {
-	if !w.open {
-		return ErrClosed
-	}
-	w.open = false
-	err := w.c.writeFrame(Header{Fin: true, OpCode: w.op}, nil, false)
-	w.c.msgMu.Unlock()
-	return err
 }

@@ -111,11 +111,11 @@ func (e *echoSessions) serve(c *wsmw.Conn, r *http.Request) {
 	}()
 	buf := make([]byte, 0, 4096)
 	for {
-		op, msg, err := c.AppendMessage(buf[:0])
+		op, msg, err := c.Read(context.Background(), buf[:0])
 		if err != nil {
 			return
 		}
-		if err := c.WriteMessage(op, msg); err != nil {
+		if err := c.Write(context.Background(), op, msg); err != nil {
 			return
 		}
 		buf = msg

@@ -112,11 +112,11 @@ func caseCount(ctx context.Context, cfg config) (int, error) {
 	}
 	defer c.CloseNow()
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	op, p, err := c.ReadMessage()
+	op, p, err := c.Read(context.Background(), nil)
 	if err != nil {
 		return 0, err
 	}
-	if op != wsmw.OpText {
+	if op != wsmw.MessageText {
 		return 0, fmt.Errorf("case count sent as %v", op)
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(string(p)))
@@ -145,7 +145,7 @@ func runCase(ctx context.Context, cfg config, i int) (int, error) {
 	n := 0
 	var buf []byte
 	for {
-		op, p, err := c.AppendMessage(buf[:0])
+		op, p, err := c.Read(context.Background(), buf[:0])
 		if err != nil {
 			var ce *wsmw.CloseError
 			if errors.As(err, &ce) {
@@ -157,7 +157,7 @@ func runCase(ctx context.Context, cfg config, i int) (int, error) {
 			return n, err
 		}
 		buf = p
-		if err := c.WriteMessage(op, p); err != nil {
+		if err := c.Write(context.Background(), op, p); err != nil {
 			return n, err
 		}
 		n++
@@ -182,7 +182,7 @@ func updateReports(ctx context.Context, cfg config) error {
 // waitClose reads until the server's close (answered by ReadMessage) or the end of the connection.
 func waitClose(c *wsmw.Conn) {
 	for {
-		if _, _, err := c.ReadMessage(); err != nil {
+		if _, _, err := c.Read(context.Background(), nil); err != nil {
 			return
 		}
 	}

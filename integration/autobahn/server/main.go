@@ -8,6 +8,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"log"
 	"net"
@@ -58,12 +59,12 @@ func echoHandler(maxMessage int64) http.Handler {
 	echo := func(c *wsmw.Conn, _ *http.Request) {
 		var buf []byte
 		for {
-			op, p, err := c.AppendMessage(buf[:0])
+			op, p, err := c.Read(context.Background(), buf[:0])
 			if err != nil {
 				return // a close was answered, or the connection failed with its code
 			}
 			buf = p
-			if err := c.WriteMessage(op, p); err != nil {
+			if err := c.Write(context.Background(), op, p); err != nil {
 				return
 			}
 		}
