@@ -24,7 +24,7 @@ type deflateState struct {
 
 	// Receive side, used by the reading goroutine.
 	recvTakeover bool
-	recvSize     int       // 2^(peer's window bits)
+	recvSize     int    // 2^(peer's window bits)
 	win          window // the end of what was inflated; allocated with the first compressed message
 
 	// Send side, used under msgMu.
