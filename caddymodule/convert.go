@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -131,10 +130,13 @@ type RateLimit struct {
 	Mode string `json:"mode,omitempty"`
 }
 
-// proxyConfig translates the handler into a proxy.Config; the logger,
-// metrics and dynamic source are set by the pool.
+// proxyConfig translates the handler into a proxy.Config, without touching
+// the file system: UpstreamTLS only has the shape of the TLS settings (the
+// pool loads their files). The logger, metrics and dynamic source are set by
+// the pool too.
 func (h *Handler) proxyConfig() (proxy.Config, error) {
 	cfg := proxy.Config{
+		Upstreams:      h.Upstreams,
 		MaxFrameSize:   h.MaxFrameSize,
 		MaxMessageSize: h.MaxMessageSize,
 		Origins:        h.Origins,
@@ -148,47 +150,20 @@ func (h *Handler) proxyConfig() (proxy.Config, error) {
 		PingTimeout:    time.Duration(h.PingTimeout),
 		MaxSessions:    h.MaxSessions,
 		DrainCode:      wsmw.StatusCode(h.DrainCode),
+		Replace:        replacePlaceholders,
 	}
-	for _, raw := range h.Upstreams {
-		u, err := h.upstreamURL(raw)
-		if err != nil {
-			return cfg, err
-		}
-		cfg.Upstreams = append(cfg.Upstreams, u)
+	if h.TLS != nil {
+		cfg.UpstreamTLS = &tls.Config{ServerName: h.TLS.ServerName, InsecureSkipVerify: h.TLS.InsecureSkipVerify}
 	}
 	var err error
 	if cfg.Balancer, err = h.LoadBalancing.balancer(); err != nil {
 		return cfg, err
 	}
-	if lb := h.LoadBalancing; lb != nil {
-		cfg.Retries = lb.Retries
-		cfg.TryDuration = time.Duration(lb.TryDuration)
-		cfg.TryInterval = time.Duration(lb.TryInterval)
-	}
-	if cfg.UpstreamTLS, err = h.TLS.tlsConfig(); err != nil {
-		return cfg, err
-	}
-	if hc := h.HealthChecks; hc != nil {
-		if p := hc.Passive; p != nil {
-			cfg.PassiveHealth = proxy.PassiveHealth{MaxFails: p.MaxFails, FailDuration: time.Duration(p.FailDuration)}
-			if p.FailDuration > 0 && p.MaxFails == 0 {
-				cfg.PassiveHealth.MaxFails = 1 // as in reverse_proxy
-			}
-		}
-		if a := hc.Active; a != nil {
-			cfg.ActiveHealth = &proxy.ActiveHealth{
-				Path:     a.URI,
-				Interval: time.Duration(a.Interval),
-				Timeout:  time.Duration(a.Timeout),
-				Passes:   a.Passes,
-				Fails:    a.Fails,
-				Header:   a.Headers,
-			}
-		}
-	}
+	h.LoadBalancing.apply(&cfg)
+	h.HealthChecks.apply(&cfg)
 	if hd := h.Headers; hd != nil {
-		cfg.HeaderUp = hd.Request.static()
-		cfg.HeaderDown = hd.Response.static()
+		cfg.HeaderUp = hd.Request.proxyOps()
+		cfg.HeaderDown = hd.Response.proxyOps()
 	}
 	if cfg.Inspectors, err = h.inspectors(); err != nil {
 		return cfg, err
@@ -199,6 +174,48 @@ func (h *Handler) proxyConfig() (proxy.Config, error) {
 	return cfg, nil
 }
 
+// apply sets the retry fields of cfg.
+func (lb *LoadBalancing) apply(cfg *proxy.Config) {
+	if lb == nil {
+		return
+	}
+	cfg.Retries = lb.Retries
+	cfg.TryDuration = time.Duration(lb.TryDuration)
+	cfg.TryInterval = time.Duration(lb.TryInterval)
+}
+
+// apply sets the health check fields of cfg.
+func (hc *HealthChecks) apply(cfg *proxy.Config) {
+	if hc == nil {
+		return
+	}
+	if p := hc.Passive; p != nil {
+		cfg.PassiveHealth = proxy.PassiveHealth{MaxFails: p.MaxFails, FailDuration: time.Duration(p.FailDuration)}
+		if p.FailDuration > 0 && p.MaxFails == 0 {
+			cfg.PassiveHealth.MaxFails = 1 // as in reverse_proxy
+		}
+	}
+	if a := hc.Active; a != nil {
+		cfg.ActiveHealth = &proxy.ActiveHealth{
+			Path:     a.URI,
+			Interval: time.Duration(a.Interval),
+			Timeout:  time.Duration(a.Timeout),
+			Passes:   a.Passes,
+			Fails:    a.Fails,
+			Header:   a.Headers,
+		}
+	}
+}
+
+// replacePlaceholders expands the placeholders of a header value with the
+// request's Caddy replacer (proxy.Config.Replace).
+func replacePlaceholders(r *http.Request, v string) string {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		return repl.ReplaceAll(v, "")
+	}
+	return v
+}
+
 // compressionMode maps compression to the proxy's mode ("" is off).
 func compressionMode(s string) (proxy.CompressionMode, error) {
 	m, err := proxy.ParseCompressionMode(s)
@@ -206,35 +223,6 @@ func compressionMode(s string) (proxy.CompressionMode, error) {
 		return 0, fmt.Errorf("compression: unknown mode %q (valid: off, passthrough, terminate)", s)
 	}
 	return m, nil
-}
-
-// upstreamURL checks a static upstream and gives bare host:port its scheme.
-func (h *Handler) upstreamURL(raw string) (string, error) {
-	s := raw
-	if !strings.Contains(s, "://") {
-		s = h.scheme() + "://" + s
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", fmt.Errorf("upstream %q: %v", raw, err)
-	}
-	switch u.Scheme {
-	case "ws", "wss", "http", "https":
-	default:
-		return "", fmt.Errorf("upstream %q: scheme must be ws or wss", raw)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("upstream %q has no host", raw)
-	}
-	return s, nil
-}
-
-// scheme is the scheme of bare and dynamic upstreams: wss when tls is set.
-func (h *Handler) scheme() string {
-	if h.TLS != nil {
-		return "wss"
-	}
-	return "ws"
 }
 
 // balancer builds the selection policy.
@@ -282,47 +270,6 @@ func (b clientIPBalancer) Select(pool []*proxy.Upstream, r *http.Request) *proxy
 		r = r2
 	}
 	return b.Balancer.Select(pool, r)
-}
-
-func (lb *LoadBalancing) validate() error {
-	if lb == nil {
-		return nil
-	}
-	switch {
-	case lb.Retries < 0:
-		return errors.New("load_balancing: retries must not be negative")
-	case lb.TryDuration < 0, lb.TryInterval < 0:
-		return errors.New("load_balancing: try_duration and try_interval must not be negative")
-	}
-	return nil
-}
-
-func (hc *HealthChecks) validate() error {
-	if hc == nil {
-		return nil
-	}
-	if a := hc.Active; a != nil {
-		switch {
-		case a.Interval < 0, a.Timeout < 0:
-			return errors.New("health_checks.active: interval and timeout must not be negative")
-		case a.Passes < 0, a.Fails < 0:
-			return errors.New("health_checks.active: passes and fails must not be negative")
-		}
-		if a.URI != "" {
-			if _, err := url.Parse(a.URI); err != nil {
-				return fmt.Errorf("health_checks.active: uri: %v", err)
-			}
-		}
-	}
-	if p := hc.Passive; p != nil {
-		switch {
-		case p.FailDuration < 0:
-			return errors.New("health_checks.passive: fail_duration must not be negative")
-		case p.MaxFails < 0:
-			return errors.New("health_checks.passive: max_fails must not be negative")
-		}
-	}
-	return nil
 }
 
 func (t *TLSConfig) validate() error {
@@ -427,10 +374,10 @@ func (r *RateLimit) inspector() (*proxy.RateLimit, error) {
 }
 
 // Request headers the proxy sets itself or that decide the handshake: a
-// placeholder value for them could not take effect, or would bypass a check.
+// placeholder value for them is refused, since it would depend on the client.
 var reservedRequestHeaders = []string{
 	"Host", "Origin", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
-	"Connection", "Upgrade", "Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding",
+	"Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding",
 }
 
 func (hd *Headers) validate() error {
@@ -441,10 +388,7 @@ func (hd *Headers) validate() error {
 		for _, set := range []http.Header{ops.Set, ops.Add} {
 			for k, vs := range set {
 				ck := http.CanonicalHeaderKey(k)
-				switch {
-				case strings.HasPrefix(ck, "Sec-Websocket-") || ck == "Upgrade" || ck == "Connection":
-					return fmt.Errorf("headers.request: %s cannot be set: it belongs to the handshake", ck)
-				case hasPlaceholder(vs) && containsFold(reservedRequestHeaders, ck):
+				if hasPlaceholder(vs) && containsFold(reservedRequestHeaders, ck) {
 					return fmt.Errorf("headers.request: %s cannot take a placeholder value", ck)
 				}
 			}
@@ -480,75 +424,10 @@ func hasPlaceholder(vs []string) bool {
 	return false
 }
 
-// static returns the operations the proxy applies itself: all but the Set
-// and Add values with placeholders, which expandRequest applies per request.
-func (o *HeaderOps) static() proxy.HeaderOps {
+// proxyOps returns the operations as the proxy takes them; nil o gives none.
+func (o *HeaderOps) proxyOps() proxy.HeaderOps {
 	if o == nil {
 		return proxy.HeaderOps{}
 	}
-	out := proxy.HeaderOps{Delete: o.Delete}
-	for k, vs := range o.Set {
-		if !hasPlaceholder(vs) {
-			if out.Set == nil {
-				out.Set = make(http.Header)
-			}
-			out.Set[http.CanonicalHeaderKey(k)] = vs
-		}
-	}
-	for k, vs := range o.Add {
-		if !hasPlaceholder(vs) {
-			if out.Add == nil {
-				out.Add = make(http.Header)
-			}
-			out.Add[http.CanonicalHeaderKey(k)] = vs
-		}
-	}
-	return out
-}
-
-// expandRequest applies request header operations whose values have
-// placeholders to a copy of r, whose headers the proxy forwards upstream.
-// Static operations are left to the proxy, which applies them last.
-func (hd *Headers) expandRequest(r *http.Request) *http.Request {
-	if hd == nil || hd.Request == nil {
-		return r
-	}
-	ops := hd.Request
-	if !ops.dynamic() {
-		return r
-	}
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl == nil {
-		return r
-	}
-	r2 := r.WithContext(r.Context())
-	r2.Header = r.Header.Clone()
-	for k, vs := range ops.Set {
-		if hasPlaceholder(vs) {
-			r2.Header.Del(k)
-			for _, v := range vs {
-				r2.Header.Add(k, repl.ReplaceAll(v, ""))
-			}
-		}
-	}
-	for k, vs := range ops.Add {
-		if hasPlaceholder(vs) {
-			for _, v := range vs {
-				r2.Header.Add(k, repl.ReplaceAll(v, ""))
-			}
-		}
-	}
-	return r2
-}
-
-// dynamic reports whether any Set or Add value has a placeholder.
-func (o *HeaderOps) dynamic() bool {
-	for _, set := range []http.Header{o.Set, o.Add} {
-		for _, vs := range set {
-			if hasPlaceholder(vs) {
-				return true
-			}
-		}
-	}
-	return false
+	return proxy.HeaderOps{Add: o.Add, Set: o.Set, Delete: o.Delete}
 }

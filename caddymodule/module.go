@@ -7,13 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -183,28 +184,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate reports the first configuration error, naming the JSON field.
+// Validate reports the first configuration error, naming the JSON field. The
+// rules of the proxy's own configuration are the proxy's (proxy.Config.Validate);
+// this adds the module's: its names, placeholders and TLS files given in pairs.
 // It does not touch the network or the file system.
 func (h *Handler) Validate() error {
-	if len(h.Upstreams) == 0 && h.DynamicUpstreamsRaw == nil && h.dynamic == nil {
+	dynamic := h.DynamicUpstreamsRaw != nil || h.dynamic != nil
+	switch {
+	case len(h.Upstreams) == 0 && !dynamic:
 		return errors.New("no upstreams: set upstreams or dynamic_upstreams")
-	}
-	if len(h.Upstreams) > 0 && (h.DynamicUpstreamsRaw != nil || h.dynamic != nil) {
+	case len(h.Upstreams) > 0 && dynamic:
 		return errors.New("upstreams and dynamic_upstreams are mutually exclusive")
-	}
-	for _, u := range h.Upstreams {
-		if _, err := h.upstreamURL(u); err != nil {
-			return err
-		}
-	}
-	if _, err := h.LoadBalancing.balancer(); err != nil {
-		return err
-	}
-	if err := h.LoadBalancing.validate(); err != nil {
-		return err
-	}
-	if err := h.HealthChecks.validate(); err != nil {
-		return err
+	case h.DrainWindow < 0:
+		return errors.New("drain_window must not be negative")
 	}
 	if err := h.TLS.validate(); err != nil {
 		return err
@@ -212,50 +204,58 @@ func (h *Handler) Validate() error {
 	if err := h.Headers.validate(); err != nil {
 		return err
 	}
-	switch {
-	case h.MaxFrameSize < 0:
-		return errors.New("max_frame_size must not be negative")
-	case h.MaxMessageSize < 0:
-		return errors.New("max_message_size must not be negative")
-	case h.MaxSessions < 0:
-		return errors.New("max_sessions must not be negative")
-	}
-	if _, err := allowedType(h.Allow); err != nil {
-		return err
-	}
 	for _, v := range h.ValidatePayload {
 		if v != "utf8" && v != "json" {
 			return fmt.Errorf("validate: unknown check %q (valid: utf8, json)", v)
 		}
 	}
-	if _, err := h.RateLimit.inspector(); err != nil {
+	cfg, err := h.proxyConfig()
+	if err != nil {
 		return err
 	}
-	if _, err := compressionMode(h.Compression); err != nil {
+	if dynamic {
+		cfg.Source = dynamicSource{} // its upstreams are looked up per session
+	}
+	return configError(cfg.Validate())
+}
+
+// jsonNames renames proxy.Config's fields, as a *proxy.ConfigError names
+// them, to the handler's JSON fields; longer names come first, so that no
+// name is renamed by a shorter one it starts with.
+var jsonNames = strings.NewReplacer(
+	"ActiveHealth.Interval", "health_checks.active.interval",
+	"ActiveHealth.Timeout", "health_checks.active.timeout",
+	"ActiveHealth.Passes", "health_checks.active.passes",
+	"ActiveHealth.Fails", "health_checks.active.fails",
+	"ActiveHealth.Path", "health_checks.active.uri",
+	"PassiveHealth.FailDuration", "health_checks.passive.fail_duration",
+	"PassiveHealth.MaxFails", "health_checks.passive.max_fails",
+	"MaxMessageSize", "max_message_size",
+	"MaxFrameSize", "max_frame_size",
+	"MaxSessions", "max_sessions",
+	"MaxLifetime", "max_lifetime",
+	"Upstreams", "upstreams",
+	"Retries", "load_balancing.retries",
+	"TryDuration", "load_balancing.try_duration",
+	"TryInterval", "load_balancing.try_interval",
+	"DialTimeout", "dial_timeout",
+	"IdleTimeout", "idle_timeout",
+	"WriteTimeout", "write_timeout",
+	"CloseTimeout", "close_timeout",
+	"PingInterval", "ping_interval",
+	"PingTimeout", "ping_timeout",
+	"DrainCode", "drain_code",
+	"HeaderUp", "headers.request",
+	"Compression", "compression",
+)
+
+// configError restates a *proxy.ConfigError with the handler's JSON names.
+func configError(err error) error {
+	var ce *proxy.ConfigError
+	if !errors.As(err, &ce) {
 		return err
 	}
-	for _, d := range []struct {
-		name string
-		d    caddy.Duration
-	}{
-		{"dial_timeout", h.DialTimeout}, {"idle_timeout", h.IdleTimeout}, {"max_lifetime", h.MaxLifetime},
-		{"write_timeout", h.WriteTimeout}, {"close_timeout", h.CloseTimeout}, {"ping_interval", h.PingInterval},
-		{"ping_timeout", h.PingTimeout}, {"drain_window", h.DrainWindow},
-	} {
-		if d.d < 0 {
-			return fmt.Errorf("%s must not be negative", d.name)
-		}
-	}
-	if h.PingTimeout > 0 && h.PingInterval == 0 {
-		return errors.New("ping_timeout requires ping_interval")
-	}
-	if h.PingInterval > 0 && h.PingTimeout >= h.PingInterval {
-		return fmt.Errorf("ping_timeout (%s) must be shorter than ping_interval (%s)", time.Duration(h.PingTimeout), time.Duration(h.PingInterval))
-	}
-	if h.DrainCode != 0 && !wsmw.StatusCode(h.DrainCode).ValidOnWire() {
-		return fmt.Errorf("drain_code %d cannot be sent in a close frame (use 1012 or 1001)", h.DrainCode)
-	}
-	return nil
+	return errors.New(jsonNames.Replace(ce.Field + " " + ce.Problem))
 }
 
 // Cleanup releases the handler's reference to the pooled proxy; the last
@@ -275,7 +275,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !wsmw.IsUpgradeRequest(r) {
 		return next.ServeHTTP(w, r)
 	}
-	h.pooled.proxy.ServeHTTP(w, h.Headers.expandRequest(r))
+	h.pooled.proxy.ServeHTTP(w, r)
 	return nil
 }
 

@@ -34,16 +34,16 @@ func TestValidateRejectsBadConfig(t *testing.T) {
 		{"header policy without field", Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{SelectionPolicy: &SelectionPolicy{Policy: "header"}}}, "field is required"},
 		{"negative retries", Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{Retries: -1}}, "retries must not be negative"},
 		{"negative try duration", Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{TryDuration: -ms}}, "must not be negative"},
-		{"negative health interval", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Active: &ActiveHealthChecks{Interval: -ms}}}, "interval and timeout must not be negative"},
-		{"negative health fails", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Active: &ActiveHealthChecks{Fails: -1}}}, "passes and fails must not be negative"},
+		{"negative health interval", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Active: &ActiveHealthChecks{Interval: -ms}}}, "health_checks.active.interval must not be negative"},
+		{"negative health fails", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Active: &ActiveHealthChecks{Fails: -1}}}, "health_checks.active.fails must not be negative"},
 		{"bad health uri", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Active: &ActiveHealthChecks{URI: "%zz"}}}, "uri"},
 		{"negative fail duration", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Passive: &PassiveHealthChecks{FailDuration: -ms}}}, "fail_duration must not be negative"},
 		{"negative max fails", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Passive: &PassiveHealthChecks{MaxFails: -1}}}, "max_fails must not be negative"},
 		{"client cert without key", Handler{Upstreams: []string{"a:1"}, TLS: &TLSConfig{ClientCertificateFile: "c.pem"}}, "go together"},
 		{"placeholder in Origin", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Set: http.Header{"Origin": {"{http.request.host}"}}}}}, "Origin cannot take a placeholder"},
 		{"placeholder in X-Forwarded-For", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Add: http.Header{"X-Forwarded-For": {"{x}"}}}}}, "X-Forwarded-For cannot take a placeholder"},
-		{"set Sec-WebSocket-Protocol", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Add: http.Header{"Sec-WebSocket-Protocol": {"chat"}}}}}, "Sec-Websocket-Protocol cannot be set"},
-		{"set Upgrade", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Set: http.Header{"upgrade": {"h2c"}}}}}, "Upgrade cannot be set"},
+		{"set Sec-WebSocket-Protocol", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Add: http.Header{"Sec-WebSocket-Protocol": {"chat"}}}}}, "headers.request cannot set Sec-Websocket-Protocol"},
+		{"set Upgrade", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Set: http.Header{"upgrade": {"h2c"}}}}}, "headers.request cannot set Upgrade"},
 		{"placeholder in response", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Response: &HeaderOps{Set: http.Header{"X-A": {"{x}"}}}}}, "placeholders are not supported in response headers"},
 		{"negative max_frame_size", Handler{Upstreams: []string{"a:1"}, MaxFrameSize: -1}, "max_frame_size must not be negative"},
 		{"negative max_message_size", Handler{Upstreams: []string{"a:1"}, MaxMessageSize: -1}, "max_message_size must not be negative"},
@@ -207,27 +207,6 @@ func TestConfigKeyIncludesDynamicSource(t *testing.T) {
 	}
 }
 
-func TestUpstreamScheme(t *testing.T) {
-	for _, tc := range []struct {
-		h          Handler
-		raw, want  string
-		wantScheme string
-	}{
-		{Handler{}, "a:1", "ws://a:1", "ws"},
-		{Handler{TLS: &TLSConfig{}}, "a:1", "wss://a:1", "wss"},
-		{Handler{TLS: &TLSConfig{}}, "ws://a:1/x", "ws://a:1/x", "wss"},
-		{Handler{}, "wss://a:1", "wss://a:1", "ws"},
-	} {
-		got, err := tc.h.upstreamURL(tc.raw)
-		if err != nil || got != tc.want {
-			t.Errorf("upstreamURL(%q) = %q, %v; want %q", tc.raw, got, err, tc.want)
-		}
-		if s := tc.h.scheme(); s != tc.wantScheme {
-			t.Errorf("scheme() = %q, want %q", s, tc.wantScheme)
-		}
-	}
-}
-
 // TestJSONConfig checks the JSON shapes documented for the handler, durations
 // given as strings included, and their translation into proxy.Config.
 func TestJSONConfig(t *testing.T) {
@@ -278,7 +257,8 @@ func TestJSONConfig(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	check("Upstreams", cfg.Upstreams, []string{"ws://127.0.0.1:9001/echo", "wss://127.0.0.1:9002"})
+	check("Upstreams", cfg.Upstreams, []string{"ws://127.0.0.1:9001/echo", "127.0.0.1:9002"}) // the proxy makes it wss:// (tls is set)
+	check("UpstreamTLS set", cfg.UpstreamTLS != nil, true)
 	check("Balancer", reflect.TypeOf(cfg.Balancer), reflect.TypeOf(proxy.RoundRobin()))
 	check("Retries", cfg.Retries, 2)
 	check("TryDuration", cfg.TryDuration, time.Second)
@@ -292,7 +272,8 @@ func TestJSONConfig(t *testing.T) {
 	check("PassiveHealth", cfg.PassiveHealth, proxy.PassiveHealth{MaxFails: 1, FailDuration: 30 * time.Second})
 	check("UpstreamTLS.ServerName", cfg.UpstreamTLS.ServerName, "up.internal")
 	check("UpstreamTLS.InsecureSkipVerify", cfg.UpstreamTLS.InsecureSkipVerify, true)
-	check("HeaderUp", cfg.HeaderUp, proxy.HeaderOps{Set: http.Header{"X-Static": {"yes"}}, Add: http.Header{"X-Tag": {"a"}}, Delete: []string{"Cookie"}})
+	check("HeaderUp", cfg.HeaderUp, proxy.HeaderOps{Set: http.Header{"X-Static": {"yes"}, "X-Real-Ip": {"{http.request.remote.host}"}}, Add: http.Header{"X-Tag": {"a"}}, Delete: []string{"Cookie"}})
+	check("Replace set for placeholders", cfg.Replace != nil, true)
 	check("HeaderDown", cfg.HeaderDown, proxy.HeaderOps{Set: http.Header{"X-Frame-Options": {"DENY"}}})
 	check("Origins", cfg.Origins, []string{"https://*.example.com"})
 	check("Subprotocols", cfg.Subprotocols, []string{"chat"})

@@ -87,7 +87,10 @@ func newPooledProxy(h *Handler, m *proxy.Metrics) (*pooledProxy, error) {
 	cfg.Logger = pp.log
 	cfg.Metrics = m
 	if h.dynamic != nil {
-		cfg.Source = dynamicSource{pp: pp, scheme: h.scheme()}
+		cfg.Source = dynamicSource{pp: pp}
+	}
+	if cfg.UpstreamTLS, err = h.TLS.tlsConfig(); err != nil {
+		return nil, err
 	}
 	if pp.proxy, err = proxy.New(cfg); err != nil {
 		return nil, err
@@ -175,10 +178,10 @@ func waitDrains(ctx context.Context) {
 }
 
 // dynamicSource adapts the owner's reverse_proxy upstream source to
-// proxy.UpstreamSource: each upstream's dial address, host:port, with scheme.
+// proxy.UpstreamSource: each upstream's dial address, host:port, which the
+// proxy dials with ws://, or wss:// when TLS is set.
 type dynamicSource struct {
-	pp     *pooledProxy
-	scheme string
+	pp *pooledProxy
 }
 
 func (s dynamicSource) Upstreams(r *http.Request) ([]string, error) {
@@ -195,7 +198,7 @@ func (s dynamicSource) Upstreams(r *http.Request) ([]string, error) {
 		if _, _, err := net.SplitHostPort(u.Dial); err != nil {
 			return nil, fmt.Errorf("dynamic upstream %q: want host:port", u.Dial)
 		}
-		out = append(out, s.scheme+"://"+u.Dial)
+		out = append(out, u.Dial)
 	}
 	return out, nil
 }

@@ -80,27 +80,11 @@ func ParseCompressionMode(s string) (CompressionMode, error) {
 	return 0, fmt.Errorf("proxy: unknown compression mode %q (valid: off, passthrough, terminate)", s)
 }
 
-const deflateName = "permessage-deflate"
-
 // Extension parameters the proxy adds in passthrough mode.
 const (
 	clientNoCT = "client_no_context_takeover"
 	serverNoCT = "server_no_context_takeover"
 )
-
-// setupCompression validates the compression fields of cfg and fills in the
-// default client options of terminate mode.
-func setupCompression(cfg *Config) error {
-	if cfg.Compression > CompressionTerminate {
-		return fmt.Errorf("proxy: unknown compression mode %d", cfg.Compression)
-	}
-	if cfg.Compression == CompressionTerminate && cfg.ClientCompression == nil {
-		// The proxy holds no compressor between messages (~800 KiB per session
-		// with context takeover); clients may still use theirs.
-		cfg.ClientCompression = &wsmw.CompressionOptions{ServerNoContextTakeover: true}
-	}
-	return nil
-}
 
 // deflateOffers returns, in passthrough mode, the client's well-formed
 // permessage-deflate offers to send upstream, with no context takeover asked
@@ -111,10 +95,10 @@ func (p *Proxy) deflateOffers(r *http.Request) []wsmw.ExtensionOffer {
 	}
 	var out []wsmw.ExtensionOffer
 	for _, o := range wsmw.ParseExtensions(r.Header) {
-		if !strings.EqualFold(o.Name, deflateName) || relay.CheckDeflateOffer(o) != nil {
+		if !strings.EqualFold(o.Name, wsmw.PermessageDeflate) || relay.CheckDeflateOffer(o) != nil {
 			continue
 		}
-		o.Name = deflateName
+		o.Name = wsmw.PermessageDeflate
 		o.Params = slices.Clone(o.Params)
 		if p.inflates[ClientToUpstream] {
 			o = withFlag(o, clientNoCT)
@@ -187,7 +171,7 @@ func (p *Proxy) clientCompression(sc *wsmw.ServerConfig, up *wsmw.Conn) {
 		}
 		var answer wsmw.ExtensionOffer
 		for _, e := range wsmw.ParseExtensions(http.Header{"Sec-Websocket-Extensions": {up.Extensions()}}) {
-			if strings.EqualFold(e.Name, deflateName) {
+			if strings.EqualFold(e.Name, wsmw.PermessageDeflate) {
 				answer = e
 				break
 			}
@@ -202,7 +186,7 @@ func (p *Proxy) clientCompression(sc *wsmw.ServerConfig, up *wsmw.Conn) {
 		}
 		sc.Extensions = func(_ *http.Request, offers []wsmw.ExtensionOffer) ([]wsmw.ExtensionOffer, byte) {
 			for _, o := range offers {
-				if strings.EqualFold(o.Name, deflateName) {
+				if strings.EqualFold(o.Name, wsmw.PermessageDeflate) {
 					return []wsmw.ExtensionOffer{answer}, wsmw.RSV1
 				}
 			}

@@ -14,16 +14,17 @@ import (
 const (
 	DefaultDialTimeout  = 10 * time.Second
 	DefaultWriteTimeout = 30 * time.Second
-	DefaultCloseTimeout = 5 * time.Second
+	DefaultCloseTimeout = wsmw.DefaultCloseTimeout
 	DefaultTryInterval  = 250 * time.Millisecond
-	DefaultMaxErrorBody = 4 << 10
+	DefaultDrainCode    = wsmw.StatusServiceRestart
 )
 
 // Config is the proxy's configuration. The zero value of each field means its
 // documented default; New validates it.
 type Config struct {
-	// Upstreams are the static upstream URLs (ws:// or wss://, host:port with an
-	// optional path). Ignored when Source is set.
+	// Upstreams are the static upstream URLs: ws:// or wss:// (http:// and
+	// https:// are aliases), or host:port[/path], which is ws://, or wss:// when
+	// UpstreamTLS is set. Ignored when Source is set.
 	Upstreams []string
 	// Source, if set, supplies the upstreams for each request (dynamic upstreams).
 	Source UpstreamSource
@@ -38,7 +39,8 @@ type Config struct {
 	// DialTimeout bounds one upstream dial including its handshake (default 10s); 504 beyond.
 	DialTimeout time.Duration
 
-	// UpstreamTLS configures wss:// upstreams (server name, CA pool, client certificate).
+	// UpstreamTLS configures wss:// upstreams (server name, CA pool, client
+	// certificate); set, it also makes bare host:port upstreams wss://.
 	UpstreamTLS *tls.Config
 	// UpstreamCredentials authenticate the proxy to protected upstreams (Basic or Digest).
 	UpstreamCredentials *wsmw.Credentials
@@ -49,8 +51,13 @@ type Config struct {
 	ForwardHeaders []string
 	// TrustForwarded appends to incoming X-Forwarded-* headers instead of replacing them.
 	TrustForwarded bool
-	// HeaderUp edits the upstream request headers; HeaderDown the client's 101 (or relayed refusal).
+	// HeaderUp edits the upstream request headers; HeaderDown the client's 101
+	// (or relayed refusal). Upgrade, Connection and Sec-WebSocket-* belong to
+	// the handshake and cannot be set upstream.
 	HeaderUp, HeaderDown HeaderOps
+	// Replace, if set, expands the placeholders of HeaderUp values for each
+	// request (Caddy's module sets it to Caddy's replacer).
+	Replace func(r *http.Request, value string) string
 
 	// Subprotocols, if non-empty, restricts the client's offered subprotocols
 	// forwarded upstream to these. The upstream's choice is what the client gets.
@@ -99,7 +106,8 @@ type Config struct {
 
 	// MaxSessions limits concurrent sessions; beyond it upgrades get 503 (0: no limit).
 	MaxSessions int
-	// DrainCode is sent to both legs on Shutdown (default 1012 Service Restart; 1001 also sensible).
+	// DrainCode is sent to both legs on Shutdown (default 1012 Service Restart;
+	// 1001 also sensible; any code valid on the wire).
 	DrainCode wsmw.StatusCode
 
 	// PassiveHealth marks an upstream down after MaxFails failed dials within FailDuration.
@@ -129,19 +137,23 @@ type HeaderOps struct {
 	Delete []string
 }
 
-func (o *HeaderOps) apply(h http.Header) {
+// apply edits h; expand, if set, turns each value into the one to use.
+func (o *HeaderOps) apply(h http.Header, expand func(string) string) {
+	if expand == nil {
+		expand = func(v string) string { return v }
+	}
 	for _, k := range o.Delete {
 		h.Del(k)
 	}
 	for k, vs := range o.Set {
 		h.Del(k)
 		for _, v := range vs {
-			h.Add(k, v)
+			h.Add(k, expand(v))
 		}
 	}
 	for k, vs := range o.Add {
 		for _, v := range vs {
-			h.Add(k, v)
+			h.Add(k, expand(v))
 		}
 	}
 }

@@ -139,7 +139,6 @@ func (p *Proxy) dialOne(ctx context.Context, up *Upstream, r *http.Request, head
 		MaxFrameSize:     p.cfg.MaxFrameSize,
 		MaxMessageSize:   firstPositive(p.cfg.MaxMessageSizeDown, p.cfg.MaxMessageSize),
 		CloseTimeout:     p.cfg.CloseTimeout,
-		MaxErrorBody:     DefaultMaxErrorBody,
 	}
 	p.dialCompression(cfg, deflate)
 	start := time.Now()

@@ -84,7 +84,7 @@ func TestHandshakeUpstreamRefusalIsRelayed(t *testing.T) {
 	}
 }
 
-// A refusal's body is relayed up to DefaultMaxErrorBody bytes.
+// A refusal's body is relayed up to wsmw.DefaultMaxErrorBody bytes.
 func TestHandshakeRefusalBodyIsBounded(t *testing.T) {
 	big := strings.Repeat("x", 100<<10)
 	up := hsStart(t, hsRefuse(http.StatusForbidden, nil, big))
@@ -93,8 +93,8 @@ func TestHandshakeRefusalBodyIsBounded(t *testing.T) {
 	if r.resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("status %d, want 403", r.resp.StatusCode)
 	}
-	if len(r.body) != DefaultMaxErrorBody || r.body != big[:DefaultMaxErrorBody] {
-		t.Errorf("body of %d bytes, want the first %d of the upstream's", len(r.body), DefaultMaxErrorBody)
+	if len(r.body) != wsmw.DefaultMaxErrorBody || r.body != big[:wsmw.DefaultMaxErrorBody] {
+		t.Errorf("body of %d bytes, want the first %d of the upstream's", len(r.body), wsmw.DefaultMaxErrorBody)
 	}
 	if cl := r.resp.Header.Get("Content-Length"); cl != "" && cl != "4096" {
 		t.Errorf("Content-Length %s does not describe the relayed body", cl)

@@ -78,7 +78,11 @@ func (p *Proxy) upstreamHeader(r *http.Request) http.Header {
 	} else {
 		h.Set("X-Forwarded-Host", r.Host)
 	}
-	p.cfg.HeaderUp.apply(h)
+	var expand func(string) string
+	if p.cfg.Replace != nil {
+		expand = func(v string) string { return p.cfg.Replace(r, v) }
+	}
+	p.cfg.HeaderUp.apply(h, expand)
 	return h
 }
 
@@ -110,15 +114,4 @@ func validSubprotocols(offered []string) bool {
 		}
 	}
 	return true
-}
-
-// reservedUpstreamHeader reports whether a header belongs to the upstream
-// handshake itself and so cannot be set by configuration.
-func reservedUpstreamHeader(k string) bool {
-	k = textproto.CanonicalMIMEHeaderKey(k)
-	switch k {
-	case "Upgrade", "Connection", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions":
-		return true
-	}
-	return false
 }

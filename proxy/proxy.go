@@ -3,9 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,46 +50,10 @@ type Proxy struct {
 // New validates cfg, fills in defaults and returns a ready Proxy. Active health
 // checks, if configured, start now and stop in Shutdown.
 func New(cfg Config) (*Proxy, error) {
-	if cfg.Source == nil && len(cfg.Upstreams) == 0 {
-		return nil, errors.New("proxy: no upstreams configured")
-	}
-	if cfg.Balancer == nil {
-		cfg.Balancer = Random()
-	}
-	if cfg.Retries < 0 || cfg.TryDuration < 0 {
-		return nil, errors.New("proxy: retries and try duration must not be negative")
-	}
-	setDefault(&cfg.TryInterval, DefaultTryInterval)
-	setDefault(&cfg.DialTimeout, DefaultDialTimeout)
-	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
-	setDefault(&cfg.CloseTimeout, DefaultCloseTimeout)
-	if cfg.PingInterval > 0 && cfg.PingTimeout <= 0 {
-		cfg.PingTimeout = cfg.PingInterval / 2
-	}
-	if cfg.PingInterval > 0 && cfg.PingTimeout >= cfg.PingInterval {
-		return nil, errors.New("proxy: ping timeout must be shorter than the ping interval")
-	}
-	if cfg.DrainCode == 0 {
-		cfg.DrainCode = wsmw.StatusServiceRestart
-	}
-	if !cfg.DrainCode.ValidOnWire() {
-		return nil, fmt.Errorf("proxy: drain code %d cannot be sent in a close frame", cfg.DrainCode)
-	}
-	for _, ops := range []HeaderOps{cfg.HeaderUp} {
-		for _, hs := range []http.Header{ops.Set, ops.Add} {
-			for k := range hs {
-				if reservedUpstreamHeader(k) {
-					return nil, fmt.Errorf("proxy: header_up cannot set %s: the proxy manages it", k)
-				}
-			}
-		}
-	}
-	if cfg.MaxFrameSize < 0 || cfg.MaxMessageSize < 0 || cfg.MaxMessageSizeUp < 0 || cfg.MaxMessageSizeDown < 0 {
-		return nil, errors.New("proxy: size limits must not be negative")
-	}
-	if err := setupCompression(&cfg); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	p := &Proxy{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -136,12 +98,6 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-func setDefault(d *time.Duration, v time.Duration) {
-	if *d <= 0 {
-		*d = v
-	}
-}
-
 func firstPositive(vs ...int64) int64 {
 	for _, v := range vs {
 		if v > 0 {
@@ -153,7 +109,7 @@ func firstPositive(vs ...int64) int64 {
 
 // upstream returns the *Upstream for an address, creating it on first use.
 func (p *Proxy) upstream(raw string) (*Upstream, error) {
-	u, err := parseUpstreamURL(raw)
+	u, err := parseUpstreamURL(raw, p.cfg.UpstreamTLS != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -166,42 +122,6 @@ func (p *Proxy) upstream(raw string) (*Upstream, error) {
 	up := &Upstream{URL: u, addr: key}
 	p.upstreams[key] = up
 	return up, nil
-}
-
-// parseUpstreamURL accepts ws://, wss://, http://, https:// URLs and bare host:port (ws).
-func parseUpstreamURL(raw string) (*url.URL, error) {
-	if !hasScheme(raw) {
-		raw = "ws://" + raw
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: invalid upstream %q: %w", raw, err)
-	}
-	switch u.Scheme {
-	case "ws", "wss":
-	case "http":
-		u.Scheme = "ws"
-	case "https":
-		u.Scheme = "wss"
-	default:
-		return nil, fmt.Errorf("proxy: upstream %q: scheme must be ws or wss", raw)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("proxy: upstream %q has no host", raw)
-	}
-	return u, nil
-}
-
-func hasScheme(s string) bool {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == ':':
-			return i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/'
-		case c == '/' || c == '.':
-			return false
-		}
-	}
-	return false
 }
 
 // knownUpstreams lists every upstream the proxy has state for (for active health checks).
@@ -282,7 +202,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	hdr := endToEnd(resp.Header)
-	p.cfg.HeaderDown.apply(hdr)
+	p.cfg.HeaderDown.apply(hdr, nil)
 	sc := p.server
 	sc.SelectSubprotocol = func(*http.Request, []string) string { return conn.Subprotocol() }
 	sc.ResponseHeader = hdr
@@ -347,7 +267,7 @@ func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, resp *http.
 	}
 	h := endToEnd(resp.Header)
 	h.Del("Content-Length")
-	p.cfg.HeaderDown.apply(h)
+	p.cfg.HeaderDown.apply(h, nil)
 	for k, vs := range h {
 		w.Header()[k] = vs
 	}
@@ -359,7 +279,7 @@ func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, resp *http.
 	}
 	w.WriteHeader(status)
 	if resp.Body != nil && status != http.StatusBadGateway {
-		buf := make([]byte, DefaultMaxErrorBody)
+		buf := make([]byte, wsmw.DefaultMaxErrorBody)
 		n, _ := readFullish(resp.Body, buf)
 		w.Write(buf[:n])
 	}

@@ -68,30 +68,41 @@ type session struct {
 // the proxy's admitted slots and releases it at the end.
 func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *Upstream) {
 	defer p.release()
+	s := p.newSession(r, client, up, upstream)
+	s.begin()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		newRelayer(s, UpstreamToClient, &s.up, &s.client).run()
+	}()
+	newRelayer(s, ClientToUpstream, &s.client, &s.up).run()
+	<-done
+	s.finish()
+}
+
+// newSession builds the session of an upgraded client and its dialed upstream.
+func (p *Proxy) newSession(r *http.Request, client, up *wsmw.Conn, upstream *Upstream) *session {
 	// The handshake request (its headers, URL and context chain, ~1.5 KiB) is kept
 	// for the session's lifetime only when inspectors may look at it; the log line
 	// needs just a few fields, taken now.
-	var ctx context.Context
-	var cancel context.CancelFunc
-	var req *http.Request
+	ctx, req := context.Background(), (*http.Request)(nil)
 	if len(p.cfg.Inspectors) > 0 {
-		ctx, cancel = context.WithCancel(context.WithoutCancel(r.Context()))
-		req = r.WithContext(ctx)
-	} else {
-		ctx, cancel = context.WithCancel(context.Background())
+		ctx = context.WithoutCancel(r.Context())
 	}
-	var logBase []zap.Field
-	if p.log.Core().Enabled(zap.InfoLevel) {
-		logBase = p.requestFields(r)
+	ctx, cancel := context.WithCancel(ctx)
+	if len(p.cfg.Inspectors) > 0 {
+		req = r.WithContext(ctx)
 	}
 	s := &session{
-		logBase:  logBase,
 		p:        p,
 		cancel:   cancel,
 		upstream: upstream,
 		client:   leg{conn: client, name: initiatorClient},
 		up:       leg{conn: up, name: initiatorUpstream},
 		endCode:  wsmw.StatusAbnormalClosure,
+	}
+	if p.log.Core().Enabled(zap.InfoLevel) {
+		s.logBase = p.requestFields(r)
 	}
 	s.info = SessionInfo{
 		ID:          p.nextID.Add(1),
@@ -109,13 +120,18 @@ func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *U
 	s.up.alive = func() { s.up.frames.Add(1); s.armWrite(&s.client) }
 	binary.LittleEndian.PutUint64(s.kaToken[:], 0x6b612d6574616777) // "wgate-ka"
 	binary.LittleEndian.PutUint64(s.kaToken[8:], rand.Uint64())
+	return s
+}
 
+// begin registers the session with the proxy and the metrics, and starts its
+// timers; a session that starts while the proxy drains is drained at once.
+func (s *session) begin() {
+	p := s.p
 	// The proxy forwards pings and pongs itself instead of answering them.
 	noop := func([]byte) error { return nil }
-	client.SetPingHandler(noop)
-	up.SetPingHandler(noop)
-
-	upstream.active.Add(1)
+	s.client.conn.SetPingHandler(noop)
+	s.up.conn.SetPingHandler(noop)
+	s.upstream.active.Add(1)
 	p.cfg.Metrics.sessionStarted()
 	p.mu.Lock()
 	p.sessions[s] = struct{}{}
@@ -125,20 +141,17 @@ func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *U
 		go s.drain(p.cfg.DrainCode, "server shutting down")
 	}
 	s.startTimers()
+}
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		newRelayer(s, UpstreamToClient, &s.up, &s.client).run()
-	}()
-	newRelayer(s, ClientToUpstream, &s.client, &s.up).run()
-	<-done
-
+// finish runs when both directions have ended: it closes both connections and
+// records the session's end in the metrics and its log line.
+func (s *session) finish() {
+	p := s.p
 	s.stopTimers()
-	cancel()
-	client.CloseNow()
-	up.CloseNow()
-	upstream.active.Add(-1)
+	s.cancel()
+	s.client.conn.CloseNow()
+	s.up.conn.CloseNow()
+	s.upstream.active.Add(-1)
 	p.mu.Lock()
 	delete(p.sessions, s)
 	s.recordEnd() // under p.mu, so a scrape sees the counts either live or ended, never both

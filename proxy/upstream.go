@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -74,4 +75,44 @@ func (u *Upstream) recordFailure(now time.Time, maxFails int, failDuration time.
 	if len(u.failures) < 64 {
 		u.failures = append(u.failures, now)
 	}
+}
+
+// parseUpstreamURL parses an upstream address: a ws:// or wss:// URL (http://
+// and https:// are aliases), or host:port[/path], which is ws://, or wss://
+// when secure (the proxy has upstream TLS settings).
+func parseUpstreamURL(raw string, secure bool) (*url.URL, error) {
+	s := raw
+	if !hasScheme(s) {
+		s = map[bool]string{false: "ws://", true: "wss://"}[secure] + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q does not parse: %v", raw, err)
+	}
+	switch u.Scheme {
+	case "ws", "wss":
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return nil, fmt.Errorf("%q: scheme must be ws or wss", raw)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%q has no host", raw)
+	}
+	return u, nil
+}
+
+// hasScheme reports whether s starts with a URL scheme and "//".
+func hasScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == ':':
+			return i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/'
+		case c == '/' || c == '.':
+			return false
+		}
+	}
+	return false
 }

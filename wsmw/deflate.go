@@ -8,8 +8,8 @@ import (
 	"strings"
 )
 
-// deflateName is the extension token of RFC 7692.
-const deflateName = "permessage-deflate"
+// PermessageDeflate is the extension token of RFC 7692 in Sec-WebSocket-Extensions.
+const PermessageDeflate = "permessage-deflate"
 
 // Parameter names of RFC 7692 §7.1.
 const (
@@ -61,7 +61,7 @@ type DeflateParams struct {
 // bits of 15 are left out, except server_max_window_bits when serverBits (the
 // offer had it, and the server must confirm it).
 func (p DeflateParams) response(serverBits bool) ExtensionOffer {
-	o := ExtensionOffer{Name: deflateName}
+	o := ExtensionOffer{Name: PermessageDeflate}
 	if p.ServerNoContextTakeover {
 		o.Params = append(o.Params, ExtensionParam{Name: pServerNoCT})
 	}
@@ -191,7 +191,7 @@ func (cfg *ServerConfig) negotiateExtensions(r *http.Request, offers []Extension
 	if o := cfg.Compression; o != nil {
 		rest = nil
 		for _, offer := range offers {
-			if !strings.EqualFold(offer.Name, deflateName) {
+			if !strings.EqualFold(offer.Name, PermessageDeflate) {
 				rest = append(rest, offer)
 				continue
 			}
@@ -215,7 +215,7 @@ func (cfg *ServerConfig) negotiateExtensions(r *http.Request, offers []Extension
 
 // offer is the client's permessage-deflate offer for o.
 func (o *CompressionOptions) offer() ExtensionOffer {
-	e := ExtensionOffer{Name: deflateName}
+	e := ExtensionOffer{Name: PermessageDeflate}
 	if o.ServerNoContextTakeover {
 		e.Params = append(e.Params, ExtensionParam{Name: pServerNoCT})
 	}
@@ -247,7 +247,7 @@ func (cfg *DialConfig) extensionOffers() []ExtensionOffer {
 	}
 	var offers []ExtensionOffer
 	for _, e := range cfg.Extensions {
-		if !strings.EqualFold(e.Name, deflateName) {
+		if !strings.EqualFold(e.Name, PermessageDeflate) {
 			offers = append(offers, e)
 		}
 	}
@@ -262,7 +262,7 @@ func (cfg *DialConfig) checkDeflateAnswer(exts []ExtensionOffer) (rest []Extensi
 		return exts, nil, nil
 	}
 	for _, e := range exts {
-		if !strings.EqualFold(e.Name, deflateName) {
+		if !strings.EqualFold(e.Name, PermessageDeflate) {
 			rest = append(rest, e)
 			continue
 		}
@@ -282,11 +282,11 @@ func (cfg *DialConfig) checkDeflateAnswer(exts []ExtensionOffer) (rest []Extensi
 // was negotiated by the caller's own hooks (a proxy relaying the peer's answer): the
 // message level leaves its payloads compressed, Inflate decodes them.
 func inspectDeflate(extensions string, rsv byte, client bool) *deflateState {
-	if rsv&RSV1 == 0 || !strings.Contains(strings.ToLower(extensions), deflateName) {
+	if rsv&RSV1 == 0 || !strings.Contains(strings.ToLower(extensions), PermessageDeflate) {
 		return nil
 	}
 	for _, e := range ParseExtensions(http.Header{"Sec-Websocket-Extensions": {extensions}}) {
-		if !strings.EqualFold(e.Name, deflateName) {
+		if !strings.EqualFold(e.Name, PermessageDeflate) {
 			continue
 		}
 		a, err := parseDeflateArgs(e, false)

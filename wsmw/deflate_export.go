@@ -15,8 +15,8 @@ import (
 // once, no value on the no_context_takeover flags, window bits 8-15
 // (client_max_window_bits may also be bare).
 func checkDeflateOffer(o ExtensionOffer) error {
-	if !strings.EqualFold(o.Name, deflateName) {
-		return fmt.Errorf("extension %q is not %s", o.Name, deflateName)
+	if !strings.EqualFold(o.Name, PermessageDeflate) {
+		return fmt.Errorf("extension %q is not %s", o.Name, PermessageDeflate)
 	}
 	_, err := parseDeflateArgs(o, true)
 	return err
@@ -28,8 +28,8 @@ func checkDeflateOffer(o ExtensionOffer) error {
 // server_max_window_bits when offered below 15; no window may exceed the one
 // offered; client_max_window_bits may only be answered when offered.
 func checkDeflateAnswer(offer, answer ExtensionOffer) (DeflateParams, error) {
-	if !strings.EqualFold(offer.Name, deflateName) || !strings.EqualFold(answer.Name, deflateName) {
-		return DeflateParams{}, fmt.Errorf("not a %s entry", deflateName)
+	if !strings.EqualFold(offer.Name, PermessageDeflate) || !strings.EqualFold(answer.Name, PermessageDeflate) {
+		return DeflateParams{}, fmt.Errorf("not a %s entry", PermessageDeflate)
 	}
 	o, err := parseDeflateArgs(offer, true)
 	if err != nil {

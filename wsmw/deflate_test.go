@@ -796,7 +796,7 @@ func dfMemPair(t testing.TB, o *CompressionOptions) (*Conn, *Conn) {
 	a, b := net.Pipe()
 	var scfg, ccfg connConfig
 	if o != nil {
-		p, _, _ := o.accept(ExtensionOffer{Name: deflateName, Params: []ExtensionParam{{Name: pClientBits}}})
+		p, _, _ := o.accept(ExtensionOffer{Name: PermessageDeflate, Params: []ExtensionParam{{Name: pClientBits}}})
 		scfg = connConfig{rsvAllowed: RSV1, pmd: newDeflateState(p, false, o)}
 		ccfg = connConfig{rsvAllowed: RSV1, pmd: newDeflateState(p, true, &CompressionOptions{})}
 	}
