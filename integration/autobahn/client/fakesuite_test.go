@@ -47,17 +47,16 @@ func requirePeer(t *testing.T, ok bool, format string, args ...any) {
 }
 
 // autobahnPython returns a Python 3 that imports Autobahn|Python on Twisted:
-// $AUTOBAHN_PYTHON, else Debian's /usr/bin/python3, else python3 on the PATH
-// (which may be a separate installation without Debian's packages).
+// $AUTOBAHN_PYTHON when set, else Debian's /usr/bin/python3, else python3 on
+// the PATH (which may be a separate installation without Debian's packages).
 func autobahnPython(t *testing.T) string {
 	t.Helper()
-	var candidates []string
-	if p := os.Getenv("AUTOBAHN_PYTHON"); p != "" {
-		candidates = append(candidates, p)
-	}
-	candidates = append(candidates, "/usr/bin/python3")
-	if p, err := exec.LookPath("python3"); err == nil {
-		candidates = append(candidates, p)
+	candidates := []string{os.Getenv("AUTOBAHN_PYTHON")}
+	if candidates[0] == "" {
+		candidates = []string{"/usr/bin/python3"}
+		if p, err := exec.LookPath("python3"); err == nil {
+			candidates = append(candidates, p)
+		}
 	}
 	for _, py := range candidates {
 		check := exec.Command(py, "-c", "import autobahn.twisted.websocket, twisted.internet.reactor")
