@@ -6,6 +6,10 @@
 // /updateReports?agent=AGENT. The verdicts are in the server's report
 // directory; see ../README.md.
 //
+// Every connection offers permessage-deflate (RFC 7692) unless -deflate off, so
+// that the compression cases 12.* and 13.* run instead of being reported
+// UNIMPLEMENTED; when it is negotiated, every echo is sent compressed.
+//
 //	go run ./integration/autobahn/client -url ws://127.0.0.1:9001 -agent wsgate
 package main
 
@@ -36,22 +40,39 @@ type config struct {
 	caseTimeout time.Duration
 	// maxMessage bounds received frames and messages (the suite sends up to 16 MiB).
 	maxMessage int64
+	// deflate is what the client offers of permessage-deflate.
+	deflate deflateMode
+	// serverBits and clientBits, when 8-15, ask for those window sizes
+	// (server_max_window_bits, client_max_window_bits=N); 0 leaves them at 15.
+	serverBits, clientBits int
 	// log receives one line per case.
 	log *log.Logger
 }
 
 func main() {
 	var cfg config
-	flag.StringVar(&cfg.base, "url", "ws://127.0.0.1:9001", "fuzzing server URL")
-	flag.StringVar(&cfg.agent, "agent", "wsgate", "agent name in the reports")
-	flag.IntVar(&cfg.only, "case", 0, "run only this case number (default: all)")
-	flag.DurationVar(&cfg.caseTimeout, "case-timeout", 5*time.Minute, "time limit of one case")
-	flag.Int64Var(&cfg.maxMessage, "max-message", 64<<20, "largest frame and message accepted, in bytes")
+	cfg.register(flag.CommandLine)
 	flag.Parse()
 	cfg.log = log.New(os.Stderr, "", log.LstdFlags)
+	if err := cfg.checkWindowBits(); err != nil {
+		cfg.log.Fatal(err)
+	}
 	if err := run(context.Background(), cfg); err != nil {
 		cfg.log.Fatal(err)
 	}
+}
+
+// register defines the driver's flags on fs, filling in cfg.
+func (cfg *config) register(fs *flag.FlagSet) {
+	fs.StringVar(&cfg.base, "url", "ws://127.0.0.1:9001", "fuzzing server URL")
+	fs.StringVar(&cfg.agent, "agent", "wsgate", "agent name in the reports")
+	fs.IntVar(&cfg.only, "case", 0, "run only this case number (default: all)")
+	fs.DurationVar(&cfg.caseTimeout, "case-timeout", 5*time.Minute, "time limit of one case")
+	fs.Int64Var(&cfg.maxMessage, "max-message", 64<<20, "largest frame and message accepted, in bytes")
+	cfg.deflate = deflateOn
+	fs.Var(&cfg.deflate, "deflate", "permessage-deflate offer: on (context takeover both ways), no-context-takeover (neither way), or off")
+	fs.IntVar(&cfg.serverBits, "server-max-window-bits", 0, "offer server_max_window_bits=N (8-15; 0: not offered)")
+	fs.IntVar(&cfg.clientBits, "client-max-window-bits", 0, "offer client_max_window_bits=N (8-15; 0: offered without a value)")
 }
 
 // run drives the whole suite: count, every case, reports.
@@ -70,12 +91,12 @@ func run(ctx context.Context, cfg config) error {
 	}
 	for i := first; i <= last; i++ {
 		start := time.Now()
-		msgs, err := runCase(ctx, cfg, i)
+		res, err := runCase(ctx, cfg, i)
 		status := "closed"
 		if err != nil {
 			status = err.Error()
 		}
-		cfg.log.Printf("case %d/%d: %d messages echoed in %v: %s", i, n, msgs, time.Since(start).Round(time.Millisecond), status)
+		cfg.log.Printf("case %d/%d: %d messages echoed in %v (%s): %s", i, n, res.messages, time.Since(start).Round(time.Millisecond), res.deflate, status)
 	}
 	if err := updateReports(ctx, cfg); err != nil {
 		return fmt.Errorf("updateReports: %w", err)
@@ -84,11 +105,13 @@ func run(ctx context.Context, cfg config) error {
 	return nil
 }
 
+// dialConfig is the configuration of every connection to the server.
 func (cfg config) dialConfig() *wsmw.DialConfig {
 	return &wsmw.DialConfig{
 		MaxFrameSize:   cfg.maxMessage,
 		MaxMessageSize: cfg.maxMessage,
 		CloseTimeout:   5 * time.Second,
+		Compression:    cfg.compression(),
 	}
 }
 
@@ -127,40 +150,48 @@ func caseCount(ctx context.Context, cfg config) (int, error) {
 	return n, nil
 }
 
+// caseResult is what the driver saw of one case.
+type caseResult struct {
+	messages int    // messages echoed
+	deflate  string // the permessage-deflate parameters in force, or "no compression"
+}
+
 // runCase runs case i: every message is echoed back as it came until the
-// connection ends. It returns how many messages were echoed; the error is the
-// way the connection ended when that was not a close from the server (the
-// suite's verdict, not this driver, says whether that was right).
-func runCase(ctx context.Context, cfg config, i int) (int, error) {
+// connection ends; with permessage-deflate in force, WriteMessage compresses
+// each echo. The error is the way the connection ended when that was not a
+// close from the server (the suite's verdict, not this driver, says whether
+// that was right).
+func runCase(ctx context.Context, cfg config, i int) (caseResult, error) {
+	res := caseResult{deflate: "not connected"}
 	ctx, cancel := context.WithTimeout(ctx, cfg.caseTimeout)
 	defer cancel()
 	q := url.Values{"case": {strconv.Itoa(i)}, "agent": {cfg.agent}}
 	c, _, err := wsmw.Dial(ctx, cfg.endpoint("/runCase", q), cfg.dialConfig())
 	if err != nil {
-		return 0, err
+		return res, err
 	}
 	defer c.CloseNow()
+	res.deflate = describeDeflate(c)
 	stop := context.AfterFunc(ctx, func() { c.CloseNow() })
 	defer stop()
-	n := 0
 	var buf []byte
 	for {
 		op, p, err := c.Read(context.Background(), buf[:0])
 		if err != nil {
 			var ce *wsmw.CloseError
 			if errors.As(err, &ce) {
-				return n, nil // the server closed; ReadMessage answered its close
+				return res, nil // the server closed; Read answered its close
 			}
 			if ctx.Err() != nil {
-				return n, fmt.Errorf("case timed out after %v", cfg.caseTimeout)
+				return res, fmt.Errorf("case timed out after %v", cfg.caseTimeout)
 			}
-			return n, err
+			return res, err
 		}
 		buf = p
 		if err := c.Write(context.Background(), op, p); err != nil {
-			return n, err
+			return res, err
 		}
-		n++
+		res.messages++
 	}
 }
 
