@@ -2,7 +2,8 @@
 # Installs what the integration tests' third-party peers need on a Debian machine:
 #   - Node.js and npm (Debian packages) when `node`/`npm` are missing,
 #   - the npm packages pinned in package-lock.json (`npm ci`, into integration/node_modules),
-#   - Chromium (Debian's `chromium`, at /usr/bin/chromium) and a font when missing.
+#   - Chromium (Debian's `chromium`, at /usr/bin/chromium) and a font when missing,
+#   - Autobahn|Python (Debian's `python3-autobahn`) for the Autobahn stand-in.
 # Safe to run twice and non-interactively (CI). Browsers are never downloaded
 # through npm; only Debian's chromium is used. Root is needed for apt-get.
 set -euo pipefail
@@ -58,4 +59,12 @@ else
   say "chromium and fonts already installed"
 fi
 say "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo 'not runnable')"
+
+# 4. Autobahn|Python on Twisted, from Debian, for the stand-in fuzzing server of
+#    integration/autobahn/fakesuite (the permessage-deflate cases 12.* and 13.*).
+if /usr/bin/python3 -c 'import autobahn.twisted.websocket' >/dev/null 2>&1; then
+  say "python3-autobahn already installed"
+else
+  apt_install python3-autobahn
+fi
 say "done"

@@ -4,6 +4,7 @@ package main
 // gorilla/websocket client.
 
 import (
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -13,18 +14,31 @@ import (
 )
 
 func TestEchoAndProxy(t *testing.T) {
-	echo := httptest.NewServer(echoHandler(1 << 20))
+	for _, deflate := range []bool{false, true} {
+		t.Run(fmt.Sprint("deflate=", deflate), func(t *testing.T) { testEchoAndProxy(t, deflate) })
+	}
+}
+
+// testEchoAndProxy echoes messages through the echo server and the proxy, with
+// a gorilla client that offers permessage-deflate when deflate is set: the
+// extension must then be negotiated through both.
+func testEchoAndProxy(t *testing.T, deflate bool) {
+	echo := httptest.NewServer(echoHandler(1<<20, deflate))
 	defer echo.Close()
-	ph, err := proxyHandler("ws"+strings.TrimPrefix(echo.URL, "http"), 1<<20)
+	ph, err := proxyHandler("ws"+strings.TrimPrefix(echo.URL, "http"), 1<<20, deflate)
 	if err != nil {
 		t.Fatal(err)
 	}
 	px := httptest.NewServer(ph)
 	defer px.Close()
+	dialer := websocket.Dialer{EnableCompression: deflate}
 	for _, base := range []string{echo.URL, px.URL} {
-		c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(base, "http"), nil)
+		c, resp, err := dialer.Dial("ws"+strings.TrimPrefix(base, "http"), nil)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if got := strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate"); got != deflate {
+			t.Fatalf("%s: permessage-deflate negotiated: %v (%q)", base, got, resp.Header.Get("Sec-WebSocket-Extensions"))
 		}
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		for _, m := range []struct {
