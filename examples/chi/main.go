@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -47,6 +46,8 @@ type options struct {
 	idleTimeout    time.Duration
 	drainTimeout   time.Duration
 	compression    string
+	headerTimeout  time.Duration
+	maxHeaderBytes int
 	debug          bool
 }
 
@@ -63,6 +64,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 5*time.Minute, "close sessions with no data frame in either direction for this long (1001); 0 disables")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for sessions to close (they get 1012)")
 	fs.StringVar(&o.compression, "compression", "off", "permessage-deflate on /ws: off (strip the offer), passthrough (negotiate end to end), terminate (compressed to the browser, plain upstream); the demo /echo accepts it unless off")
+	fs.DurationVar(&o.headerTimeout, "read-header-timeout", 10*time.Second, "http.Server ReadHeaderTimeout: a client has this long to send its request headers (slowloris)")
+	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 64<<10, "http.Server MaxHeaderBytes: larger request headers get 431 from net/http")
 	fs.BoolVar(&o.debug, "debug", false, "log handshakes and refusals at debug level")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/chi [flags]\n\nServes a demo page at /, a wsmw echo at /echo and the proxy at /ws.\n\nFlags:\n")
@@ -88,51 +91,24 @@ func newLogger(debug bool) *zap.Logger {
 	return l
 }
 
-// echoSessions tracks the /echo connections so that shutdown can close them with 1001.
-type echoSessions struct {
-	mu    sync.Mutex
-	conns map[*wsmw.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func (e *echoSessions) serve(c *wsmw.Conn, r *http.Request) {
-	e.mu.Lock()
-	if e.conns == nil {
-		e.conns = make(map[*wsmw.Conn]struct{})
-	}
-	e.conns[c] = struct{}{}
-	e.wg.Add(1)
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		delete(e.conns, c)
-		e.mu.Unlock()
-		e.wg.Done()
-	}()
+// echo serves /echo: each message goes back as it came. The buffer is reused,
+// so reading allocates nothing once it has grown to the largest message.
+func echo(c *wsmw.Conn, r *http.Request) {
 	buf := make([]byte, 0, 4096)
 	for {
-		op, msg, err := c.Read(context.Background(), buf[:0])
+		op, msg, err := c.Read(r.Context(), buf[:0])
 		if err != nil {
-			return
+			return // the peer closed (Read answered it), or the connection failed
 		}
-		if err := c.Write(context.Background(), op, msg); err != nil {
+		if err := c.Write(r.Context(), op, msg); err != nil {
 			return
 		}
 		buf = msg
 	}
 }
 
-func (e *echoSessions) closeAll(code wsmw.StatusCode) {
-	e.mu.Lock()
-	for c := range e.conns {
-		go c.Close(code, "server shutting down")
-	}
-	e.mu.Unlock()
-	e.wg.Wait()
-}
-
 // newRouter builds the demo's routes; upstreams are resolved against the listener's address.
-func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.Proxy, *echoSessions, error) {
+func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.Proxy, *wsmw.Group, error) {
 	upstreams := o.upstreams
 	if len(upstreams) == 0 {
 		upstreams = []string{"ws://" + addr + "/echo"}
@@ -172,7 +148,7 @@ func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.P
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	echo := &echoSessions{}
+	echoConns := &wsmw.Group{} // for the graceful shutdown of /echo
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, middleware.RealIP, middleware.Recoverer, middleware.Timeout(time.Minute))
 	r.Get("/", func(w http.ResponseWriter, r *http.Request) {
@@ -182,7 +158,7 @@ func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.P
 	notWS := func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this endpoint speaks WebSocket", http.StatusUpgradeRequired)
 	}
-	r.With(wsmw.Middleware(echo.serve, &wsmw.ServerConfig{
+	r.With(wsmw.Middleware(echoConns.Handler(echo), &wsmw.ServerConfig{
 		Origins:        o.origins,
 		MaxFrameSize:   o.maxFrameSize,
 		MaxMessageSize: o.maxMessageSize,
@@ -190,7 +166,7 @@ func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.P
 		Logger:         log,
 	})).Get("/echo", notWS)
 	r.With(p.Middleware).Get("/ws", notWS)
-	return r, p, echo, nil
+	return r, p, echoConns, nil
 }
 
 func run(args []string) error {
@@ -203,37 +179,47 @@ func run(args []string) error {
 	}
 	log := newLogger(o.debug)
 	defer log.Sync()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, o, log, nil)
+}
 
+// serve runs the demo on o.listen until ctx ends (a signal), then shuts down:
+// proxied sessions get 1012 (their upstream may be this process's own /echo,
+// so they go first), /echo connections 1001, then HTTP stops, all within
+// -drain-timeout. ready, if set, is told the listening address.
+func serve(ctx context.Context, o *options, log *zap.Logger, ready func(addr string)) error {
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return err
 	}
-	handler, p, echo, err := newRouter(o, ln.Addr().String(), log)
+	handler, p, echoConns, err := newRouter(o, ln.Addr().String(), log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: o.headerTimeout, MaxHeaderBytes: o.maxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("listening", zap.String("url", "http://"+ln.Addr().String()+"/"))
-
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
 	select {
 	case err := <-errc:
 		return err
-	case s := <-sig:
-		log.Info("shutting down", zap.String("signal", s.String()))
+	case <-ctx.Done():
+		log.Info("shutting down", zap.Error(context.Cause(ctx)))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
-	// Proxied sessions first (their upstream may be our own /echo), then the echo, then HTTP.
-	if err := p.Shutdown(ctx); err != nil {
+	if err := p.Shutdown(dctx); err != nil {
 		log.Warn("sessions still open after the drain timeout", zap.Error(err))
 	}
-	echo.closeAll(wsmw.StatusGoingAway)
-	return srv.Shutdown(ctx)
+	if err := echoConns.Shutdown(dctx, wsmw.StatusGoingAway, "server shutting down"); err != nil {
+		log.Warn("echo connections still open after the drain timeout", zap.Error(err))
+	}
+	return srv.Shutdown(dctx)
 }
 
 func main() {

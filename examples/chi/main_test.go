@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wsgate/wsgate/wsmw"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -38,7 +41,7 @@ func startDemoWithLogger(t *testing.T, log *zap.Logger, args ...string) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		p.Shutdown(t.Context())
-		echo.closeAll(1001)
+		echo.Shutdown(t.Context(), wsmw.StatusGoingAway, "")
 		srv.Close()
 	})
 	return ln.Addr().String()
@@ -239,5 +242,56 @@ func TestCompressionFlag(t *testing.T) {
 	}
 	if _, _, _, err := newRouter(o, "127.0.0.1:1", newLogger(false)); err == nil || !strings.Contains(err.Error(), "gzip") {
 		t.Errorf("-compression gzip: %v", err)
+	}
+}
+
+// A signal (here: the context ending) drains the demo: a proxied session gets
+// 1012, an /echo connection 1001, and serve returns once both have ended.
+func TestShutdownDrainsBothEndpoints(t *testing.T) {
+	o, err := parseFlags([]string{"-listen", "127.0.0.1:0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, o, zap.NewNop(), func(a string) { addrc <- a }) }()
+	addr := <-addrc
+	codes := make(chan int, 2)
+	for _, path := range []string{"/ws", "/echo"} {
+		c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, _, err := c.ReadMessage()
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				codes <- ce.Code
+			} else {
+				codes <- -1
+			}
+		}()
+	}
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after the drain")
+	}
+	got := map[int]bool{<-codes: true, <-codes: true}
+	if !got[1012] || !got[1001] {
+		t.Errorf("close codes %v, want 1012 (/ws) and 1001 (/echo)", got)
 	}
 }
