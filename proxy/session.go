@@ -149,8 +149,12 @@ func (s *session) finish() {
 	p := s.p
 	s.stopTimers()
 	s.cancel()
-	s.client.conn.CloseNow()
-	s.up.conn.CloseNow()
+	for _, l := range []*leg{&s.client, &s.up} {
+		if ch := relay.Drained(l.conn); ch != nil {
+			<-ch // a failed leg's close handshake, bounded by CloseTimeout
+		}
+		l.conn.CloseNow()
+	}
 	s.upstream.active.Add(-1)
 	p.mu.Lock()
 	delete(p.sessions, s)
@@ -239,29 +243,7 @@ func (s *session) keepalive(l *leg) {
 	s.mu.Unlock()
 }
 
-// goneClose is the close the other side gets when leg l is gone without a
-// close frame: 1014 when the upstream is gone, 1001 when the client is.
-func (s *session) goneClose(l *leg) (wsmw.StatusCode, string) {
-	if l == &s.up {
-		return wsmw.StatusBadGateway, "upstream went away"
-	}
-	return wsmw.StatusGoingAway, "client went away"
-}
-
-// legDead handles a leg that stopped answering keepalive pings like one that vanished.
-func (s *session) legDead(l *leg, err error) {
-	other := s.other(l)
-	code, reason := s.goneClose(l)
-	s.end(wsmw.StatusAbnormalClosure, "", l.name, err)
-	// The dead leg gets nothing more. Its pump wakes now: until beginClosing,
-	// it takes the vanished-peer path and sends the other leg the same close
-	// itself, so the other leg is never dropped without one.
-	l.conn.CloseNow()
-	s.armWrite(other)
-	_ = relay.SendClose(other.conn, code, reason)
-	s.beginClosing()
-}
-
+// other returns the leg that is not l.
 func (s *session) other(l *leg) *leg {
 	if l == &s.client {
 		return &s.up
@@ -280,157 +262,6 @@ func (s *session) armWrite(l *leg) {
 	d := now.Add(wt)
 	l.writeDeadline.Store(d.UnixNano())
 	_ = l.conn.SetWriteDeadline(d)
-}
-
-// beginClosing bounds what is left of the session by CloseTimeout: both legs'
-// reads (and writes) fail after it, and the pumps end.
-func (s *session) beginClosing() {
-	if !s.closing.CompareAndSwap(false, true) {
-		return
-	}
-	d := time.Now().Add(s.p.cfg.CloseTimeout)
-	for _, l := range []*leg{&s.client, &s.up} {
-		_ = l.conn.SetReadDeadline(d)
-		l.writeDeadline.Store(d.UnixNano())
-		_ = l.conn.SetWriteDeadline(d)
-	}
-}
-
-// end records, once, how the session ended.
-func (s *session) end(code wsmw.StatusCode, reason, by string, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.endedBy != "" {
-		return
-	}
-	s.endCode, s.endReason, s.endedBy, s.endErr = code, reason, by, err
-}
-
-// closeBoth closes both legs with code (drain, idle timeout, lifetime).
-func (s *session) closeBoth(code wsmw.StatusCode, reason, by string) {
-	s.end(code, reason, by, nil)
-	s.beginClosing()
-	for _, l := range []*leg{&s.client, &s.up} {
-		_ = relay.SendClose(l.conn, code, reason)
-	}
-}
-
-// drain ends the session for Shutdown and Drain without losing what the upstream
-// already sent: the upstream gets code first, its remaining frames and its close
-// answer go on to the client, and then the client gets code too. An upstream that
-// does not answer within CloseTimeout is treated as gone, and the client still
-// gets code. Messages the client sends after the drain began are not forwarded.
-func (s *session) drain(code wsmw.StatusCode, reason string) {
-	s.end(code, reason, initiatorProxy, nil)
-	_ = s.up.conn.SetReadDeadline(time.Now().Add(s.p.cfg.CloseTimeout))
-	s.armWrite(&s.up)
-	if err := relay.SendClose(s.up.conn, code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
-		s.closeBoth(code, reason, initiatorProxy)
-	}
-}
-
-// otherCode returns the close to send to the remaining leg after one failed:
-// if the proxy itself was ending the session (a drain), its code; else code and reason.
-func (s *session) otherCode(code wsmw.StatusCode, reason string) (wsmw.StatusCode, string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.endedBy == initiatorProxy && s.endErr == nil {
-		return s.endCode, s.endReason
-	}
-	return code, reason
-}
-
-// closeReceived forwards src's close to dst with its code and reason, and
-// finishes each leg whose close handshake is now complete.
-func (s *session) closeReceived(src, dst *leg) {
-	ce := relay.CloseReceived(src.conn)
-	s.end(ce.Code, ce.Reason, src.name, nil)
-	code, reason := ce.Code, ce.Reason
-	s.mu.Lock()
-	if s.endedBy == initiatorProxy {
-		// src answers the proxy's own close (closeBoth): dst gets the proxy's close,
-		// which this forward may otherwise overtake.
-		code, reason = s.endCode, s.endReason
-	}
-	s.mu.Unlock()
-	s.beginClosing()
-	s.armWrite(dst)
-	_ = relay.SendClose(dst.conn, code, reason) // 1005 is sent as an empty body
-	if relay.CloseSent(src.conn) {
-		src.conn.CloseNow()
-	}
-	if relay.CloseReceived(dst.conn) != nil {
-		dst.conn.CloseNow()
-	}
-}
-
-// readFailed handles a read error on src: a protocol violation (wsmw already sent
-// the code to src), a vanished peer, or the end of a close handshake.
-func (s *session) readFailed(src, dst *leg, err error) {
-	var fe *wsmw.FailError
-	switch {
-	case errors.As(err, &fe):
-		s.end(fe.Code, fe.Reason, initiatorProxy, err)
-		s.closeOther(src, dst, wsmw.StatusGoingAway, "peer violated the protocol")
-	case s.closing.Load():
-		// The close handshake timed out or was completed by the other pump.
-		src.conn.CloseNow()
-		if ce := relay.CloseReceived(dst.conn); ce != nil {
-			// dst's close went to src, which will not answer it now: answer it here.
-			s.armWrite(dst)
-			_ = relay.SendClose(dst.conn, ce.Code, ce.Reason)
-			dst.conn.CloseNow()
-		} else if !relay.CloseSent(dst.conn) {
-			dst.conn.CloseNow()
-		}
-	default:
-		// src vanished without a close frame.
-		s.end(wsmw.StatusAbnormalClosure, "", src.name, err)
-		code, reason := s.goneClose(src)
-		s.closeOther(src, dst, code, reason)
-	}
-}
-
-// closeOther sends code to dst after src ended, bounded by the close timeout.
-func (s *session) closeOther(src, dst *leg, code wsmw.StatusCode, reason string) {
-	code, reason = s.otherCode(code, reason)
-	s.beginClosing()
-	s.armWrite(dst)
-	if err := relay.SendClose(dst.conn, code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
-		dst.conn.CloseNow()
-	}
-	src.conn.CloseNow() // after the close to dst, so the pump reading dst finds it sent
-}
-
-// writeFailed handles a failed write to dst. A close already sent to dst only
-// means data is no longer forwarded; any other error means dst is gone. It
-// reports whether src's remaining data must be discarded.
-func (s *session) writeFailed(src, dst *leg, err error) bool {
-	if errors.Is(err, wsmw.ErrCloseSent) {
-		return true
-	}
-	s.end(wsmw.StatusAbnormalClosure, "", dst.name, err)
-	s.beginClosing()
-	code, reason := s.goneClose(dst)
-	s.armWrite(src)
-	_ = relay.SendClose(src.conn, code, reason)
-	dst.conn.CloseNow() // after the close to src, so the pump reading dst finds it sent
-	return true
-}
-
-// policyClose ends the session for an inspector verdict: the verdict's code
-// (1008 by default) to the sender of the message, 1001 to the other side.
-func (s *session) policyClose(src, dst *leg, v Verdict) {
-	code := v.Code
-	if code == 0 {
-		code = wsmw.StatusPolicyViolation
-	}
-	s.end(code, v.Reason, initiatorProxy, nil)
-	s.beginClosing()
-	s.armWrite(src)
-	_ = relay.SendClose(src.conn, code, v.Reason)
-	s.armWrite(dst)
-	_ = relay.SendClose(dst.conn, wsmw.StatusGoingAway, "")
 }
 
 // recordEnd moves the session's counts to the metrics' ended totals.

@@ -341,7 +341,9 @@ func (c *Conn) inflate(dst, compressed []byte) ([]byte, error) {
 	if s == nil {
 		return dst, fmt.Errorf("%w: permessage-deflate is not in effect", ErrInvalidCompression)
 	}
-	c.rd.mu.Lock()
+	if err := c.lockRead(); err != nil {
+		return dst, err
+	}
 	defer c.rd.mu.Unlock()
 	f := s.begin(nil, compressed, c.maxMessage, false)
 	defer s.end(f)

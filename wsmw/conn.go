@@ -61,6 +61,8 @@ type Conn struct {
 	peerOnce    sync.Once
 	closed      atomic.Bool
 	closeNCOnce sync.Once
+	failed      atomic.Pointer[FailError] // set when this end failed the connection (fail.go)
+	lingering   chan struct{}             // closed when a failed connection's wait for the peer's close ended
 }
 
 // connConfig is what both roles configure on a new Conn.

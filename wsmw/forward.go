@@ -61,7 +61,9 @@ func (c *Conn) forward(h Header, src *Conn, splice bool, progress func()) error 
 // frame can be read without waiting).
 func (c *Conn) forwardFrame(h Header, src *Conn, progress func()) error {
 	r := &src.rd
-	r.mu.Lock()
+	if err := src.lockRead(); err != nil {
+		return fmt.Errorf("%w: %w", ErrIncompleteFrame, err)
+	}
 	defer r.mu.Unlock()
 	switch {
 	case r.err != nil:
@@ -295,7 +297,9 @@ func (c *Conn) flush() error {
 // connection already failed.
 func (c *Conn) frameReady() bool {
 	r := &c.rd
-	r.mu.Lock()
+	if c.lockRead() != nil {
+		return true
+	}
 	defer r.mu.Unlock()
 	if r.err != nil {
 		return true

@@ -158,6 +158,15 @@ func FuzzReadFrames(f *testing.F) {
 			t.Fatalf("unexpected error %v (%T)", err, err)
 		}
 
+		// A failed connection waits for the peer's close in the background, then closes.
+		if ch := c.drained(); fe != nil && ch != nil {
+			select {
+			case <-ch:
+			case <-time.After(5 * time.Second):
+				t.Fatal("a failed connection did not end its wait for the peer's close")
+			}
+		}
+
 		// What the Conn wrote: pongs and at most one close frame, last.
 		out := bytes.NewReader(mc.out.Bytes())
 		var lastClose *StatusCode

@@ -34,7 +34,9 @@ func (r *reader) nextDataFrame() (Header, error) {
 // returns its type. Control frames in between are handled (see nextDataFrame);
 // the message size limit bounds what is appended.
 func (c *Conn) appendMessage(dst []byte) (OpCode, []byte, error) {
-	c.rd.mu.Lock()
+	if err := c.lockRead(); err != nil {
+		return 0, dst, err
+	}
 	defer c.rd.mu.Unlock()
 	r := &c.rd
 	if r.inMessage || r.remaining > 0 {

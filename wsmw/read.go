@@ -6,7 +6,6 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // readBufSize is the size of the pooled read buffer. A connection holds one only
@@ -133,16 +132,31 @@ func (c *Conn) NextFrame() (Header, io.Reader, error) {
 
 // nextFrame is NextFrame without the payload reader.
 func (c *Conn) nextFrame() (Header, error) {
-	c.rd.mu.Lock()
+	if err := c.lockRead(); err != nil {
+		return Header{}, err
+	}
 	defer c.rd.mu.Unlock()
 	return c.rd.nextFrame()
 }
 
 // readPayload reads the current frame's payload (see NextFrame).
 func (c *Conn) readPayload(p []byte) (int, error) {
-	c.rd.mu.Lock()
+	if err := c.lockRead(); err != nil {
+		return 0, err
+	}
 	defer c.rd.mu.Unlock()
 	return c.rd.readPayload(p)
+}
+
+// lockRead takes the read lock, or returns the error of a failed connection
+// without waiting for it: the lock is held while the failure's close handshake
+// goes on in the background (see fail).
+func (c *Conn) lockRead() error {
+	if fe := c.failed.Load(); fe != nil {
+		return fe
+	}
+	c.rd.mu.Lock()
+	return nil
 }
 
 // payloadReader is the payload reader NextFrame returns; being one pointer
@@ -415,71 +429,4 @@ func (r *reader) ioErr(err error) error {
 	r.release()
 	r.c.signalPeerDone()
 	return err
-}
-
-// fail is _Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close frame
-// with code, wait briefly for the peer's close so that it is not lost to a TCP
-// reset, then close the connection.
-func (r *reader) fail(code StatusCode, cause error) error {
-	if r.err != nil {
-		return r.err
-	}
-	reason := "invalid frame"
-	var pe *protoErr
-	switch {
-	case errors.As(cause, &pe):
-		reason = pe.reason
-	case errors.Is(cause, ErrInvalidUTF8):
-		reason = "invalid utf-8 in text message"
-	case errors.Is(cause, ErrPayloadTooBig):
-		reason = "message too big"
-	case errors.Is(cause, ErrInvalidCompression):
-		reason = "invalid compressed data"
-	}
-	fe := &FailError{Code: code, Reason: reason, Err: cause}
-	r.err = fe
-	if err := r.c.writeClose(code, reason); err == nil {
-		r.drainUntilClose()
-	}
-	r.c.CloseNow()
-	r.release()
-	return fe
-}
-
-// drainUntilClose discards incoming frames, without applying any rule, until the
-// peer's close frame arrives, the close timeout passes, or 1 MiB has been dropped.
-func (r *reader) drainUntilClose() {
-	_ = r.c.nc.SetReadDeadline(time.Now().Add(r.c.closeTimeout))
-	budget := int64(1 << 20)
-	skip := r.remaining
-	for budget > 0 {
-		for skip > 0 {
-			if budget <= 0 {
-				return
-			}
-			if err := r.fill(1); err != nil {
-				return
-			}
-			k := int64(r.buffered())
-			if k > skip {
-				k = skip
-			}
-			r.r += int(k)
-			skip -= k
-			budget -= k
-		}
-		if r.fill(2) != nil {
-			return
-		}
-		n := headerSize(r.bp[r.r], r.bp[r.r+1])
-		if r.fill(n) != nil {
-			return
-		}
-		h, err := parseHeader(r.bp[r.r : r.r+n])
-		r.r += n
-		if err != nil || h.OpCode == OpClose {
-			return
-		}
-		skip = h.Length
-	}
 }

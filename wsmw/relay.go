@@ -24,6 +24,7 @@ func (relayOps) ControlPayload(c *Conn) []byte     { return c.controlPayload() }
 func (relayOps) CloseSent(c *Conn) bool            { return c.closeSent() }
 func (relayOps) CloseReceived(c *Conn) *CloseError { return c.closeReceived() }
 func (relayOps) NetConn(c *Conn) net.Conn          { return c.nc }
+func (relayOps) Drained(c *Conn) <-chan struct{}   { return c.drained() }
 
 func (relayOps) WriteFrameInPlace(c *Conn, h Header, payload []byte) error {
 	return c.writeFrameInPlace(h, payload)

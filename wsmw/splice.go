@@ -35,7 +35,9 @@ func (c *Conn) spliceFrame(h Header, src *Conn, progress func()) (bool, error) {
 		r.remaining != r.hdr.Length || (r.msgOp == OpText && !r.msgCompressed) {
 		return false, nil
 	}
-	r.mu.Lock()
+	if err := src.lockRead(); err != nil {
+		return true, fmt.Errorf("%w: %w", ErrIncompleteFrame, err)
+	}
 	defer r.mu.Unlock()
 	if r.err != nil {
 		return true, fmt.Errorf("%w: %w", ErrIncompleteFrame, r.err)

@@ -28,6 +28,7 @@ type Ops interface {
 	CheckDeflateAnswer(offer, answer wsmw.ExtensionOffer) (wsmw.DeflateParams, error)
 	RefuseHandshake(w http.ResponseWriter, err error)
 	NetConn(c *wsmw.Conn) net.Conn
+	Drained(c *wsmw.Conn) <-chan struct{}
 }
 
 // ops is wsmw's implementation, registered in hook.Relay by wsmw's init.
@@ -108,6 +109,12 @@ func CheckDeflateAnswer(offer, answer wsmw.ExtensionOffer) (wsmw.DeflateParams, 
 // of a *wsmw.HandshakeError (400 otherwise), a short text body, and the
 // headers RFC 6455 asks for with it.
 func RefuseHandshake(w http.ResponseWriter, err error) { ops.RefuseHandshake(w, err) }
+
+// Drained returns a channel closed when c, failed for breaking a rule (a read
+// returned a *wsmw.FailError), has ended its close handshake in the background
+// and is closed; nil when c did not fail. Closing c before would cut that
+// handshake short and risk losing the close frame sent to the peer.
+func Drained(c *wsmw.Conn) <-chan struct{} { return ops.Drained(c) }
 
 // NetConn returns c's underlying connection. Reading or writing it corrupts the stream.
 func NetConn(c *wsmw.Conn) net.Conn { return ops.NetConn(c) }
