@@ -69,6 +69,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    header_down  [+|-]<field> [<value>]
 //	    origins      <patterns...>
 //	    subprotocols <names...>
+//	    max_header_bytes <size>
+//	    max_headers      <n>
 //
 //	    # messages
 //	    max_frame_size   <size>
@@ -214,6 +216,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = listArg(d, &h.Origins)
 		case "subprotocols":
 			err = listArg(d, &h.Subprotocols)
+		case "max_header_bytes":
+			err = sizeArg(d, &h.MaxHeaderBytes)
+		case "max_headers":
+			err = intArg(d, &h.MaxHeaders)
 
 		case "max_frame_size":
 			err = sizeArg(d, &h.MaxFrameSize)

@@ -90,6 +90,8 @@ var caddyfileCases = []struct {
 		`{"upstreams":["h:1"],"origins":["https://*.example.com","https://example.org"]}`},
 	{"subprotocols", "ws h:1 {\n subprotocols chat.v2 chat.v1\n}",
 		`{"upstreams":["h:1"],"subprotocols":["chat.v2","chat.v1"]}`},
+	{"header limits", "ws h:1 {\n max_header_bytes 16KiB\n max_headers 50\n}",
+		`{"upstreams":["h:1"],"max_header_bytes":16384,"max_headers":50}`},
 	{"max_frame_size", "ws h:1 {\n max_frame_size 16KiB\n}",
 		`{"upstreams":["h:1"],"max_frame_size":16384}`},
 	{"max_message_size", "ws h:1 {\n max_message_size 1MiB\n}",

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"strings"
@@ -149,6 +150,8 @@ func (h *Handler) proxyConfig() (proxy.Config, error) {
 		PingInterval:   time.Duration(h.PingInterval),
 		PingTimeout:    time.Duration(h.PingTimeout),
 		MaxSessions:    h.MaxSessions,
+		MaxHeaderBytes: int(min(h.MaxHeaderBytes, math.MaxInt32)),
+		MaxHeaders:     h.MaxHeaders,
 		DrainCode:      wsmw.StatusCode(h.DrainCode),
 		Replace:        replacePlaceholders,
 	}

@@ -65,6 +65,15 @@ type Handler struct {
 	// ("*" allows all, patterns like https://*.example.com). Default: same host only.
 	Origins []string `json:"origins,omitempty"`
 
+	// MaxHeaderBytes bounds the client's handshake header fields, counted as
+	// "Name: value" plus CRLF each: the proxy forwards them, so beyond it the
+	// client gets 431 before any upstream is dialed. Default: 32KiB.
+	MaxHeaderBytes int64 `json:"max_header_bytes,omitempty"`
+
+	// MaxHeaders bounds the number of the client's handshake header fields;
+	// 431 beyond. Default: 100.
+	MaxHeaders int `json:"max_headers,omitempty"`
+
 	// Subprotocols, if set, restricts the subprotocols offered by the client
 	// that are passed upstream. Default: all are passed.
 	Subprotocols []string `json:"subprotocols,omitempty"`
@@ -231,6 +240,8 @@ var jsonNames = strings.NewReplacer(
 	"PassiveHealth.FailDuration", "health_checks.passive.fail_duration",
 	"PassiveHealth.MaxFails", "health_checks.passive.max_fails",
 	"MaxMessageSize", "max_message_size",
+	"MaxHeaderBytes", "max_header_bytes",
+	"MaxHeaders", "max_headers",
 	"MaxFrameSize", "max_frame_size",
 	"MaxSessions", "max_sessions",
 	"MaxLifetime", "max_lifetime",

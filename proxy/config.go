@@ -17,6 +17,11 @@ const (
 	DefaultCloseTimeout = wsmw.DefaultCloseTimeout
 	DefaultTryInterval  = 250 * time.Millisecond
 	DefaultDrainCode    = wsmw.StatusServiceRestart
+	// DefaultMaxHeaderBytes and DefaultMaxHeaders bound the client's handshake
+	// headers, which the proxy forwards: as Envoy's defaults (60 KiB, 100) and
+	// nginx's (up to 4 × 8 KiB lines) keep a backend from seeing megabytes of them.
+	DefaultMaxHeaderBytes = 32 << 10
+	DefaultMaxHeaders     = 100
 )
 
 // Config is the proxy's configuration. The zero value of each field means its
@@ -58,6 +63,12 @@ type Config struct {
 	// Replace, if set, expands the placeholders of HeaderUp values for each
 	// request (Caddy's module sets it to Caddy's replacer).
 	Replace func(r *http.Request, value string) string
+
+	// MaxHeaderBytes bounds the client's handshake header fields, counted as
+	// "Name: value" plus CRLF each, Host included (default 32 KiB), and
+	// MaxHeaders their number (default 100). The proxy forwards them, so beyond
+	// either the client gets 431 before any upstream is dialed.
+	MaxHeaderBytes, MaxHeaders int
 
 	// Subprotocols, if non-empty, restricts the client's offered subprotocols
 	// forwarded upstream to these. The upstream's choice is what the client gets.

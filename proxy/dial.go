@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,77 +12,71 @@ import (
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// Errors of upstream selection and dialing; the handshake error carries the status.
-var (
-	// ErrNoUpstream: no upstream is configured or healthy (503).
-	ErrNoUpstream = errors.New("proxy: no upstream available")
-	// ErrUpstreamUnreachable: every try to dial an upstream failed (502).
-	ErrUpstreamUnreachable = errors.New("proxy: upstream unreachable")
-	// ErrUpstreamTimeout: the last try timed out (504).
-	ErrUpstreamTimeout = errors.New("proxy: upstream timed out")
-	// ErrClientGone: the client left while the upstream was being dialed.
-	ErrClientGone = errors.New("proxy: client went away during the upstream dial")
-)
-
 // dialUpstream selects upstreams and dials them until one completes the
-// handshake, within Retries and TryDuration. A non-101 answer is not retried: it
-// is returned (with its response) to be relayed.
-func (p *Proxy) dialUpstream(r *http.Request) (*Upstream, *wsmw.Conn, *http.Response, error) {
+// handshake, within Retries and TryDuration. It returns the upstream and its
+// connection; or an upstream's refusal (a response of status 300 or more),
+// which is relayed and not retried; or the proxy's own refusal, naming why.
+func (p *Proxy) dialUpstream(r *http.Request) (*Upstream, *wsmw.Conn, *http.Response, refusal) {
 	start := time.Now()
-	header := p.upstreamHeader(r)
-	offered := p.filterSubprotocols(wsmw.Subprotocols(r.Header))
-	deflate := p.deflateOffers(r)
+	req := p.upstreamRequest(r)
 	tried := make(map[*Upstream]bool)
 	var lastErr error
+	var lastResp *http.Response
 	for attempt := 0; ; attempt++ {
 		pool, err := p.candidates(r)
 		if err != nil {
-			return nil, nil, nil, &wsmw.HandshakeError{Status: http.StatusBadGateway, Reason: "upstream lookup failed", Err: err}
+			return nil, nil, nil, refusal{&wsmw.HandshakeError{Status: http.StatusBadGateway, Reason: "upstream lookup failed", Err: err}, "upstream_lookup"}
 		}
 		up := p.pick(pool, r, tried)
-		if up == nil {
-			if lastErr == nil {
-				return nil, nil, nil, &wsmw.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "no upstream available", Err: ErrNoUpstream}
-			}
-		} else {
+		if up == nil && lastErr == nil {
+			return nil, nil, nil, refusal{&wsmw.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "no upstream available", Err: ErrNoUpstream}, "no_upstream"}
+		}
+		if up != nil {
 			tried[up] = true
-			conn, resp, err := p.dialOne(r.Context(), up, r, header, offered, deflate)
-			if err == nil {
-				return up, conn, resp, nil
-			}
-			lastErr = err
-			if errors.Is(err, wsmw.ErrBadHeader) {
+			conn, resp, err := p.dialOne(r.Context(), up, r, req)
+			switch {
+			case err == nil:
+				return up, conn, resp, refusal{}
+			case errors.Is(err, wsmw.ErrBadHeader):
 				// The request the proxy built is invalid: a configuration error, not the upstream's failure.
-				return nil, nil, nil, &wsmw.HandshakeError{Status: http.StatusInternalServerError, Reason: "invalid upstream request", Err: err}
-			}
-			if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+				return nil, nil, nil, refusal{&wsmw.HandshakeError{Status: http.StatusInternalServerError, Reason: "invalid upstream request", Err: err}, "config"}
+			case resp != nil && resp.StatusCode >= 300:
 				if resp.StatusCode >= 500 {
 					up.recordFailure(time.Now(), p.cfg.PassiveHealth.MaxFails, p.cfg.PassiveHealth.FailDuration)
 				}
-				return up, nil, resp, err
+				return up, nil, resp, refusal{}
 			}
-			if r.Context().Err() == nil { // a client that left is not the upstream's failure
-				up.recordFailure(time.Now(), p.cfg.PassiveHealth.MaxFails, p.cfg.PassiveHealth.FailDuration)
-			}
-			if ce := p.log.Check(zap.DebugLevel, "upstream dial failed"); ce != nil {
-				ce.Write(zap.String("upstream", up.Address()), zap.Int("attempt", attempt+1), zap.Error(err))
-			}
+			lastErr, lastResp = err, resp
+			p.dialFailed(r, up, attempt, err)
 		}
-		if !p.retryAllowed(attempt, start) || r.Context().Err() != nil {
+		if !p.retryAllowed(attempt, start) || !pause(r.Context(), p.cfg.TryInterval) {
 			break
 		}
-		select {
-		case <-time.After(p.cfg.TryInterval):
-		case <-r.Context().Done():
-		}
 	}
-	if r.Context().Err() != nil {
-		return nil, nil, nil, &wsmw.HandshakeError{Status: http.StatusBadGateway, Reason: "client went away", Err: errors.Join(ErrClientGone, lastErr)}
+	return nil, nil, nil, dialRefusal(r.Context(), lastErr, lastResp)
+}
+
+// dialFailed records a failed try: a passive health failure of up (unless the
+// client left, which is not the upstream's fault), and a debug line.
+func (p *Proxy) dialFailed(r *http.Request, up *Upstream, attempt int, err error) {
+	if r.Context().Err() == nil {
+		up.recordFailure(time.Now(), p.cfg.PassiveHealth.MaxFails, p.cfg.PassiveHealth.FailDuration)
 	}
-	if isTimeout(lastErr) {
-		return nil, nil, nil, &wsmw.HandshakeError{Status: http.StatusGatewayTimeout, Reason: "upstream timed out", Err: errors.Join(ErrUpstreamTimeout, lastErr)}
+	if ce := p.log.Check(zap.DebugLevel, "upstream dial failed"); ce != nil {
+		ce.Write(zap.String("upstream", up.Address()), zap.Int("attempt", attempt+1), zap.Error(err))
 	}
-	return nil, nil, nil, &wsmw.HandshakeError{Status: http.StatusBadGateway, Reason: "upstream unreachable", Err: errors.Join(ErrUpstreamUnreachable, lastErr)}
+}
+
+// pause waits d between tries; it reports false if ctx ended first.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (p *Proxy) retryAllowed(attempt int, start time.Time) bool {
@@ -120,9 +112,25 @@ func (p *Proxy) pick(pool []*Upstream, r *http.Request, tried map[*Upstream]bool
 	return p.cfg.Balancer.Select(fresh, r)
 }
 
-// dialOne dials one upstream and performs the client handshake; deflate are the
-// permessage-deflate offers relayed in passthrough mode.
-func (p *Proxy) dialOne(ctx context.Context, up *Upstream, r *http.Request, header http.Header, offered []string, deflate []wsmw.ExtensionOffer) (*wsmw.Conn, *http.Response, error) {
+// upstreamReq is what every try of a client's dial sends: the headers, the
+// subprotocols offered, and the permessage-deflate offers relayed in passthrough mode.
+type upstreamReq struct {
+	header  http.Header
+	offered []string
+	deflate []wsmw.ExtensionOffer
+}
+
+// upstreamRequest derives the upstream handshake from the client's.
+func (p *Proxy) upstreamRequest(r *http.Request) upstreamReq {
+	return upstreamReq{
+		header:  p.upstreamHeader(r),
+		offered: p.filterSubprotocols(wsmw.Subprotocols(r.Header)),
+		deflate: p.deflateOffers(r),
+	}
+}
+
+// dialOne dials one upstream and performs the client handshake.
+func (p *Proxy) dialOne(ctx context.Context, up *Upstream, r *http.Request, req upstreamReq) (*wsmw.Conn, *http.Response, error) {
 	target := *up.URL
 	if target.Path == "" || target.Path == "/" {
 		target.Path, target.RawPath = r.URL.Path, r.URL.RawPath
@@ -131,8 +139,8 @@ func (p *Proxy) dialOne(ctx context.Context, up *Upstream, r *http.Request, head
 		target.RawQuery = r.URL.RawQuery
 	}
 	cfg := &wsmw.DialConfig{
-		Header:           header,
-		Subprotocols:     offered,
+		Header:           req.header,
+		Subprotocols:     req.offered,
 		TLSConfig:        p.cfg.UpstreamTLS,
 		HandshakeTimeout: p.cfg.DialTimeout,
 		Credentials:      p.cfg.UpstreamCredentials,
@@ -140,39 +148,11 @@ func (p *Proxy) dialOne(ctx context.Context, up *Upstream, r *http.Request, head
 		MaxMessageSize:   firstPositive(p.cfg.MaxMessageSizeDown, p.cfg.MaxMessageSize),
 		CloseTimeout:     p.cfg.CloseTimeout,
 	}
-	p.dialCompression(cfg, deflate)
+	p.dialCompression(cfg, req.deflate)
 	start := time.Now()
 	conn, resp, err := wsmw.Dial(ctx, target.String(), cfg)
 	p.cfg.Metrics.dialDuration(up.Address(), time.Since(start), err)
 	return conn, resp, err
-}
-
-func isTimeout(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// dialFailureReason names a dial failure for the handshake-failure metric.
-func dialFailureReason(err error) string {
-	switch {
-	case errors.Is(err, ErrNoUpstream):
-		return "no_upstream"
-	case errors.Is(err, ErrUpstreamTimeout):
-		return "upstream_timeout"
-	case errors.Is(err, ErrUpstreamUnreachable):
-		return "upstream_unreachable"
-	case errors.Is(err, ErrClientGone):
-		return "client_gone"
-	case errors.Is(err, wsmw.ErrBadHeader):
-		return "config"
-	}
-	return "upstream_error"
 }
 
 // readFullish reads into buf until it is full or r ends.

@@ -172,16 +172,12 @@ func (p *Proxy) Middleware(next http.Handler) http.Handler {
 // unavailability (502/503/504) reaches the client as an HTTP response. After the
 // upgrade the session continues in its own goroutines and ServeHTTP returns.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := wsmw.CheckHandshake(r, &p.server); err != nil {
-		p.refuse(w, r, err, "bad_handshake")
-		return
-	}
-	if !validSubprotocols(wsmw.Subprotocols(r.Header)) {
-		p.refuse(w, r, &wsmw.HandshakeError{Status: http.StatusBadRequest, Reason: "Sec-WebSocket-Protocol must list tokens", Err: wsmw.ErrNoHandshake}, "bad_handshake")
+	if rf, ok := p.checkRequest(r); !ok {
+		p.refuse(w, r, rf)
 		return
 	}
 	if !p.admit() {
-		p.refuse(w, r, &wsmw.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "too many sessions or shutting down", Err: ErrShuttingDown}, "capacity")
+		p.refuse(w, r, refusal{&wsmw.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "too many sessions or shutting down", Err: ErrShuttingDown}, "capacity"})
 		return
 	}
 	admitted := true
@@ -190,24 +186,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.release()
 		}
 	}()
-
-	up, conn, resp, err := p.dialUpstream(r)
-	if err != nil {
-		if resp != nil {
-			p.relayRefusal(w, r, resp, err)
-			return
-		}
-		p.refuse(w, r, err, dialFailureReason(err))
+	up, conn, resp, rf := p.dialUpstream(r)
+	switch {
+	case rf.HandshakeError != nil:
+		p.refuse(w, r, rf)
+		return
+	case conn == nil:
+		p.relayRefusal(w, r, resp)
 		return
 	}
-
-	hdr := endToEnd(resp.Header)
-	p.cfg.HeaderDown.apply(hdr, nil)
-	sc := p.server
-	sc.SelectSubprotocol = func(*http.Request, []string) string { return conn.Subprotocol() }
-	sc.ResponseHeader = hdr
-	p.clientCompression(&sc, conn)
-	client, err := wsmw.Upgrade(w, r, &sc)
+	client, err := wsmw.Upgrade(w, r, p.clientConfig(resp, conn))
 	if err != nil {
 		conn.Close(wsmw.StatusGoingAway, "client handshake failed")
 		p.cfg.Metrics.handshakeFailure("client_upgrade")
@@ -217,6 +205,38 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// frees the buffers it holds per connection for as long as a handler runs.
 	admitted = false
 	go p.serveSession(r, client, conn, up)
+}
+
+// checkRequest checks the client's handshake before anything is dialed: the
+// rules of RFC 6455 and the origin policy, subprotocols that can be
+// forwarded, and headers within MaxHeaders and MaxHeaderBytes.
+func (p *Proxy) checkRequest(r *http.Request) (refusal, bool) {
+	if err := wsmw.CheckHandshake(r, &p.server); err != nil {
+		var he *wsmw.HandshakeError
+		if !errors.As(err, &he) {
+			he = &wsmw.HandshakeError{Status: http.StatusBadRequest, Reason: err.Error(), Err: err}
+		}
+		return refusal{he, "bad_handshake"}, false
+	}
+	if !validSubprotocols(wsmw.Subprotocols(r.Header)) {
+		return refusal{&wsmw.HandshakeError{Status: http.StatusBadRequest, Reason: "Sec-WebSocket-Protocol must list tokens", Err: wsmw.ErrNoHandshake}, "bad_handshake"}, false
+	}
+	if rf, tooLarge := p.headerRefusal(r); tooLarge {
+		return rf, false
+	}
+	return refusal{}, true
+}
+
+// clientConfig is the client's handshake after the upstream's: its choice of
+// subprotocol, its end-to-end headers (edited by HeaderDown), and compression.
+func (p *Proxy) clientConfig(resp *http.Response, conn *wsmw.Conn) *wsmw.ServerConfig {
+	hdr := endToEnd(resp.Header)
+	p.cfg.HeaderDown.apply(hdr, nil)
+	sc := p.server
+	sc.SelectSubprotocol = func(*http.Request, []string) string { return conn.Subprotocol() }
+	sc.ResponseHeader = hdr
+	p.clientCompression(&sc, conn)
+	return &sc
 }
 
 // admit counts a new session unless the proxy is full or draining.
@@ -250,20 +270,30 @@ func (p *Proxy) release() {
 // ActiveSessions returns the number of sessions being proxied (or handshaking).
 func (p *Proxy) ActiveSessions() int { return int(p.active.Load()) }
 
-// refuse answers a handshake error with its status and logs it at debug level.
-func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, err error, reason string) {
-	p.cfg.Metrics.handshakeFailure(reason)
-	if ce := p.log.Check(zap.DebugLevel, "handshake refused"); ce != nil {
-		ce.Write(p.requestFields(r, zap.String("reason", reason), zap.Error(err))...)
+// refuse answers a refused handshake with its status and a body naming the
+// cause, counts it, and logs it: at warn level when the upstream side failed
+// (5xx), at info for oversized headers, at debug for other bad requests.
+func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, rf refusal) {
+	p.cfg.Metrics.handshakeFailure(rf.metric)
+	level := zap.DebugLevel
+	switch {
+	case rf.Status >= 500:
+		level = zap.WarnLevel
+	case rf.Status == http.StatusRequestHeaderFieldsTooLarge:
+		level = zap.InfoLevel
 	}
-	relay.RefuseHandshake(w, err)
+	if ce := p.log.Check(level, "handshake refused"); ce != nil {
+		ce.Write(p.requestFields(r, zap.Int("status", rf.Status), zap.String("reason", rf.metric), zap.Error(rf.HandshakeError))...)
+	}
+	relay.RefuseHandshake(w, rf.HandshakeError)
 }
 
-// relayRefusal passes an upstream's non-101 answer on to the client.
-func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, resp *http.Response, err error) {
+// relayRefusal passes an upstream's refusal (a status of 300 or more) on to
+// the client, with its end-to-end headers and a bounded body.
+func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, resp *http.Response) {
 	p.cfg.Metrics.handshakeFailure("upstream_refused")
 	if ce := p.log.Check(zap.DebugLevel, "upstream refused handshake"); ce != nil {
-		ce.Write(p.requestFields(r, zap.Int("status", resp.StatusCode), zap.Error(err))...)
+		ce.Write(p.requestFields(r, zap.Int("status", resp.StatusCode))...)
 	}
 	h := endToEnd(resp.Header)
 	h.Del("Content-Length")
@@ -271,14 +301,8 @@ func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, resp *http.
 	for k, vs := range h {
 		w.Header()[k] = vs
 	}
-	status := resp.StatusCode
-	if status < 300 {
-		// A 101 that failed validation, or a 1xx/2xx answer to an upgrade, is a bad
-		// gateway: only refusals (3xx-5xx) are relayed.
-		status = http.StatusBadGateway
-	}
-	w.WriteHeader(status)
-	if resp.Body != nil && status != http.StatusBadGateway {
+	w.WriteHeader(resp.StatusCode)
+	if resp.Body != nil {
 		buf := make([]byte, wsmw.DefaultMaxErrorBody)
 		n, _ := readFullish(resp.Body, buf)
 		w.Write(buf[:n])

@@ -81,6 +81,7 @@ func (c *Config) validateLimits() error {
 		{"MaxFrameSize", c.MaxFrameSize}, {"MaxMessageSize", c.MaxMessageSize},
 		{"MaxMessageSizeUp", c.MaxMessageSizeUp}, {"MaxMessageSizeDown", c.MaxMessageSizeDown},
 		{"PassiveHealth.MaxFails", int64(c.PassiveHealth.MaxFails)},
+		{"MaxHeaderBytes", int64(c.MaxHeaderBytes)}, {"MaxHeaders", int64(c.MaxHeaders)},
 	} {
 		if n.n < 0 {
 			return configErr(n.field, "must not be negative")
@@ -155,6 +156,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DrainCode == 0 {
 		c.DrainCode = DefaultDrainCode
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxHeaders == 0 {
+		c.MaxHeaders = DefaultMaxHeaders
 	}
 	if c.Compression == CompressionTerminate && c.ClientCompression == nil {
 		// The proxy holds no compressor between messages (~800 KiB per session

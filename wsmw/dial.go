@@ -378,9 +378,9 @@ func (t *dialTarget) netErr(ctx context.Context, op string, err error) error {
 		cerr = context.DeadlineExceeded
 	}
 	if cerr != nil && !errors.Is(err, cerr) {
-		return fmt.Errorf("websocket: dial %s: %s: %w: %w", t.u.Redacted(), op, cerr, err)
+		err = fmt.Errorf("%w: %w", cerr, err)
 	}
-	return fmt.Errorf("websocket: dial %s: %s: %w", t.u.Redacted(), op, err)
+	return &DialError{URL: t.u.Redacted(), Op: op, Err: err}
 }
 
 // isToken reports whether s is an HTTP token (RFC 9110 §5.6.2).

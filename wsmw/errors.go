@@ -60,6 +60,23 @@ func (e *HandshakeError) Error() string {
 
 func (e *HandshakeError) Unwrap() error { return e.Err }
 
+// DialError is a Dial that failed before the server's answer could be read.
+// Op is the step that failed: "connect" (DNS or TCP), "TLS handshake",
+// "write request", "read response", or "handshake" (ctx ended). After a failed
+// connect or TLS handshake the server has seen nothing of the request, so
+// trying another server is always safe.
+type DialError struct {
+	URL string // the URL dialed, without its password
+	Op  string
+	Err error
+}
+
+func (e *DialError) Error() string {
+	return fmt.Sprintf("websocket: dial %s: %s: %v", e.URL, e.Op, e.Err)
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
 // CloseError is the close frame the peer sent: its status code and reason.
 // A close frame without a body is reported as StatusNoStatusRcvd (1005).
 type CloseError struct {
