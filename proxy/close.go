@@ -146,16 +146,30 @@ func (s *session) closeBoth(code wsmw.StatusCode, reason, by string) {
 
 // drain ends the session for Shutdown and Drain without losing what the upstream
 // already sent: the upstream gets code first, its remaining frames and its close
-// answer go on to the client, and then the client gets code too. An upstream that
-// does not answer within CloseTimeout is treated as gone, and the client still
-// gets code. Messages the client sends after the drain began are not forwarded.
-func (s *session) drain(code wsmw.StatusCode, reason string) {
+// answer go on to the client, and then the client gets code too. Messages the
+// client sends after the drain began are not forwarded. An upstream still
+// working through what the client sent before is read for as long as it keeps
+// sending, each frame granting it another CloseTimeout, until deadline (the
+// Shutdown context's; none: CloseTimeout from now); one silent for
+// CloseTimeout is treated as gone, and the client still gets code.
+func (s *session) drain(code wsmw.StatusCode, reason string, deadline time.Time) {
 	s.end(code, reason, initiatorProxy, nil)
-	_ = s.up.conn.SetReadDeadline(time.Now().Add(s.p.cfg.CloseTimeout))
+	if deadline.IsZero() {
+		deadline = time.Now().Add(s.p.cfg.CloseTimeout)
+	}
+	s.drainUntil.Store(deadline.UnixNano())
+	s.extendDrain()
 	s.armWrite(&s.up)
 	if err := relay.SendClose(s.up.conn, code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
 		s.closeBoth(code, reason, initiatorProxy)
 	}
+}
+
+// extendDrain gives a drained upstream another CloseTimeout to send what it
+// still has, within the drain's deadline.
+func (s *session) extendDrain() {
+	d := min(time.Now().Add(s.p.cfg.CloseTimeout).UnixNano(), s.drainUntil.Load())
+	_ = s.up.conn.SetReadDeadline(time.Unix(0, d))
 }
 
 // beginClosing bounds what is left of the session by CloseTimeout: both legs'

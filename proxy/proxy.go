@@ -34,12 +34,13 @@ type Proxy struct {
 	// direction, so compressed ones are inflated (passthrough forces no context takeover).
 	inflates [2]bool
 
-	mu        sync.Mutex
-	upstreams map[string]*Upstream // by address: state survives dynamic refreshes
-	static    []*Upstream
-	sessions  map[*session]struct{}
-	draining  bool
-	done      chan struct{} // closed when draining and the last session ended
+	mu            sync.Mutex
+	upstreams     map[string]*Upstream // by address: state survives dynamic refreshes
+	static        []*Upstream
+	sessions      map[*session]struct{}
+	draining      bool
+	drainDeadline time.Time     // the Drain context's deadline, for sessions that start during it
+	done          chan struct{} // closed when draining and the last session ended
 
 	active  atomic.Int64
 	nextID  atomic.Uint64
@@ -324,8 +325,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error { return p.Drain(ctx, 0) }
 // Drain is Shutdown with the closes spread evenly over window, so that clients
 // do not all reconnect at the same moment.
 func (p *Proxy) Drain(ctx context.Context, window time.Duration) error {
+	deadline, _ := ctx.Deadline()
 	p.mu.Lock()
 	p.draining = true
+	p.drainDeadline = deadline
 	if p.done == nil {
 		p.done = make(chan struct{})
 		if p.active.Load() == 0 {
@@ -356,7 +359,7 @@ func (p *Proxy) Drain(ctx context.Context, window time.Duration) error {
 				case <-ctx.Done():
 				}
 			}
-			go s.drain(p.cfg.DrainCode, "server shutting down")
+			go s.drain(p.cfg.DrainCode, "server shutting down", deadline)
 		}
 	}()
 	select {

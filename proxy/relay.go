@@ -68,6 +68,9 @@ func (r *relayer) run() {
 		}
 		r.src.frames.Add(1)
 		r.src.payload = payload
+		if r.src == &r.s.up && r.s.drainUntil.Load() != 0 {
+			r.s.extendDrain() // a drained upstream still sending is alive
+		}
 		switch {
 		case h.OpCode == wsmw.OpClose:
 			r.s.closeReceived(r.src, r.dst)

@@ -52,7 +52,8 @@ type session struct {
 	up       leg
 	kaToken  [16]byte // payload of the proxy's own pings, so their pongs are not forwarded
 
-	closing atomic.Bool // a close was sent or a leg failed: finish within CloseTimeout
+	closing    atomic.Bool  // a close was sent or a leg failed: finish within CloseTimeout
+	drainUntil atomic.Int64 // unix nanoseconds: the upstream of a drained session is read until then at most; 0 if not drained
 
 	mu        sync.Mutex // guards the fields below and the timers' rescheduling
 	endCode   wsmw.StatusCode
@@ -135,10 +136,10 @@ func (s *session) begin() {
 	p.cfg.Metrics.sessionStarted()
 	p.mu.Lock()
 	p.sessions[s] = struct{}{}
-	draining := p.draining
+	draining, deadline := p.draining, p.drainDeadline
 	p.mu.Unlock()
 	if draining {
-		go s.drain(p.cfg.DrainCode, "server shutting down")
+		go s.drain(p.cfg.DrainCode, "server shutting down", deadline)
 	}
 	s.startTimers()
 }
