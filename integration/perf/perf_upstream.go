@@ -25,6 +25,7 @@ type echoUpstream struct {
 	active   atomic.Int64
 }
 
+// startEcho starts the echo upstream on loopback.
 func startEcho() (*echoUpstream, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,6 +41,7 @@ func startEcho() (*echoUpstream, error) {
 	return e, nil
 }
 
+// ServeHTTP upgrades the request and echoes every message until the session ends.
 func (e *echoUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c, err := e.upgrader.Upgrade(w, r, nil)
 	if err != nil {
@@ -64,6 +66,7 @@ func (e *echoUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// close stops the upstream.
 func (e *echoUpstream) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -131,6 +134,7 @@ func closeGracefully(c *websocket.Conn) {
 	c.Close()
 }
 
+// drainUntilClose reads and drops messages until c fails or closes.
 func drainUntilClose(c *websocket.Conn) {
 	for {
 		_, r, err := c.NextReader()
@@ -140,6 +144,31 @@ func drainUntilClose(c *websocket.Conn) {
 		if _, err := io.Copy(io.Discard, r); err != nil {
 			return
 		}
+	}
+}
+
+// echoOne sends payload on c and reads its echo (within 10 s).
+func echoOne(c *websocket.Conn, payload []byte) error {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	if err := c.WriteMessage(websocket.BinaryMessage, payload); err != nil {
+		return err
+	}
+	_, r, err := c.NextReader()
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(io.Discard, r)
+	if err == nil && n != int64(len(payload)) {
+		err = errors.New("echo differs from the message sent")
+	}
+	return err
+}
+
+// closeAll closes every connection without a close handshake.
+func closeAll(conns []*websocket.Conn) {
+	for _, c := range conns {
+		c.Close()
 	}
 }
 
