@@ -4,7 +4,7 @@
 //
 //	go run ./integration/perf                      # every workload and variant, defaults
 //	go run ./integration/perf -workloads pingpong-1k-50,stream-64k -variants wsgate,caddy,nginx -duration 5s
-//	go run ./integration/perf -workloads idle -idle 2000
+//	go run ./integration/perf -workloads idle -idle 2000 -tls
 //	go run ./integration/perf -workloads pingpong-1k-50 -variants wsgate -profile /tmp/prof
 //	go tool pprof -top /tmp/prof/pingpong-1k-50-wsgate-r*.pprof   # the rounds merged
 //
@@ -35,6 +35,9 @@
 //	caddy         Caddy's reverse_proxy, in-process in the child, from a JSON config
 //	wsgate-caddy  the same Caddy with wsgate's http.handlers.ws (caddymodule)
 //	nginx         nginx with one worker (skipped, with a log line, where /usr/sbin/nginx is absent)
+//
+// With -tls every variant's client leg is TLS (a self-signed ECDSA P-256
+// certificate the harness makes); the upstream leg stays plain ws://.
 //
 // Workloads (names for -workloads):
 //

@@ -52,7 +52,8 @@ func caddyHandler(kind, upstream string) map[string]any {
 }
 
 // caddyConfig is the JSON config of the child's Caddy: no admin endpoint, no
-// automatic HTTPS, errors only in the log, HTTP/1.1 only (WebSockets over
+// automatic HTTPS, errors only in the log; with a certificate, TLS on the
+// client leg from a loaded certificate, HTTP/1.1 only (WebSockets over
 // HTTP/2 are a separate feature).
 func caddyConfig(cfg childConfig, listen string) ([]byte, error) {
 	server := map[string]any{
@@ -62,6 +63,12 @@ func caddyConfig(cfg childConfig, listen string) ([]byte, error) {
 		"routes":          []any{map[string]any{"handle": []any{caddyHandler(cfg.kind, cfg.upstream)}}},
 	}
 	apps := map[string]any{"http": map[string]any{"servers": map[string]any{"perf": server}}}
+	if cfg.certFile != "" {
+		server["tls_connection_policies"] = []any{map[string]any{}}
+		apps["tls"] = map[string]any{"certificates": map[string]any{
+			"load_files": []any{map[string]string{"certificate": cfg.certFile, "key": cfg.keyFile}},
+		}}
+	}
 	return json.Marshal(map[string]any{
 		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},

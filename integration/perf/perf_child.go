@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,12 +31,17 @@ type childConfig struct {
 	kind       string // one of childKinds
 	upstream   string // the echo upstream's host:port
 	copyBuffer int    // the copy kind's buffer
+	certFile   string // with keyFile: the client leg is TLS with this certificate
+	keyFile    string
 	workDir    string // a directory the child may write (Caddy's storage)
 }
 
 // args are the command-line flags that start a child with c.
 func (c childConfig) args() []string {
 	a := []string{"-serve-proxy", c.kind, "-upstream", c.upstream, "-copy-buffer", strconv.Itoa(c.copyBuffer)}
+	if c.certFile != "" {
+		a = append(a, "-tls-cert", c.certFile, "-tls-key", c.keyFile)
+	}
 	if c.workDir != "" {
 		a = append(a, "-work-dir", c.workDir)
 	}
@@ -85,7 +91,7 @@ func startChildProxy(cfg childConfig) (addr string, active func() int64, err err
 		addr, err := startCaddy(cfg)
 		return addr, func() int64 { return -1 }, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := childListener(cfg)
 	if err != nil {
 		return "", nil, err
 	}
@@ -115,6 +121,21 @@ func startChildProxy(cfg childConfig) (addr string, active func() int64, err err
 		return "", nil, fmt.Errorf("-serve-proxy: unknown kind %q (%s)", cfg.kind, strings.Join(childKinds, ", "))
 	}
 	return ln.Addr().String(), active, nil
+}
+
+// childListener listens on a free loopback port, behind TLS when cfg has a
+// certificate (HTTP/1.1 only: the clients speak WebSocket over HTTP/1.1).
+func childListener(cfg childConfig) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil || cfg.certFile == "" {
+		return ln, err
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.certFile, cfg.keyFile)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("loading the TLS certificate: %w", err)
+	}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}), nil
 }
 
 // answerCommands runs the child's command loop until in reaches EOF.

@@ -19,6 +19,7 @@ type options struct {
 	workloads   []workload
 	variants    []string
 	idle        int
+	tls         bool
 	profileDir  string
 	profileVars []string
 	copyBuffer  int
@@ -69,9 +70,13 @@ variants (-variants, comma list; tcp, the baseline, always runs):
   nginx         nginx, one worker (needs /usr/sbin/nginx: apt-get install nginx-light;
                 skipped with a log line when absent)
 
+-tls gives every variant a TLS client leg (self-signed ECDSA P-256, wss://); the
+upstream leg stays ws://. tcp and copy then terminate TLS with crypto/tls and copy
+in user space (nothing can splice).
+
 A subset runs quicker, e.g.:
   go run ./integration/perf -workloads pingpong-1k-50,stream-64k -variants wsgate,caddy,nginx
-  go run ./integration/perf -workloads idle -idle 2000
+  go run ./integration/perf -workloads idle -idle 2000 -tls
 
 flags:
 `
@@ -90,12 +95,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	streams := fs.String("stream-sizes", "64k,1m", "message sizes of the stream workloads (comma list)")
 	variants := fs.String("variants", strings.Join(variantNames, ","), "comma list of variants to run (tcp, the baseline, is always run; nginx only where installed)")
 	fs.IntVar(&o.idle, "idle", 5000, "sessions of the idle workload (capped by RLIMIT_NOFILE)")
+	fs.BoolVar(&o.tls, "tls", false, "TLS on the client leg of every variant (wss://, self-signed certificate made by the harness)")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of the proxy child for each measurement (and a heap profile with the idle sessions open) into this directory; "+
 		"run with GODEBUG=memprofilerate=1 for an exact heap profile")
 	profVars := fs.String("profile-variants", "wsgate", "variants profiled with -profile (comma list; Go children only)")
 	copyBuf := fs.String("copy-buffer", "32k", "buffer of the copy variant's user-space copy (Caddy's reverse_proxy uses 32k)")
 	fs.StringVar(&o.child.kind, "serve-proxy", "", "internal: run as the proxy child of this kind ("+strings.Join(childKinds, ", ")+")")
 	fs.StringVar(&o.child.upstream, "upstream", "", "internal: the echo upstream's host:port, for -serve-proxy")
+	fs.StringVar(&o.child.certFile, "tls-cert", "", "internal: the child's TLS certificate (PEM), for -serve-proxy")
+	fs.StringVar(&o.child.keyFile, "tls-key", "", "internal: the child's TLS key (PEM), for -serve-proxy")
 	fs.StringVar(&o.child.workDir, "work-dir", "", "internal: a directory the child may write, for -serve-proxy")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)

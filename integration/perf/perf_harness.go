@@ -16,6 +16,7 @@ type variant struct {
 	name string
 	url  string
 	proc *proxyProc // nil for direct
+	tls  string     // the client leg's TLS session as negotiated (-tls), for the report
 }
 
 // harness runs the workloads: the echo upstream, the proxies, the progress log.
@@ -24,7 +25,8 @@ type harness struct {
 	log      io.Writer
 	echo     *echoUpstream
 	variants []*variant
-	dir      string // temp dir: nginx configs, Caddy storage
+	dir      string      // temp dir: certificate, nginx configs, Caddy storage
+	cert     *serverCert // the client leg's certificate under -tls
 	started  time.Time
 	nofile   uint64
 	done     int // timed measurements done, for progress
@@ -43,6 +45,7 @@ func runHarness(opts *options, log io.Writer) (*report, error) {
 	rep := &report{opts: opts, nofile: cur, nofileMax: hard}
 	for _, v := range h.variants {
 		rep.variants = append(rep.variants, v.name)
+		rep.tls = append(rep.tls, v.tls)
 	}
 	h.logPlan(hard)
 	for _, w := range opts.workloads {
@@ -63,7 +66,7 @@ func runHarness(opts *options, log io.Writer) (*report, error) {
 	return rep, nil
 }
 
-// setup makes the temp dir, starts the echo upstream and
+// setup makes the temp dir (and certificate), starts the echo upstream and
 // one proxy per variant, and checks each variant with one echo.
 func (h *harness) setup() error {
 	var err error
@@ -75,7 +78,12 @@ func (h *harness) setup() error {
 	if h.dir, err = os.MkdirTemp("", "wsgate-perf-"); err != nil {
 		return err
 	}
-	if h.echo, err = startEcho(); err != nil {
+	if h.opts.tls {
+		if h.cert, err = newServerCert(h.dir); err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+	}
+	if h.echo, err = startEcho(h.cert); err != nil {
 		return fmt.Errorf("echo upstream: %w", err)
 	}
 	h.logf("echo upstream on %s (harness pid %d)", h.echo.addr, os.Getpid())
@@ -84,7 +92,7 @@ func (h *harness) setup() error {
 			h.logf("nginx: %s not found, the nginx variant is skipped (apt-get install -y nginx-light)", nginxPath)
 			continue
 		}
-		v := &variant{name: name, url: h.url(h.echo.addr)}
+		v := &variant{name: name, url: h.url(h.echo.clientAddr())}
 		h.variants = append(h.variants, v)
 		if err := h.startProxy(v); err != nil {
 			return err
@@ -122,8 +130,11 @@ func (h *harness) logPlan(hardNofile uint64) {
 		len(h.opts.workloads), len(h.variants), h.total, h.opts.rounds, est.Round(time.Second), h.nofile, hardNofile)
 }
 
-// url is the clients' URL for a server on addr.
+// url is the clients' URL for a server on addr: wss:// under -tls.
 func (h *harness) url(addr string) string {
+	if h.cert != nil {
+		return "wss://" + addr + "/echo"
+	}
 	return "ws://" + addr + "/echo"
 }
 
@@ -146,6 +157,10 @@ func (h *harness) startProxy(v *variant) error {
 
 // newProxy starts a proxy process of kind in front of the echo upstream.
 func (h *harness) newProxy(kind string) (*proxyProc, error) {
+	var certFile, keyFile string
+	if h.cert != nil {
+		certFile, keyFile = h.cert.certFile, h.cert.keyFile
+	}
 	if kind == "nginx" {
 		// Two connections per session, and room to spare: nginx closes
 		// connections still waiting for their request ("reusing
@@ -154,14 +169,16 @@ func (h *harness) newProxy(kind string) (*proxyProc, error) {
 		if h.nofile > 0 {
 			conns = min(conns, int(h.nofile)-64)
 		}
-		s := nginxSetup{Upstream: h.echo.addr, Connections: conns, Nofile: int(h.nofile)}
+		s := nginxSetup{Upstream: h.echo.addr, CertFile: certFile, KeyFile: keyFile, Connections: conns, Nofile: int(h.nofile)}
 		return startNginx(s, h.dir, h.log)
 	}
-	cfg := childConfig{kind: kind, upstream: h.echo.addr, copyBuffer: h.opts.copyBuffer, workDir: h.dir}
+	cfg := childConfig{kind: kind, upstream: h.echo.addr, copyBuffer: h.opts.copyBuffer,
+		certFile: certFile, keyFile: keyFile, workDir: h.dir}
 	return startGoChild(cfg, h.log)
 }
 
-// check sends one message through v and waits for its echo.
+// check sends one message through v and waits for its echo, recording the
+// TLS session the client leg negotiated.
 func (h *harness) check(v *variant) error {
 	conns, err := dialAll(v.url, 1, 1)
 	if err != nil {
@@ -172,6 +189,7 @@ func (h *harness) check(v *variant) error {
 		c.Close()
 		return err
 	}
+	v.tls = tlsSummary(c)
 	closeGracefully(c)
 	return h.waitQuiet(v, 10*time.Second)
 }

@@ -27,6 +27,7 @@ func nginxInstalled() bool {
 // nginxSetup is what the config template needs.
 type nginxSetup struct {
 	Dir, Listen, Upstream string
+	CertFile, KeyFile     string // TLS on the client leg when set
 	Connections, Nofile   int
 }
 
@@ -48,7 +49,11 @@ http {
 	uwsgi_temp_path {{.Dir}}/uwsgi;
 	scgi_temp_path {{.Dir}}/scgi;
 	server {
-		listen {{.Listen}};
+		listen {{.Listen}}{{if .CertFile}} ssl{{end}};
+{{- if .CertFile}}
+		ssl_certificate {{.CertFile}};
+		ssl_certificate_key {{.KeyFile}};
+{{- end}}
 		location / {
 			proxy_pass http://{{.Upstream}};
 			proxy_http_version 1.1;

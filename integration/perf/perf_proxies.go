@@ -15,6 +15,8 @@ import (
 // tcpProxy is the baseline: accept, dial the upstream, copy both ways with
 // io.Copy (which splices between TCP sockets on Linux). With buffer set, it
 // copies through a buffer of that size in user space instead (no splice).
+// Behind a TLS listener the client leg is a *tls.Conn: io.Copy then copies
+// through its own 32 KiB buffer, and nothing can splice.
 type tcpProxy struct {
 	upstream string
 	buffer   int

@@ -21,6 +21,7 @@ type report struct {
 	opts              *options
 	nofile, nofileMax uint64
 	variants          []string // as run (nginx is left out where not installed)
+	tls               []string // per variant: the client leg's TLS session, under -tls
 	results           []workloadResult
 	idle              *idleReport
 	elapsed           time.Duration
@@ -93,6 +94,14 @@ func (r *report) writeMarkdown(out io.Writer) {
 // printer is fmt.Fprintf to the report.
 type printer func(format string, args ...any)
 
+// label is how a variant is named in the tables: with "+tls" under -tls.
+func (r *report) label(v string) string {
+	if r.opts.tls {
+		return v + "+tls"
+	}
+	return v
+}
+
 // writeHeader writes the title, the command, the settings and what each variant is.
 func (r *report) writeHeader(p printer) {
 	o := r.opts
@@ -109,13 +118,26 @@ func (r *report) writeHeader(p printer) {
 		"**nginx** = nginx (%s) with one worker, proxy_http_version 1.1, Upgrade/Connection headers passed, proxy_buffering off, no access log. "+
 		"Clients and upstream are gorilla/websocket, in the harness process; each proxy runs in processes of its own: this binary re-executed with -serve-proxy (one Caddy per process), or nginx's master and worker, whose CPU time, RSS and system calls are summed.\n\n",
 		fmtBytes(float64(o.copyBuffer)), caddyVersion(), nginxVersion())
+	if !o.tls {
+		return
+	}
+	p("**TLS client leg (-tls)**: every variant terminates TLS from the clients (wss://, a self-signed ECDSA P-256 certificate the harness made; HTTP/1.1) and speaks plain ws:// to the upstream; " +
+		"direct's clients reach the echo upstream over TLS too. **tcp+tls** and **copy+tls** terminate TLS with crypto/tls and copy in user space (io.Copy through a 32 KiB buffer, resp. the -copy-buffer): " +
+		"nothing can splice, so the baseline of the ratios is a TLS-terminating copy proxy, not splice. Sessions as negotiated: ")
+	for i, v := range r.variants {
+		if i > 0 {
+			p("; ")
+		}
+		p("%s %s", v, r.tls[i])
+	}
+	p(".\n\n")
 }
 
 // writeTimed writes the throughput, latency and proxy cost table.
 func (r *report) writeTimed(p printer) {
 	o := r.opts
 	p("## Throughput, latency, proxy cost\n\n")
-	p("Median of %d rounds; variants interleaved within each round (A B C D, A B C D, ...). In parentheses: ratio to **%s** from the same run.\n\n", o.rounds, baseline)
+	p("Median of %d rounds; variants interleaved within each round (A B C D, A B C D, ...). In parentheses: ratio to **%s** from the same run.\n\n", o.rounds, r.label(baseline))
 	p("| workload | variant | msgs/s | MB/s | p50 RTT | p99 RTT | proxy CPU/msg | r/w syscalls/msg | allocs/frame | B alloc/frame | CPU busy | other load | spread |\n")
 	p("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, res := range r.results {
@@ -126,7 +148,7 @@ func (r *report) writeTimed(p printer) {
 				continue
 			}
 			m, spread := med(ss)
-			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", res.w.name, v,
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", res.w.name, r.label(v),
 				withRatio(fmtCount(m.msgsPerSec), m.msgsPerSec, base.msgsPerSec, v),
 				fmtFloat(m.mbPerSec, 1),
 				withRatio(fmtMicros(m.p50), m.p50, base.p50, v),
@@ -160,7 +182,7 @@ func (r *report) writeIdle(p printer) {
 	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, row := range ir.rows {
 		both := row.childHeapPer + row.childStackPer
-		p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.variant, row.sessions,
+		p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.label(row.variant), row.sessions,
 			fmtBytes(row.childHeapPer), fmtBytes(row.childStackPer), fmtBytes(both), fmtBytes(row.wholePer),
 			fmtBytes(row.kernelPer), fmtBytes(both+row.kernelPer),
 			fmtBytes(row.rssPer), fmtFloat(row.goroutinesPer, 2), fmtFloat(row.childFdsPer, 2), fmtBytes(row.parentPer),

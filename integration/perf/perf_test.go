@@ -57,6 +57,31 @@ func TestHarnessEndToEnd(t *testing.T) {
 	}
 }
 
+// TestHarnessTLS runs one short measurement and one idle workload through
+// the Caddy peer (and nginx where installed) with a TLS client leg.
+func TestHarnessTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts proxy child processes and runs timed traffic")
+	}
+	md := runHarnessForTest(t, "-tls", "-duration", "100ms", "-rounds", "1", "-idle", "20",
+		"-variants", "caddy,wsgate,nginx", "-workloads", "pingpong-128-1,idle")
+	if !strings.Contains(md, "**TLS client leg (-tls)**") || !strings.Contains(md, "caddy TLS 1.3") {
+		t.Errorf("report does not say the client leg is TLS 1.3")
+	}
+	for _, v := range testVariants(t) {
+		if !slices.Contains([]string{"tcp", "caddy", "wsgate", "nginx"}, v) {
+			continue
+		}
+		row := "| pingpong-128-1 | " + v + "+tls |"
+		if got := cell(t, md, row, "proxy CPU/msg"); got == "–" {
+			t.Errorf("%s: no proxy CPU/msg", row)
+		}
+		if b := cellBytes(t, md, "| "+v+"+tls | 20 |", "proxy RSS/session"); !(b > 0) {
+			t.Errorf("idle, %s+tls: proxy RSS/session %v, want > 0", v, b)
+		}
+	}
+}
+
 // runHarnessForTest runs the harness with args and returns its report.
 func runHarnessForTest(t *testing.T, args ...string) string {
 	t.Helper()
@@ -147,7 +172,7 @@ func TestParseFlags(t *testing.T) {
 	if o, err := parseFlags([]string{"-copy-buffer", "1m"}, &bytes.Buffer{}); err != nil || o.copyBuffer != 1<<20 {
 		t.Errorf("-copy-buffer 1m: %v", err)
 	}
-	child := childConfig{kind: "caddy", upstream: "127.0.0.1:1", copyBuffer: 64 << 10, workDir: "/tmp/x"}
+	child := childConfig{kind: "caddy", upstream: "127.0.0.1:1", copyBuffer: 64 << 10, certFile: "c.pem", keyFile: "k.pem", workDir: "/tmp/x"}
 	if o, err := parseFlags(child.args(), &bytes.Buffer{}); err != nil || o.child != child {
 		t.Errorf("a child started with %v gets %+v (%v)", child.args(), o.child, err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,14 +20,16 @@ import (
 // sends each message back as it came. It reuses one buffer per connection and
 // takes write buffers from a pool, so an idle connection holds little.
 type echoUpstream struct {
-	addr     string
+	addr     string // plain ws://, what the proxies dial
+	tlsAddr  string // wss:// with the harness's certificate, for direct under -tls
 	srv      *http.Server
 	upgrader websocket.Upgrader
 	active   atomic.Int64
 }
 
-// startEcho starts the echo upstream on loopback.
-func startEcho() (*echoUpstream, error) {
+// startEcho starts the echo upstream on loopback; with cert, also on a
+// second, TLS port, so that direct has the same client leg as the proxies.
+func startEcho(cert *serverCert) (*echoUpstream, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -38,7 +41,24 @@ func startEcho() (*echoUpstream, error) {
 	}
 	e.srv = &http.Server{Handler: e}
 	go e.srv.Serve(ln)
+	if cert != nil {
+		tln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.tlsAddr = tln.Addr().String()
+		go e.srv.Serve(tls.NewListener(tln, &tls.Config{Certificates: []tls.Certificate{cert.cert}, NextProtos: []string{"http/1.1"}}))
+	}
 	return e, nil
+}
+
+// clientAddr is where direct's clients connect: the TLS port if there is one.
+func (e *echoUpstream) clientAddr() string {
+	if e.tlsAddr != "" {
+		return e.tlsAddr
+	}
+	return e.addr
 }
 
 // ServeHTTP upgrades the request and echoes every message until the session ends.
@@ -77,11 +97,13 @@ func (e *echoUpstream) close() {
 // in frames of at most this size, so every message up to 64 KiB is one frame.
 const clientWriteBuffer = 64 << 10
 
-// clientDialer is the one client used against every variant.
+// clientDialer is the one client used against every variant. Under -tls it
+// accepts the harness's self-signed certificate.
 var clientDialer = websocket.Dialer{
 	WriteBufferSize:  clientWriteBuffer,
 	WriteBufferPool:  &sync.Pool{},
 	HandshakeTimeout: 10 * time.Second,
+	TLSClientConfig:  &tls.Config{InsecureSkipVerify: true},
 }
 
 // framesUp is how many frames a client sends for a message of size bytes.
