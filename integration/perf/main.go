@@ -4,7 +4,7 @@
 //
 //	go run ./integration/perf                      # every workload and variant, defaults
 //	go run ./integration/perf -workloads pingpong-1k-50,stream-64k -variants wsgate,caddy,nginx -duration 5s
-//	go run ./integration/perf -workloads idle -idle 2000 -tls
+//	go run ./integration/perf -workloads idle,idle-after-1k,idle-after-16k -idle 5000 -tls
 //	go run ./integration/perf -workloads pingpong-1k-50 -variants wsgate -profile /tmp/prof
 //	go tool pprof -top /tmp/prof/pingpong-1k-50-wsgate-r*.pprof   # the rounds merged
 //
@@ -22,7 +22,8 @@
 // protocol on its stdin/stdout. Every timed workload is run against every
 // variant in turn (A B C D E, A B C D E, ... for -rounds rounds) and the median
 // of the rounds is reported, as absolute figures and as ratios to the raw TCP
-// copy proxy measured in the same run.
+// copy proxy measured in the same run. The memory workloads run once per
+// variant, each through a proxy process started afresh.
 //
 // Variants:
 //
@@ -44,6 +45,7 @@
 //	pingpong-SIZE-N  N sessions, each sends one SIZE-byte binary message and waits for its echo
 //	stream-SIZE      one session writes SIZE-byte messages continuously, a reader goroutine reads the echoes
 //	idle             -idle sessions opened and left idle: memory (heap, stacks, RSS, kernel) per proxied session
+//	idle-after-SIZE  the same, each session having exchanged one SIZE-byte message first
 package main
 
 import (

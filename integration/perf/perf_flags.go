@@ -39,16 +39,19 @@ type workloadKind int
 const (
 	kindPingPong workloadKind = iota // each session: send a message, wait for its echo, again
 	kindStream                       // one session writes continuously, a reader reads the echoes
-	kindIdle                         // sessions opened, then left idle
+	kindIdle                         // sessions opened (one message each if size > 0), then left idle
 )
 
 // workload is one entry of -workloads.
 type workload struct {
 	name     string
 	kind     workloadKind
-	size     int // message size
+	size     int // message size (idle: the one message each session exchanges first; 0 for none)
 	sessions int
 }
+
+// memory reports whether w measures memory (with a fresh proxy process) rather than time.
+func (w workload) memory() bool { return w.kind == kindIdle }
 
 // usage is the -h text before the flags.
 const usage = `usage: go run ./integration/perf [flags]
@@ -58,6 +61,9 @@ workloads (-workloads, comma list; default: all):
                     for each -sizes and -sessions (e.g. pingpong-1k-50; any SIZE and N work)
   stream-SIZE       one session writes SIZE-byte messages continuously (e.g. stream-64k)
   idle              -idle sessions opened, nothing sent: memory per idle session
+  idle-after-SIZE   the same, but each session first exchanges one SIZE-byte message
+                    (default list: idle-after-1k, idle-after-16k): what a session keeps
+                    once it has been used
 
 variants (-variants, comma list; tcp, the baseline, always runs):
   direct        no proxy: the clients talk to the echo upstream
@@ -76,7 +82,7 @@ in user space (nothing can splice).
 
 A subset runs quicker, e.g.:
   go run ./integration/perf -workloads pingpong-1k-50,stream-64k -variants wsgate,caddy,nginx
-  go run ./integration/perf -workloads idle -idle 2000 -tls
+  go run ./integration/perf -workloads idle,idle-after-16k -idle 5000 -tls
 
 flags:
 `
@@ -94,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	sizes := fs.String("sizes", "128,1k,16k", "message sizes of the ping-pong workloads (comma list; k = KiB, m = MiB)")
 	streams := fs.String("stream-sizes", "64k,1m", "message sizes of the stream workloads (comma list)")
 	variants := fs.String("variants", strings.Join(variantNames, ","), "comma list of variants to run (tcp, the baseline, is always run; nginx only where installed)")
-	fs.IntVar(&o.idle, "idle", 5000, "sessions of the idle workload (capped by RLIMIT_NOFILE)")
+	fs.IntVar(&o.idle, "idle", 2000, "sessions of the idle and idle-after-SIZE workloads (capped by RLIMIT_NOFILE)")
 	fs.BoolVar(&o.tls, "tls", false, "TLS on the client leg of every variant (wss://, self-signed certificate made by the harness)")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of the proxy child for each measurement (and a heap profile with the idle sessions open) into this directory; "+
 		"run with GODEBUG=memprofilerate=1 for an exact heap profile")
@@ -144,7 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 }
 
 // defaultWorkloads is the list -workloads chooses from by default: the
-// ping-pong and stream workloads the size flags make, then idle.
+// ping-pong and stream workloads the size flags make, then the memory ones.
 func defaultWorkloads(sizes, sessions, streams string) ([]workload, error) {
 	var all []workload
 	szs, err := parseSizes(sizes)
@@ -171,7 +177,10 @@ func defaultWorkloads(sizes, sessions, streams string) ([]workload, error) {
 	for _, sz := range stszs {
 		all = append(all, workload{name: "stream-" + sizeName(sz), kind: kindStream, size: sz, sessions: 1})
 	}
-	all = append(all, workload{name: "idle", kind: kindIdle})
+	for _, name := range []string{"idle", "idle-after-1k", "idle-after-16k"} {
+		w, _ := parseWorkloadName(name)
+		all = append(all, w)
+	}
 	return all, nil
 }
 
@@ -213,8 +222,16 @@ func selectVariants(list string) ([]string, error) {
 	return out, nil
 }
 
-// parseWorkloadName accepts any pingpong-SIZE-N or stream-SIZE, beyond the flag-built list.
+// parseWorkloadName accepts any pingpong-SIZE-N, stream-SIZE, idle,
+// or idle-after-SIZE, beyond the flag-built list.
 func parseWorkloadName(name string) (workload, bool) {
+	if name == "idle" {
+		return workload{name: name, kind: kindIdle}, true
+	}
+	if rest, ok := strings.CutPrefix(name, "idle-after-"); ok {
+		sz, err := parseSize(rest)
+		return workload{name: name, kind: kindIdle, size: sz}, err == nil
+	}
 	parts := strings.Split(name, "-")
 	switch {
 	case len(parts) == 3 && parts[0] == "pingpong":

@@ -52,7 +52,9 @@ func runHarness(opts *options, log io.Writer) (*report, error) {
 		var err error
 		switch w.kind {
 		case kindIdle:
-			rep.idle, err = h.runIdle(opts.idle)
+			var rows []idleRow
+			rows, err = h.runIdle(w)
+			rep.idle = append(rep.idle, rows...)
 		default:
 			var res workloadResult
 			res, err = h.runTimed(w)
@@ -120,7 +122,7 @@ func (h *harness) teardown() {
 func (h *harness) logPlan(hardNofile uint64) {
 	timed := 0
 	for _, w := range h.opts.workloads {
-		if w.kind != kindIdle {
+		if !w.memory() {
 			timed++
 		}
 	}
@@ -175,6 +177,17 @@ func (h *harness) newProxy(kind string) (*proxyProc, error) {
 	cfg := childConfig{kind: kind, upstream: h.echo.addr, copyBuffer: h.opts.copyBuffer,
 		certFile: certFile, keyFile: keyFile, workDir: h.dir}
 	return startGoChild(cfg, h.log)
+}
+
+// restart replaces v's proxy with a new process, so that a memory measurement
+// starts from a proxy that earlier workloads have not grown.
+func (h *harness) restart(v *variant) error {
+	if v.proc == nil {
+		return nil
+	}
+	v.proc.stop()
+	v.proc = nil
+	return h.startProxy(v)
 }
 
 // check sends one message through v and waits for its echo, recording the

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -12,6 +14,7 @@ import (
 
 // idleRow is the memory held by idle sessions through one variant.
 type idleRow struct {
+	workload string
 	variant  string
 	sessions int
 	capped   string // why fewer sessions than asked, if so
@@ -20,7 +23,8 @@ type idleRow struct {
 	parentPer     float64 // this process (clients + upstream): heap+stack growth per session
 	childHeapPer  float64 // proxy child: live heap growth per session
 	childStackPer float64 // proxy child: goroutine stack growth per session
-	rssPer        float64 // proxy: RSS growth per session (Go children: after GC + FreeOSMemory)
+	rssPer        float64 // proxy: RSS growth per session, nothing forced
+	rssGCPer      float64 // proxy child: RSS growth per session, read right after GC + FreeOSMemory
 	goroutinesPer float64 // proxy child: goroutines per session
 	childFdsPer   float64 // proxy: descriptors per session
 	wholePer      float64 // (parent + child growth) per session, minus direct's parent growth per session
@@ -31,7 +35,8 @@ type idleRow struct {
 // memPoint is the memory of the harness and of a variant's proxy at one moment.
 type memPoint struct {
 	selfHeapStack uint64 // this process's live heap + stacks after GC
-	rss           uint64 // the proxy's VmRSS (summed over its processes); Go children: after GC
+	rss           uint64 // the proxy's VmRSS (summed over its processes), read first, nothing forced
+	rssGC         uint64 // the same right after the Go child's GCs and FreeOSMemory
 	heap, stack   uint64 // the Go child's live heap and stacks
 	goroutines    int
 	fds           int
@@ -39,19 +44,20 @@ type memPoint struct {
 	slabOK        bool
 }
 
-// memPoint reads the memory figures: the proxy's (a Go child's after its
-// GCs), the harness's and the kernel's.
+// memPoint reads the memory figures: the proxy's RSS as it is first, then
+// (Go children) after the child's GCs, then the harness's and the kernel's.
 func (h *harness) memPoint(v *variant) (memPoint, error) {
 	var m memPoint
 	if p := v.proc; p != nil {
+		m.rss, m.fds = p.rss(), p.fds()
 		if p.ctl != nil {
 			st, err := p.ctl.call("memstats")
 			if err != nil {
 				return m, err
 			}
 			m.heap, m.stack, m.goroutines = st.HeapAlloc, st.StackInuse, st.Goroutines
+			m.rssGC = p.rss()
 		}
-		m.rss, m.fds = p.rss(), p.fds()
 	}
 	heap, stack := heapAndStack()
 	m.selfHeapStack = heap + stack
@@ -59,19 +65,16 @@ func (h *harness) memPoint(v *variant) (memPoint, error) {
 	return m, nil
 }
 
-// idleReport is the idle workload's rows, one per variant.
-type idleReport struct {
-	requested int
-	rows      []idleRow
-}
-
-// runIdle opens n idle sessions through each variant in turn and measures the
-// memory they hold once settled and garbage-collected.
-func (h *harness) runIdle(n int) (*idleReport, error) {
+// runIdle measures the memory idle sessions hold through each variant in
+// turn, each through a proxy process started afresh.
+func (h *harness) runIdle(w workload) ([]idleRow, error) {
 	var rows []idleRow
 	directParent, directSlab := nan, nan
 	for _, v := range h.variants {
-		row, err := h.idleOne(v, n)
+		if err := h.restart(v); err != nil {
+			return nil, err
+		}
+		row, err := h.idleOne(w, v)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w%s", v.name, err, v.proc.logTail())
 		}
@@ -89,12 +92,13 @@ func (h *harness) runIdle(n int) (*idleReport, error) {
 			r.kernelPer = r.slabPer - directSlab
 		}
 	}
-	return &idleReport{requested: n, rows: rows}, nil
+	return rows, nil
 }
 
-// idleOne opens n sessions through v, lets them settle, and measures what they hold.
-func (h *harness) idleOne(v *variant, n int) (idleRow, error) {
-	row := idleRow{variant: v.name}
+// idleOne opens -idle sessions through v (each exchanging one w.size message
+// first, if w.size > 0), lets them settle, and measures what they hold.
+func (h *harness) idleOne(w workload, v *variant) (idleRow, error) {
+	row := idleRow{workload: w.name, variant: v.name}
 	if err := h.waitQuiet(v, 10*time.Second); err != nil {
 		return row, err
 	}
@@ -103,7 +107,7 @@ func (h *harness) idleOne(v *variant, n int) (idleRow, error) {
 		return row, err
 	}
 	start := time.Now()
-	conns, capped, err := h.openSessions(v, n)
+	conns, capped, err := h.openSessions(v, h.opts.idle)
 	if err != nil {
 		return row, err
 	}
@@ -112,6 +116,11 @@ func (h *harness) idleOne(v *variant, n int) (idleRow, error) {
 	if err := h.waitSessions(v, int64(len(conns)), 30*time.Second); err != nil {
 		return row, fmt.Errorf("sessions did not settle: %w", err)
 	}
+	if w.size > 0 {
+		if err := echoOnce(conns, w.size); err != nil {
+			return row, err
+		}
+	}
 	row.setup = time.Since(start)
 	time.Sleep(300 * time.Millisecond)
 	m1, err := h.memPoint(v)
@@ -119,14 +128,14 @@ func (h *harness) idleOne(v *variant, n int) (idleRow, error) {
 		return row, err
 	}
 	row.fill(m0, m1, v.proc)
-	if prof := h.profilePath(workload{name: "idle"}, v, 0); prof != "" {
+	if prof := h.profilePath(w, v, 0); prof != "" {
 		if _, err := v.proc.ctl.call("heap-profile " + strings.TrimSuffix(prof, "-r0.pprof") + "-heap.pprof"); err != nil {
 			return row, err
 		}
 	}
-	h.logf("idle %-12s %d sessions in %s: proxy %s heap + %s stack, %s RSS per session; harness %s per session",
-		v.name, len(conns), row.setup.Round(time.Millisecond), fmtBytes(row.childHeapPer), fmtBytes(row.childStackPer),
-		fmtBytes(row.rssPer), fmtBytes(row.parentPer))
+	h.logf("%s %-12s %d sessions in %s: proxy %s heap + %s stack, RSS %s as is, %s after GC per session; harness %s per session",
+		w.name, v.name, len(conns), row.setup.Round(time.Millisecond), fmtBytes(row.childHeapPer), fmtBytes(row.childStackPer),
+		fmtBytes(row.rssPer), fmtBytes(row.rssGCPer), fmtBytes(row.parentPer))
 	closeAll(conns)
 	return row, h.waitQuiet(v, 60*time.Second)
 }
@@ -140,7 +149,7 @@ func (r *idleRow) fill(m0, m1 memPoint, p *proxyProc) {
 	if m0.slabOK && m1.slabOK {
 		r.slabPer = per(m1.slab, m0.slab)
 	}
-	r.childHeapPer, r.childStackPer, r.rssPer, r.goroutinesPer, r.childFdsPer = nan, nan, nan, nan, nan
+	r.childHeapPer, r.childStackPer, r.rssPer, r.rssGCPer, r.goroutinesPer, r.childFdsPer = nan, nan, nan, nan, nan, nan
 	if p == nil {
 		return
 	}
@@ -148,6 +157,7 @@ func (r *idleRow) fill(m0, m1 memPoint, p *proxyProc) {
 	r.childFdsPer = float64(m1.fds-m0.fds) / float64(r.sessions)
 	if p.ctl != nil {
 		r.childHeapPer, r.childStackPer = per(m1.heap, m0.heap), per(m1.stack, m0.stack)
+		r.rssGCPer = per(m1.rssGC, m0.rssGC)
 		r.goroutinesPer = float64(m1.goroutines-m0.goroutines) / float64(r.sessions)
 	}
 }
@@ -212,4 +222,29 @@ func (h *harness) fdRoom(counters []fdCounter, have int) (room int, why string) 
 		}
 	}
 	return room, why
+}
+
+// echoOnce has every session send one size-byte message and read its echo,
+// 32 sessions at a time.
+func echoOnce(conns []*websocket.Conn, size int) error {
+	payload := make([]byte, size)
+	var mu sync.Mutex
+	var first error
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := echoOne(c, payload); err != nil {
+				mu.Lock()
+				first = cmp.Or(first, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }

@@ -50,6 +50,10 @@ func startGoChild(cfg childConfig, stderr io.Writer) (*proxyProc, error) {
 	}
 	cmd := exec.Command(exe, cfg.args()...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
+	if _, set := os.LookupEnv("GORACE"); !set {
+		// A -race build sleeps 1 s at exit by default: every restart would wait for it.
+		cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=0")
+	}
 	cmd.Stderr = stderr
 	childAttrs(cmd, syscall.SIGKILL)
 	in, err := cmd.StdinPipe()

@@ -23,7 +23,7 @@ type report struct {
 	variants          []string // as run (nginx is left out where not installed)
 	tls               []string // per variant: the client leg's TLS session, under -tls
 	results           []workloadResult
-	idle              *idleReport
+	idle              []idleRow
 	elapsed           time.Duration
 }
 
@@ -86,7 +86,7 @@ func (r *report) writeMarkdown(out io.Writer) {
 	if len(r.results) > 0 {
 		r.writeTimed(p)
 	}
-	if r.idle != nil {
+	if len(r.idle) > 0 {
 		r.writeIdle(p)
 	}
 }
@@ -172,37 +172,6 @@ func (r *report) writeTimed(p printer) {
 	if o.profileDir != "" {
 		p("CPU profiles of %s were written to %s during the measurements: those variants' figures include the profiler's overhead.\n\n", strings.Join(o.profileVars, ", "), o.profileDir)
 	}
-}
-
-// writeIdle writes the memory-per-idle-session table.
-func (r *report) writeIdle(p printer) {
-	ir := r.idle
-	p("## Memory per idle session (%d sessions asked)\n\n", ir.requested)
-	p("| variant | sessions | proxy heap/session | proxy stacks/session | proxy heap+stack/session | whole system − direct | proxy kernel (slab)/session | proxy heap+stack+kernel | proxy RSS/session | goroutines/session | proxy fds/session | harness heap+stack/session | setup |\n")
-	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, row := range ir.rows {
-		both := row.childHeapPer + row.childStackPer
-		p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.label(row.variant), row.sessions,
-			fmtBytes(row.childHeapPer), fmtBytes(row.childStackPer), fmtBytes(both), fmtBytes(row.wholePer),
-			fmtBytes(row.kernelPer), fmtBytes(both+row.kernelPer),
-			fmtBytes(row.rssPer), fmtFloat(row.goroutinesPer, 2), fmtFloat(row.childFdsPer, 2), fmtBytes(row.parentPer),
-			row.setup.Round(time.Millisecond))
-	}
-	p("\nMethod: for each variant in turn, the sessions are opened (client → proxy → upstream, both legs) and left idle; once every session is established at the proxy and the upstream, " +
-		"both processes run two GCs (and the child debug.FreeOSMemory) and report live heap (MemStats.HeapAlloc) + goroutine stacks (MemStats.StackInuse). " +
-		"The growth over the same figures taken before the sessions were opened, divided by the sessions, is the cost per session. " +
-		"**proxy heap+stack/session** is the child's growth alone: the proxy's cost, both legs together. " +
-		"**whole system − direct** is (harness growth + child growth) per session through the proxy minus the harness growth per session of **direct** (clients and upstream only), " +
-		"the same cost measured as the whole system's growth; the two agree when the harness's own memory is the same in every variant. " +
-		"**proxy kernel (slab)/session** is the growth of the kernel's slab memory (/proc/slabinfo: active objects × object size, system-wide; needs root) per session, minus the same growth of **direct**: " +
-		"the proxy's sockets, epoll entries and (tcp variant) splice pipe rings. It is NaN (–) where /proc/slabinfo cannot be read. " +
-		"**proxy RSS/session** is the growth of VmRSS (/proc/PID/status; nginx: master + worker, which has no heap figures) and includes what the Go runtime has not returned to the OS.\n\n")
-	for _, row := range ir.rows {
-		if row.capped != "" {
-			p("- %s: fewer sessions than asked: %s.\n", row.variant, row.capped)
-		}
-	}
-	p("\n")
 }
 
 // withRatio appends v's ratio to the baseline's figure to s (not on the baseline's own row).

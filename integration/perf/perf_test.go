@@ -33,11 +33,11 @@ func TestHarnessEndToEnd(t *testing.T) {
 		t.Skip("starts proxy child processes and runs timed traffic")
 	}
 	md := runHarnessForTest(t, "-duration", "100ms", "-rounds", "1", "-idle", "50",
-		"-workloads", "pingpong-128-1,pingpong-1k-4,stream-64k,idle")
+		"-workloads", "pingpong-128-1,pingpong-1k-4,stream-64k,idle,idle-after-1k")
 	for _, want := range []string{
 		"Command: `go run ./integration/perf -duration 100ms",
 		"| pingpong-1k-4 | wsgate |", "| stream-64k | caddy |",
-		"## Memory per idle session (50 sessions asked)",
+		"## Memory per idle session (-idle 50 sessions asked)",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
@@ -51,8 +51,8 @@ func TestHarnessEndToEnd(t *testing.T) {
 		if v == "direct" {
 			continue
 		}
-		if b := cellBytes(t, md, "| "+v+" | 50 |", "proxy RSS/session"); !(b > 0) {
-			t.Errorf("idle, %s: proxy RSS/session %v, want > 0", v, b)
+		if b := cellBytes(t, md, "| idle-after-1k | "+v+" | 50 |", "proxy RSS/session"); !(b > 0) {
+			t.Errorf("idle-after-1k, %s: proxy RSS/session %v, want > 0", v, b)
 		}
 	}
 }
@@ -64,7 +64,7 @@ func TestHarnessTLS(t *testing.T) {
 		t.Skip("starts proxy child processes and runs timed traffic")
 	}
 	md := runHarnessForTest(t, "-tls", "-duration", "100ms", "-rounds", "1", "-idle", "20",
-		"-variants", "caddy,wsgate,nginx", "-workloads", "pingpong-128-1,idle")
+		"-variants", "caddy,wsgate,nginx", "-workloads", "pingpong-128-1,idle-after-1k")
 	if !strings.Contains(md, "**TLS client leg (-tls)**") || !strings.Contains(md, "caddy TLS 1.3") {
 		t.Errorf("report does not say the client leg is TLS 1.3")
 	}
@@ -76,8 +76,8 @@ func TestHarnessTLS(t *testing.T) {
 		if got := cell(t, md, row, "proxy CPU/msg"); got == "–" {
 			t.Errorf("%s: no proxy CPU/msg", row)
 		}
-		if b := cellBytes(t, md, "| "+v+"+tls | 20 |", "proxy RSS/session"); !(b > 0) {
-			t.Errorf("idle, %s+tls: proxy RSS/session %v, want > 0", v, b)
+		if b := cellBytes(t, md, "| idle-after-1k | "+v+"+tls | 20 |", "proxy RSS/session"); !(b > 0) {
+			t.Errorf("idle-after-1k, %s+tls: proxy RSS/session %v, want > 0", v, b)
 		}
 	}
 }
@@ -110,7 +110,7 @@ func cell(t *testing.T, md, rowPrefix, column string) string {
 	t.Helper()
 	var header []string
 	for _, line := range strings.Split(md, "\n") {
-		if strings.HasPrefix(line, "| workload |") || strings.HasPrefix(line, "| variant |") {
+		if strings.HasPrefix(line, "| workload |") {
 			header = strings.Split(line, "|")
 		}
 		if !strings.HasPrefix(line, rowPrefix) {
@@ -149,16 +149,18 @@ func cellBytes(t *testing.T, md, rowPrefix, column string) float64 {
 // TestParseFlags checks the workload names, the variant order and the
 // flags a child gets.
 func TestParseFlags(t *testing.T) {
-	o, err := parseFlags([]string{"-workloads", "pingpong-2k-3,stream-1m,idle", "-variants", "wsgate"}, &bytes.Buffer{})
+	o, err := parseFlags([]string{"-workloads", "pingpong-2k-3,stream-1m,idle,idle-after-16k", "-variants", "wsgate"}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := o.workloads
-	if len(w) != 3 || w[0].size != 2<<10 || w[0].sessions != 3 || w[1].size != 1<<20 || w[2].kind != kindIdle {
+	if len(w) != 4 || w[0].size != 2<<10 || w[0].sessions != 3 || w[1].size != 1<<20 || w[2].kind != kindIdle || w[2].size != 0 ||
+		w[3].kind != kindIdle || w[3].size != 16<<10 {
 		t.Errorf("workloads: %+v", o.workloads)
 	}
-	if d, _ := parseFlags(nil, &bytes.Buffer{}); len(d.variants) != len(variantNames) {
-		t.Errorf("default variants %v", d.variants)
+	if d, _ := parseFlags(nil, &bytes.Buffer{}); len(d.variants) != len(variantNames) || d.idle != 2000 ||
+		!slices.ContainsFunc(d.workloads, func(w workload) bool { return w.name == "idle-after-16k" }) {
+		t.Errorf("defaults: variants %v, -idle %d, workloads %v", d.variants, d.idle, d.workloads)
 	}
 	if strings.Join(o.variants, ",") != "tcp,wsgate" {
 		t.Errorf("variants %v: the tcp baseline must always run", o.variants)
@@ -176,7 +178,7 @@ func TestParseFlags(t *testing.T) {
 	if o, err := parseFlags(child.args(), &bytes.Buffer{}); err != nil || o.child != child {
 		t.Errorf("a child started with %v gets %+v (%v)", child.args(), o.child, err)
 	}
-	for _, bad := range [][]string{{"-copy-buffer", "0"}, {"-idle", "0"}} {
+	for _, bad := range [][]string{{"-copy-buffer", "0"}, {"-idle", "0"}, {"-workloads", "idle-after-x"}} {
 		if _, err := parseFlags(bad, &bytes.Buffer{}); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
