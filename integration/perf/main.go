@@ -5,6 +5,7 @@
 //	go run ./integration/perf                      # every workload and variant, defaults
 //	go run ./integration/perf -workloads pingpong-1k-50,stream-64k -variants wsgate,caddy,nginx -duration 5s
 //	go run ./integration/perf -workloads idle,idle-after-1k,idle-after-16k -idle 5000 -tls
+//	go run ./integration/perf -workloads mass-close,mass-drop -mass-close 2000
 //	go run ./integration/perf -workloads pingpong-1k-50 -variants wsgate -profile /tmp/prof
 //	go tool pprof -top /tmp/prof/pingpong-1k-50-wsgate-r*.pprof   # the rounds merged
 //
@@ -46,6 +47,9 @@
 //	stream-SIZE      one session writes SIZE-byte messages continuously, a reader goroutine reads the echoes
 //	idle             -idle sessions opened and left idle: memory (heap, stacks, RSS, kernel) per proxied session
 //	idle-after-SIZE  the same, each session having exchanged one SIZE-byte message first
+//	mass-close       -mass-close sessions all closed at once (close frames) while a probe
+//	                 session echoes: the proxy's RSS growth and the probe's latency
+//	mass-drop        the same, the clients dropping TCP instead (not in the default list)
 package main
 
 import (

@@ -19,6 +19,7 @@ type options struct {
 	workloads   []workload
 	variants    []string
 	idle        int
+	massClose   int
 	tls         bool
 	profileDir  string
 	profileVars []string
@@ -37,9 +38,10 @@ const baseline = "tcp"
 type workloadKind int
 
 const (
-	kindPingPong workloadKind = iota // each session: send a message, wait for its echo, again
-	kindStream                       // one session writes continuously, a reader reads the echoes
-	kindIdle                         // sessions opened (one message each if size > 0), then left idle
+	kindPingPong  workloadKind = iota // each session: send a message, wait for its echo, again
+	kindStream                        // one session writes continuously, a reader reads the echoes
+	kindIdle                          // sessions opened (one message each if size > 0), then left idle
+	kindMassClose                     // sessions opened, then all closed at once while a probe session echoes
 )
 
 // workload is one entry of -workloads.
@@ -48,15 +50,16 @@ type workload struct {
 	kind     workloadKind
 	size     int // message size (idle: the one message each session exchanges first; 0 for none)
 	sessions int
+	drop     bool // kindMassClose: the clients drop TCP instead of sending a close frame
 }
 
 // memory reports whether w measures memory (with a fresh proxy process) rather than time.
-func (w workload) memory() bool { return w.kind == kindIdle }
+func (w workload) memory() bool { return w.kind == kindIdle || w.kind == kindMassClose }
 
 // usage is the -h text before the flags.
 const usage = `usage: go run ./integration/perf [flags]
 
-workloads (-workloads, comma list; default: all):
+workloads (-workloads, comma list; default: all but mass-drop):
   pingpong-SIZE-N   N sessions, each sends one SIZE-byte message and waits for its echo,
                     for each -sizes and -sessions (e.g. pingpong-1k-50; any SIZE and N work)
   stream-SIZE       one session writes SIZE-byte messages continuously (e.g. stream-64k)
@@ -64,6 +67,10 @@ workloads (-workloads, comma list; default: all):
   idle-after-SIZE   the same, but each session first exchanges one SIZE-byte message
                     (default list: idle-after-1k, idle-after-16k): what a session keeps
                     once it has been used
+  mass-close        -mass-close sessions closed at once (a close frame each, at one
+                    barrier) while a probe session echoes 128 B every 5 ms: the proxy's
+                    RSS growth and the probe's latency during the storm
+  mass-drop         the same, but the clients drop their TCP connections (no close frame)
 
 variants (-variants, comma list; tcp, the baseline, always runs):
   direct        no proxy: the clients talk to the echo upstream
@@ -83,6 +90,7 @@ in user space (nothing can splice).
 A subset runs quicker, e.g.:
   go run ./integration/perf -workloads pingpong-1k-50,stream-64k -variants wsgate,caddy,nginx
   go run ./integration/perf -workloads idle,idle-after-16k -idle 5000 -tls
+  go run ./integration/perf -workloads mass-close,mass-drop -mass-close 2000
 
 flags:
 `
@@ -95,12 +103,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of one measurement (one variant, one round)")
 	fs.DurationVar(&o.warmup, "warmup", 0, "traffic before each measurement starts (default: duration/10, between 50ms and 250ms)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every variant once per workload, the median is reported")
-	workloads := fs.String("workloads", "", "comma list of workloads (default: all); see above")
+	workloads := fs.String("workloads", "", "comma list of workloads (default: all but mass-drop); see above")
 	sessions := fs.String("sessions", "1,50", "concurrent sessions of the ping-pong workloads (comma list)")
 	sizes := fs.String("sizes", "128,1k,16k", "message sizes of the ping-pong workloads (comma list; k = KiB, m = MiB)")
 	streams := fs.String("stream-sizes", "64k,1m", "message sizes of the stream workloads (comma list)")
 	variants := fs.String("variants", strings.Join(variantNames, ","), "comma list of variants to run (tcp, the baseline, is always run; nginx only where installed)")
 	fs.IntVar(&o.idle, "idle", 2000, "sessions of the idle and idle-after-SIZE workloads (capped by RLIMIT_NOFILE)")
+	fs.IntVar(&o.massClose, "mass-close", 5000, "sessions of the mass-close and mass-drop workloads (capped by RLIMIT_NOFILE)")
 	fs.BoolVar(&o.tls, "tls", false, "TLS on the client leg of every variant (wss://, self-signed certificate made by the harness)")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of the proxy child for each measurement (and a heap profile with the idle sessions open) into this directory; "+
 		"run with GODEBUG=memprofilerate=1 for an exact heap profile")
@@ -129,8 +138,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.child.kind != "" {
 		return o, nil
 	}
-	if o.duration <= 0 || o.rounds <= 0 || o.idle <= 0 {
-		return nil, fmt.Errorf("-duration, -rounds and -idle must be positive")
+	if o.duration <= 0 || o.rounds <= 0 || o.idle <= 0 || o.massClose <= 0 {
+		return nil, fmt.Errorf("-duration, -rounds, -idle and -mass-close must be positive")
 	}
 	if o.warmup <= 0 {
 		o.warmup = min(max(o.duration/10, 50*time.Millisecond), 250*time.Millisecond)
@@ -177,7 +186,7 @@ func defaultWorkloads(sizes, sessions, streams string) ([]workload, error) {
 	for _, sz := range stszs {
 		all = append(all, workload{name: "stream-" + sizeName(sz), kind: kindStream, size: sz, sessions: 1})
 	}
-	for _, name := range []string{"idle", "idle-after-1k", "idle-after-16k"} {
+	for _, name := range []string{"idle", "idle-after-1k", "idle-after-16k", "mass-close"} {
 		w, _ := parseWorkloadName(name)
 		all = append(all, w)
 	}
@@ -223,10 +232,13 @@ func selectVariants(list string) ([]string, error) {
 }
 
 // parseWorkloadName accepts any pingpong-SIZE-N, stream-SIZE, idle,
-// or idle-after-SIZE, beyond the flag-built list.
+// idle-after-SIZE, mass-close or mass-drop, beyond the flag-built list.
 func parseWorkloadName(name string) (workload, bool) {
-	if name == "idle" {
+	switch name {
+	case "idle":
 		return workload{name: name, kind: kindIdle}, true
+	case "mass-close", "mass-drop":
+		return workload{name: name, kind: kindMassClose, drop: name == "mass-drop"}, true
 	}
 	if rest, ok := strings.CutPrefix(name, "idle-after-"); ok {
 		sz, err := parseSize(rest)

@@ -55,6 +55,10 @@ func runHarness(opts *options, log io.Writer) (*report, error) {
 			var rows []idleRow
 			rows, err = h.runIdle(w)
 			rep.idle = append(rep.idle, rows...)
+		case kindMassClose:
+			var rows []massRow
+			rows, err = h.runMassClose(w)
+			rep.mass = append(rep.mass, rows...)
 		default:
 			var res workloadResult
 			res, err = h.runTimed(w)
@@ -167,7 +171,7 @@ func (h *harness) newProxy(kind string) (*proxyProc, error) {
 		// Two connections per session, and room to spare: nginx closes
 		// connections still waiting for their request ("reusing
 		// connections") once fewer than 1/16 of worker_connections are free.
-		conns := 4*max(h.opts.idle, 1000) + 1024
+		conns := 4*max(h.opts.idle, h.opts.massClose, 1000) + 1024
 		if h.nofile > 0 {
 			conns = min(conns, int(h.nofile)-64)
 		}

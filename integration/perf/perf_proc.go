@@ -180,6 +180,15 @@ func (p *proxyProc) statusSum(field string) uint64 {
 // rss is VmRSS summed over the proxy's processes, as the OS sees it now.
 func (p *proxyProc) rss() uint64 { return p.statusSum("VmRSS") }
 
+// resetPeak starts a new VmHWM period for every process of the proxy.
+func (p *proxyProc) resetPeak() bool {
+	ok := true
+	for _, pid := range p.pids {
+		ok = resetPeakRSS(pid) && ok
+	}
+	return ok
+}
+
 // syscalls is the proxy's read- and write-type system calls so far.
 func (p *proxyProc) syscalls() uint64 {
 	var total uint64

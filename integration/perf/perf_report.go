@@ -24,6 +24,7 @@ type report struct {
 	tls               []string // per variant: the client leg's TLS session, under -tls
 	results           []workloadResult
 	idle              []idleRow
+	mass              []massRow
 	elapsed           time.Duration
 }
 
@@ -89,6 +90,9 @@ func (r *report) writeMarkdown(out io.Writer) {
 	if len(r.idle) > 0 {
 		r.writeIdle(p)
 	}
+	if len(r.mass) > 0 {
+		r.writeMass(p)
+	}
 }
 
 // printer is fmt.Fprintf to the report.
@@ -107,8 +111,8 @@ func (r *report) writeHeader(p printer) {
 	o := r.opts
 	p("# wsgate proxy performance\n\n")
 	p("Command: `%s`\n\n", strings.TrimSpace("go run ./integration/perf "+strings.Join(o.args, " ")))
-	p("Settings: -duration %s (after %s warmup), -rounds %d, -idle %d; %s %s/%s, %d CPUs (GOMAXPROCS %d), kernel %s, RLIMIT_NOFILE %d (hard %d). Run took %s.\n\n",
-		o.duration, o.warmup, o.rounds, o.idle, runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
+	p("Settings: -duration %s (after %s warmup), -rounds %d, -idle %d, -mass-close %d; %s %s/%s, %d CPUs (GOMAXPROCS %d), kernel %s, RLIMIT_NOFILE %d (hard %d). Run took %s.\n\n",
+		o.duration, o.warmup, o.rounds, o.idle, o.massClose, runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
 		kernelRelease(), r.nofile, r.nofileMax, r.elapsed.Round(time.Second))
 	p("Variants: **direct** = client to the echo upstream, no proxy; **tcp** = raw TCP copy proxy (io.Copy both ways, splice on Linux), the baseline of every ratio; "+
 		"**copy** = the same proxy copying through a %s user-space buffer instead of splicing (as Caddy's reverse_proxy does); "+

@@ -25,6 +25,8 @@ func childPids(pid int) []int { return nil }
 
 func procStatusBytes(pid int, field string) (uint64, bool) { return 0, false }
 
+func resetPeakRSS(pid int) bool { return false }
+
 func kernelRelease() string { return "" }
 
 func machineBusy() time.Duration { return 0 }

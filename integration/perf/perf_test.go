@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,17 +28,17 @@ func TestMain(m *testing.M) {
 // TestHarnessEndToEnd runs the harness with tiny settings over every variant
 // (nginx where installed) and a workload of each kind, so that it keeps
 // compiling and working: every variant has its rows, the ratios, the idle
-// RSS has real figures.
+// RSS and the mass-close probe have real figures.
 func TestHarnessEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts proxy child processes and runs timed traffic")
 	}
-	md := runHarnessForTest(t, "-duration", "100ms", "-rounds", "1", "-idle", "50",
-		"-workloads", "pingpong-128-1,pingpong-1k-4,stream-64k,idle,idle-after-1k")
+	md := runHarnessForTest(t, "-duration", "100ms", "-rounds", "1", "-idle", "50", "-mass-close", "50",
+		"-workloads", "pingpong-128-1,pingpong-1k-4,stream-64k,idle,idle-after-1k,mass-close")
 	for _, want := range []string{
 		"Command: `go run ./integration/perf -duration 100ms",
 		"| pingpong-1k-4 | wsgate |", "| stream-64k | caddy |",
-		"## Memory per idle session (-idle 50 sessions asked)",
+		"## Memory per idle session (-idle 50 sessions asked)", "## Mass close (-mass-close 50 sessions asked)",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
@@ -53,6 +54,16 @@ func TestHarnessEndToEnd(t *testing.T) {
 		}
 		if b := cellBytes(t, md, "| idle-after-1k | "+v+" | 50 |", "proxy RSS/session"); !(b > 0) {
 			t.Errorf("idle-after-1k, %s: proxy RSS/session %v, want > 0", v, b)
+		}
+		mass := "| mass-close | " + v + " | 50 |"
+		if b := cellBytes(t, md, mass, "proxy RSS before"); !(b > 0) {
+			t.Errorf("mass-close, %s: proxy RSS before %v, want > 0", v, b)
+		}
+		if n, err := strconv.Atoi(cell(t, md, mass, "probe echoes")); err != nil || n == 0 {
+			t.Errorf("mass-close, %s: the probe got no echo (%q)", v, cell(t, md, mass, "probe echoes"))
+		}
+		if got := cell(t, md, mass, "probe p99"); got == "–" {
+			t.Errorf("mass-close, %s: no probe p99", v)
 		}
 	}
 }
@@ -149,18 +160,18 @@ func cellBytes(t *testing.T, md, rowPrefix, column string) float64 {
 // TestParseFlags checks the workload names, the variant order and the
 // flags a child gets.
 func TestParseFlags(t *testing.T) {
-	o, err := parseFlags([]string{"-workloads", "pingpong-2k-3,stream-1m,idle,idle-after-16k", "-variants", "wsgate"}, &bytes.Buffer{})
+	o, err := parseFlags([]string{"-workloads", "pingpong-2k-3,stream-1m,idle,idle-after-16k,mass-drop", "-variants", "wsgate"}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := o.workloads
-	if len(w) != 4 || w[0].size != 2<<10 || w[0].sessions != 3 || w[1].size != 1<<20 || w[2].kind != kindIdle || w[2].size != 0 ||
-		w[3].kind != kindIdle || w[3].size != 16<<10 {
+	if len(w) != 5 || w[0].size != 2<<10 || w[0].sessions != 3 || w[1].size != 1<<20 || w[2].kind != kindIdle || w[2].size != 0 ||
+		w[3].kind != kindIdle || w[3].size != 16<<10 || w[4].kind != kindMassClose || !w[4].drop {
 		t.Errorf("workloads: %+v", o.workloads)
 	}
-	if d, _ := parseFlags(nil, &bytes.Buffer{}); len(d.variants) != len(variantNames) || d.idle != 2000 ||
-		!slices.ContainsFunc(d.workloads, func(w workload) bool { return w.name == "idle-after-16k" }) {
-		t.Errorf("defaults: variants %v, -idle %d, workloads %v", d.variants, d.idle, d.workloads)
+	if d, _ := parseFlags(nil, &bytes.Buffer{}); len(d.variants) != len(variantNames) || d.idle != 2000 || d.massClose != 5000 ||
+		!slices.ContainsFunc(d.workloads, func(w workload) bool { return w.name == "mass-close" }) {
+		t.Errorf("defaults: variants %v, -idle %d, -mass-close %d, workloads %v", d.variants, d.idle, d.massClose, d.workloads)
 	}
 	if strings.Join(o.variants, ",") != "tcp,wsgate" {
 		t.Errorf("variants %v: the tcp baseline must always run", o.variants)

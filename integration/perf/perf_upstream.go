@@ -150,7 +150,17 @@ func dialAll(url string, n, conc int) ([]*websocket.Conn, error) {
 // that reads c may call it.
 func closeGracefully(c *websocket.Conn) {
 	deadline := time.Now().Add(5 * time.Second)
+	sendClose(c, deadline)
+	awaitClose(c, deadline)
+}
+
+// sendClose sends a 1000 close frame on c.
+func sendClose(c *websocket.Conn, deadline time.Time) {
 	_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), deadline)
+}
+
+// awaitClose reads c until the peer's close (or the deadline), then closes it.
+func awaitClose(c *websocket.Conn, deadline time.Time) {
 	_ = c.SetReadDeadline(deadline)
 	drainUntilClose(c)
 	c.Close()

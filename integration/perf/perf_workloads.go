@@ -208,11 +208,7 @@ func (h *harness) pingPong(w workload, v *variant, round int) (sample, error) {
 		return sample{}, errors.New("no message was echoed during the measurement")
 	}
 	slices.Sort(lat)
-	s := sample{
-		msgsPerSec: float64(n) / wall.Seconds(),
-		p50:        float64(lat[len(lat)*50/100].Nanoseconds()) / 1e3,
-		p99:        float64(lat[len(lat)*99/100].Nanoseconds()) / 1e3,
-	}
+	s := sample{msgsPerSec: float64(n) / wall.Seconds(), p50: percentile(lat, 50), p99: percentile(lat, 99)}
 	s.mbPerSec = s.msgsPerSec * float64(w.size) / 1e6
 	s.fill(s0, s1, 2*n, n*int64(framesUp(w.size))+n)
 	return s, nil
@@ -248,7 +244,7 @@ func (h *harness) stream(w workload, v *variant, round int) (sample, error) {
 			}
 		}
 		deadline := time.Now().Add(10 * time.Second)
-		_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), deadline)
+		sendClose(c, deadline)
 		_ = c.SetReadDeadline(deadline)
 	}()
 	go func() { // reader
@@ -295,4 +291,14 @@ func (h *harness) stream(w workload, v *variant, round int) (sample, error) {
 	s.mbPerSec = s.msgsPerSec * float64(w.size) / 1e6
 	s.fill(s0, s1, sent+recv, sent*int64(framesUp(w.size))+recv)
 	return s, nil
+}
+
+// percentile is the q-th percentile (0 < q ≤ 100) of sorted latencies, in µs;
+// NaN if there are none.
+func percentile(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return nan
+	}
+	i := min(int(float64(len(sorted))*q/100), len(sorted)-1)
+	return float64(sorted[i].Nanoseconds()) / 1e3
 }
