@@ -2,7 +2,7 @@
 // proxy, a message-level proxy built on gorilla/websocket, Caddy's
 // reverse_proxy, nginx, and no proxy at all.
 //
-//	go run ./integration/perf                      # every workload and variant, defaults
+//	go run ./integration/perf                      # every workload and variant, defaults (about 8 min on 2 cores)
 //	go run ./integration/perf -workloads pingpong-1k-50,stream-64k -variants wsgate,caddy,nginx -duration 5s
 //	go run ./integration/perf -workloads idle,idle-after-1k,idle-after-16k -idle 5000 -tls
 //	go run ./integration/perf -workloads mass-close,mass-drop -mass-close 2000

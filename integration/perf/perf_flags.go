@@ -87,7 +87,8 @@ variants (-variants, comma list; tcp, the baseline, always runs):
 upstream leg stays ws://. tcp and copy then terminate TLS with crypto/tls and copy
 in user space (nothing can splice).
 
-A subset runs quicker, e.g.:
+The default run (every workload and variant) takes about 8 minutes on 2 cores;
+a subset runs quicker, e.g.:
   go run ./integration/perf -workloads pingpong-1k-50,stream-64k -variants wsgate,caddy,nginx
   go run ./integration/perf -workloads idle,idle-after-16k -idle 5000 -tls
   go run ./integration/perf -workloads mass-close,mass-drop -mass-close 2000
@@ -100,7 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("perf", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{args: args}
-	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of one measurement (one variant, one round)")
+	fs.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "length of one measurement (one variant, one round)")
 	fs.DurationVar(&o.warmup, "warmup", 0, "traffic before each measurement starts (default: duration/10, between 50ms and 250ms)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every variant once per workload, the median is reported")
 	workloads := fs.String("workloads", "", "comma list of workloads (default: all but mass-drop); see above")
