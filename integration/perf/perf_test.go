@@ -76,8 +76,13 @@ func TestHarnessTLS(t *testing.T) {
 	}
 	md := runHarnessForTest(t, "-tls", "-duration", "100ms", "-rounds", "1", "-idle", "20",
 		"-variants", "caddy,wsgate,nginx", "-workloads", "pingpong-128-1,idle-after-1k")
-	if !strings.Contains(md, "**TLS client leg (-tls)**") || !strings.Contains(md, "caddy TLS 1.3") {
-		t.Errorf("report does not say the client leg is TLS 1.3")
+	for _, v := range testVariants(t) {
+		if (v == "caddy" || v == "nginx" || v == "tcp") && !strings.Contains(md, v+" TLS 1.3 ") {
+			t.Errorf("report does not say %s's client leg is TLS 1.3", v)
+		}
+	}
+	if !strings.Contains(md, "**TLS client leg (-tls)**") {
+		t.Errorf("report does not say the client leg is TLS")
 	}
 	for _, v := range testVariants(t) {
 		if !slices.Contains([]string{"tcp", "caddy", "wsgate", "nginx"}, v) {
