@@ -2,22 +2,19 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/proxy"
 )
@@ -26,268 +23,202 @@ import (
 // whose own flags are not the harness's).
 const childEnv = "WSGATE_PERF_CHILD"
 
+// childKinds are the proxies a child process can run (-serve-proxy).
+var childKinds = []string{"tcp", "copy", "wsgate", "gorilla", "caddy", "wsgate-caddy"}
+
+// childConfig is what a proxy child runs: the hidden -serve-proxy flags.
+type childConfig struct {
+	kind       string // one of childKinds
+	upstream   string // the echo upstream's host:port
+	copyBuffer int    // the copy kind's buffer
+	certFile   string // with keyFile: the client leg is TLS with this certificate
+	keyFile    string
+	workDir    string // a directory the child may write (Caddy's storage)
+}
+
+// args are the command-line flags that start a child with c.
+func (c childConfig) args() []string {
+	a := []string{"-serve-proxy", c.kind, "-upstream", c.upstream, "-copy-buffer", strconv.Itoa(c.copyBuffer)}
+	if c.certFile != "" {
+		a = append(a, "-tls-cert", c.certFile, "-tls-key", c.keyFile)
+	}
+	if c.workDir != "" {
+		a = append(a, "-work-dir", c.workDir)
+	}
+	return a
+}
+
 // childStats is the child's answer to "stats" and "memstats".
 type childStats struct {
 	Mallocs    uint64 `json:"mallocs"`
 	TotalAlloc uint64 `json:"total_alloc"`
-	Active     int64  `json:"active"`
+	Active     int64  `json:"active"` // -1: the proxy does not count its sessions (Caddy)
 	Goroutines int    `json:"goroutines"`
-	// memstats only (after two GCs):
+	// memstats only (after two GCs and debug.FreeOSMemory):
 	HeapAlloc  uint64 `json:"heap_alloc,omitempty"`
 	StackInuse uint64 `json:"stack_inuse,omitempty"`
-	RSS        uint64 `json:"rss,omitempty"`
 	Error      string `json:"error,omitempty"`
 }
 
-// serveProxyChild runs one proxy of kind in front of upstream, prints
+// serveProxyChild runs one proxy as cfg says in front of the upstream, prints
 // "LISTEN host:port" on out, then answers commands read line by line on in:
 //
 //	stats               mallocs, bytes allocated, active sessions (JSON line)
-//	memstats            the same after two GCs, plus live heap, stack and RSS
+//	memstats            the same after two GCs and debug.FreeOSMemory, plus live heap and stacks
 //	profile-start PATH  start a CPU profile into PATH
 //	profile-stop        stop it
 //	heap-profile PATH   write a heap profile (after a GC) into PATH
 //
-// It exits when in reaches EOF (the harness ended).
-func serveProxyChild(kind, upstream string, copyBuffer int, in io.Reader, out io.Writer) error {
-	if upstream == "" {
+// It exits when in reaches EOF (the harness ended). The harness reads the
+// child's CPU time and RSS from /proc itself.
+func serveProxyChild(cfg childConfig, in io.Reader, out io.Writer) error {
+	if cfg.upstream == "" {
 		return errors.New("-serve-proxy needs -upstream")
 	}
 	raiseNofile()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, active, err := startChildProxy(cfg)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s proxy: %w", cfg.kind, err)
 	}
-	var active func() int64
-	switch kind {
-	case "tcp":
-		tp := &tcpProxy{upstream: upstream}
-		go tp.serve(ln)
-		active = tp.active.Load
-	case "copy":
-		tp := &tcpProxy{upstream: upstream, buffer: copyBuffer}
+	fmt.Fprintf(out, "LISTEN %s\n", addr)
+	return answerCommands(in, out, active)
+}
+
+// startChildProxy starts the proxy of cfg.kind serving in the background and
+// returns its address and its count of active sessions.
+func startChildProxy(cfg childConfig) (addr string, active func() int64, err error) {
+	if cfg.kind == "caddy" || cfg.kind == "wsgate-caddy" {
+		addr, err := startCaddy(cfg)
+		return addr, func() int64 { return -1 }, err
+	}
+	ln, err := childListener(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	switch cfg.kind {
+	case "tcp", "copy":
+		tp := &tcpProxy{upstream: cfg.upstream}
+		if cfg.kind == "copy" {
+			tp.buffer = cfg.copyBuffer
+		}
 		go tp.serve(ln)
 		active = tp.active.Load
 	case "wsgate":
-		p, err := proxy.New(proxy.Config{Upstreams: []string{"ws://" + upstream}})
+		p, err := proxy.New(proxy.Config{Upstreams: []string{"ws://" + cfg.upstream}})
 		if err != nil {
-			return err
+			ln.Close()
+			return "", nil, err
 		}
 		go (&http.Server{Handler: p}).Serve(ln)
 		active = func() int64 { return int64(p.ActiveSessions()) }
 	case "gorilla":
-		gp := &gorillaProxy{upstream: upstream}
+		gp := &gorillaProxy{upstream: cfg.upstream}
 		gp.upgrader.CheckOrigin = func(*http.Request) bool { return true }
 		go (&http.Server{Handler: gp}).Serve(ln)
 		active = gp.active.Load
 	default:
-		return fmt.Errorf("-serve-proxy: unknown kind %q (tcp, copy, wsgate, gorilla)", kind)
+		ln.Close()
+		return "", nil, fmt.Errorf("-serve-proxy: unknown kind %q (%s)", cfg.kind, strings.Join(childKinds, ", "))
 	}
-	fmt.Fprintf(out, "LISTEN %s\n", ln.Addr())
+	return ln.Addr().String(), active, nil
+}
 
-	var prof *os.File
+// childListener listens on a free loopback port, behind TLS when cfg has a
+// certificate (HTTP/1.1 only: the clients speak WebSocket over HTTP/1.1).
+func childListener(cfg childConfig) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil || cfg.certFile == "" {
+		return ln, err
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.certFile, cfg.keyFile)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("loading the TLS certificate: %w", err)
+	}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}), nil
+}
+
+// answerCommands runs the child's command loop until in reaches EOF.
+func answerCommands(in io.Reader, out io.Writer, active func() int64) error {
+	var prof *os.File // the running CPU profile, if any
+	defer func() {
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof.Close()
+		}
+	}()
 	sc := bufio.NewScanner(in)
 	enc := json.NewEncoder(out)
 	for sc.Scan() {
 		cmd, arg, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
 		var st childStats
+		var err error
 		switch cmd {
 		case "stats", "memstats":
-			var ms runtime.MemStats
-			if cmd == "memstats" {
-				runtime.GC()
-				runtime.GC()
-				debug.FreeOSMemory()
-			}
-			runtime.ReadMemStats(&ms)
-			st.Mallocs, st.TotalAlloc = ms.Mallocs, ms.TotalAlloc
-			st.Active, st.Goroutines = active(), runtime.NumGoroutine()
-			if cmd == "memstats" {
-				st.HeapAlloc, st.StackInuse = ms.HeapAlloc, ms.StackInuse
-				st.RSS = selfRSS()
-			}
+			st = runtimeStats(cmd == "memstats", active)
 		case "profile-start":
-			f, err := os.Create(arg)
-			if err == nil {
-				if err = pprof.StartCPUProfile(f); err != nil {
-					f.Close()
-				} else {
-					prof = f
-				}
-			}
-			if err != nil {
-				st.Error = err.Error()
-			}
-		case "heap-profile":
-			runtime.GC()
-			f, err := os.Create(arg)
-			if err == nil {
-				err = pprof.Lookup("heap").WriteTo(f, 0)
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-			}
-			if err != nil {
-				st.Error = err.Error()
-			}
+			prof, err = startCPUProfile(arg)
 		case "profile-stop":
 			if prof != nil {
 				pprof.StopCPUProfile()
-				if err := prof.Close(); err != nil {
-					st.Error = err.Error()
-				}
+				err = prof.Close()
 				prof = nil
 			}
+		case "heap-profile":
+			err = writeHeapProfile(arg)
 		default:
-			st.Error = "unknown command " + cmd
+			err = errors.New("unknown command " + cmd)
+		}
+		if err != nil {
+			st.Error = err.Error()
 		}
 		if err := enc.Encode(&st); err != nil {
 			return err
 		}
 	}
-	if prof != nil {
-		pprof.StopCPUProfile()
-		prof.Close()
-	}
-	return nil
+	return sc.Err()
 }
 
-// selfRSS reads VmRSS from /proc/self/status, in bytes (0 where unavailable).
-func selfRSS() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
+// runtimeStats reads the runtime's counters; with gc, after two GCs and
+// returning freed memory to the OS, with the live heap and stacks.
+func runtimeStats(gc bool, active func() int64) childStats {
+	if gc {
+		runtime.GC()
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	st := childStats{Mallocs: ms.Mallocs, TotalAlloc: ms.TotalAlloc, Active: active(), Goroutines: runtime.NumGoroutine()}
+	if gc {
+		st.HeapAlloc, st.StackInuse = ms.HeapAlloc, ms.StackInuse
+	}
+	return st
+}
+
+// startCPUProfile starts a CPU profile into path.
+func startCPUProfile(path string) (*os.File, error) {
+	f, err := os.Create(path)
 	if err != nil {
-		return 0
+		return nil, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb uint64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
-			return kb << 10
-		}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
 	}
-	return 0
+	return f, nil
 }
 
-// tcpProxy is the baseline: accept, dial the upstream, copy both ways with
-// io.Copy (which splices between TCP sockets on Linux). With buffer set, it
-// copies through a buffer of that size in user space instead (no splice).
-type tcpProxy struct {
-	upstream string
-	buffer   int
-	active   atomic.Int64
-}
-
-// copyStream copies src to dst: by splice, or through a buffer if t.buffer is set.
-func (t *tcpProxy) copyStream(dst, src *net.TCPConn) error {
-	if t.buffer == 0 {
-		_, err := io.Copy(dst, src)
+// writeHeapProfile writes a heap profile, after a GC, into path.
+func writeHeapProfile(path string) error {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
 		return err
 	}
-	// The wrappers hide ReadFrom and WriteTo, so io.CopyBuffer uses buf.
-	_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, t.buffer))
+	err = pprof.Lookup("heap").WriteTo(f, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	return err
-}
-
-func (t *tcpProxy) serve(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(5 * time.Millisecond) // EMFILE and the like
-			continue
-		}
-		go t.handle(c.(*net.TCPConn))
-	}
-}
-
-func (t *tcpProxy) handle(c *net.TCPConn) {
-	defer c.Close()
-	nc, err := net.Dial("tcp", t.upstream)
-	if err != nil {
-		return
-	}
-	u := nc.(*net.TCPConn)
-	defer u.Close()
-	t.active.Add(1)
-	defer t.active.Add(-1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := t.copyStream(u, c); err != nil {
-			u.Close()
-			c.Close()
-			return
-		}
-		u.CloseWrite()
-	}()
-	if err := t.copyStream(c, u); err != nil {
-		u.Close()
-		c.Close()
-	} else {
-		c.CloseWrite()
-	}
-	<-done
-}
-
-// gorillaProxy is a message-level proxy on gorilla/websocket with default
-// settings: Upgrade the client, Dial the upstream, then ReadMessage→WriteMessage
-// in one goroutine per direction.
-type gorillaProxy struct {
-	upstream string
-	upgrader websocket.Upgrader
-	dialer   websocket.Dialer
-	active   atomic.Int64
-}
-
-func (g *gorillaProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	target := url.URL{Scheme: "ws", Host: g.upstream, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
-	uc, resp, err := g.dialer.Dial(target.String(), nil)
-	if err != nil {
-		status := http.StatusBadGateway
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		http.Error(w, "upstream: "+err.Error(), status)
-		return
-	}
-	cc, err := g.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		uc.Close()
-		return
-	}
-	g.active.Add(1)
-	defer g.active.Add(-1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		gorillaPump(cc, uc)
-		uc.SetReadDeadline(time.Now().Add(5 * time.Second)) // the other pump ends soon
-	}()
-	gorillaPump(uc, cc)
-	cc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	<-done
-	cc.Close()
-	uc.Close()
-}
-
-// gorillaPump forwards messages from src to dst; at the end it forwards src's
-// close code (1001 if src vanished).
-func gorillaPump(src, dst *websocket.Conn) {
-	for {
-		mt, p, err := src.ReadMessage()
-		if err != nil {
-			code, text := websocket.CloseGoingAway, ""
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) && ce.Code != websocket.CloseNoStatusReceived {
-				code, text = ce.Code, ce.Text
-			}
-			dst.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
-			return
-		}
-		if err := dst.WriteMessage(mt, p); err != nil {
-			return
-		}
-	}
 }

@@ -1,112 +1,35 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
 
-// child is a proxy child process and its command channel.
-type child struct {
-	kind string
-	cmd  *exec.Cmd
-	addr string
-	in   io.WriteCloser
-	out  *bufio.Reader
-	mu   sync.Mutex
-}
-
-func startChild(kind, upstream string, copyBuffer int, stderr io.Writer) (*child, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, "-serve-proxy", kind, "-upstream", upstream, "-copy-buffer", strconv.Itoa(copyBuffer))
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	cmd.Stderr = stderr
-	childAttrs(cmd)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	outPipe, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	c := &child{kind: kind, cmd: cmd, in: in, out: bufio.NewReader(outPipe)}
-	line, err := c.out.ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "LISTEN ")
-	if err != nil || !ok {
-		c.stop()
-		return nil, fmt.Errorf("proxy child %s did not start: %q %v", kind, line, err)
-	}
-	c.addr = addr
-	return c, nil
-}
-
-// call sends one command and decodes the child's JSON answer.
-func (c *child) call(cmd string) (childStats, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var st childStats
-	if _, err := io.WriteString(c.in, cmd+"\n"); err != nil {
-		return st, fmt.Errorf("child %s: %w", c.kind, err)
-	}
-	line, err := c.out.ReadBytes('\n')
-	if err != nil {
-		return st, fmt.Errorf("child %s: %w", c.kind, err)
-	}
-	if err := json.Unmarshal(line, &st); err != nil {
-		return st, fmt.Errorf("child %s: %w", c.kind, err)
-	}
-	if st.Error != "" {
-		return st, fmt.Errorf("child %s: %s", c.kind, st.Error)
-	}
-	return st, nil
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-func (c *child) stop() {
-	c.in.Close()
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		c.cmd.Process.Kill()
-		<-done
-	}
-}
-
 // variant is one way for the clients to reach the echo upstream.
 type variant struct {
-	name  string
-	url   string
-	child *child // nil for direct
+	name string
+	url  string
+	proc *proxyProc // nil for direct
+	tls  string     // the client leg's TLS session as negotiated (-tls), for the report
 }
 
+// harness runs the workloads: the echo upstream, the proxies, the progress log.
 type harness struct {
 	opts     *options
 	log      io.Writer
 	echo     *echoUpstream
 	variants []*variant
+	dir      string      // temp dir: certificate, nginx configs, Caddy storage
+	cert     *serverCert // the client leg's certificate under -tls
 	started  time.Time
 	nofile   uint64
-	done     int // measurements done, for progress
+	done     int // timed measurements done, for progress
 	total    int
 }
 
@@ -115,133 +38,262 @@ func runHarness(opts *options, log io.Writer) (*report, error) {
 	log = &syncWriter{w: log} // shared with the children's stderr
 	cur, hard := raiseNofile()
 	h := &harness{opts: opts, log: log, started: time.Now(), nofile: cur}
-	if opts.profileDir != "" {
-		if err := os.MkdirAll(opts.profileDir, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	echo, err := startEcho()
-	if err != nil {
+	defer h.teardown()
+	if err := h.setup(); err != nil {
 		return nil, err
 	}
-	h.echo = echo
-	defer echo.close()
-	h.logf("echo upstream on %s (harness pid %d)", echo.addr, os.Getpid())
-	for _, name := range opts.variants {
-		v := &variant{name: name, url: "ws://" + echo.addr + "/echo"}
-		if name != "direct" {
-			c, err := startChild(name, echo.addr, opts.copyBuffer, log)
-			if err != nil {
-				return nil, err
-			}
-			defer c.stop()
-			v.child, v.url = c, "ws://"+c.addr+"/echo"
-			h.logf("proxy child %-8s pid %d listening on %s", name, c.pid(), c.addr)
-		}
-		h.variants = append(h.variants, v)
+	rep := &report{opts: opts, nofile: cur, nofileMax: hard}
+	for _, v := range h.variants {
+		rep.variants = append(rep.variants, v.name)
+		rep.tls = append(rep.tls, v.tls)
 	}
-
-	rep := &report{opts: opts, nofile: cur, nofileMax: hard, variants: opts.variants}
-	timed := 0
+	h.logPlan(hard)
 	for _, w := range opts.workloads {
-		if w.kind != kindIdle {
-			timed++
+		var err error
+		switch w.kind {
+		case kindIdle:
+			var rows []idleRow
+			rows, err = h.runIdle(w)
+			rep.idle = append(rep.idle, rows...)
+		case kindMassClose:
+			var rows []massRow
+			rows, err = h.runMassClose(w)
+			rep.mass = append(rep.mass, rows...)
+		default:
+			var res workloadResult
+			res, err = h.runTimed(w)
+			rep.results = append(rep.results, res)
 		}
-	}
-	h.total = timed * opts.rounds * len(h.variants)
-	est := time.Duration(h.total) * (opts.duration + opts.warmup + 150*time.Millisecond)
-	h.logf("%d workloads × %d variants × %d rounds = %d timed measurements, about %s; RLIMIT_NOFILE %d (hard %d)",
-		len(opts.workloads), len(h.variants), opts.rounds, h.total, est.Round(time.Second), cur, hard)
-
-	for _, w := range opts.workloads {
-		if w.kind == kindIdle {
-			ir, err := h.runIdle(opts.idle)
-			if err != nil {
-				return nil, fmt.Errorf("idle: %w", err)
-			}
-			rep.idle = ir
-			continue
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", w.name, err)
 		}
-		res := workloadResult{w: w, samples: map[string][]sample{}}
-		for r := 1; r <= opts.rounds; r++ {
-			for _, v := range h.variants {
-				s, err := h.measure(w, v, r)
-				if err != nil {
-					return nil, fmt.Errorf("%s, %s, round %d: %w", w.name, v.name, r, err)
-				}
-				res.samples[v.name] = append(res.samples[v.name], s)
-				h.done++
-				h.logf("[%d/%d] %-16s round %d %-8s %s", h.done, h.total, w.name, r, v.name, s.brief())
-			}
-		}
-		rep.results = append(rep.results, res)
 	}
 	rep.elapsed = time.Since(h.started)
 	return rep, nil
 }
 
+// setup makes the temp dir (and certificate), starts the echo upstream and
+// one proxy per variant, and checks each variant with one echo.
+func (h *harness) setup() error {
+	var err error
+	if h.opts.profileDir != "" {
+		if err := os.MkdirAll(h.opts.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	if h.dir, err = os.MkdirTemp("", "wsgate-perf-"); err != nil {
+		return err
+	}
+	if h.opts.tls {
+		if h.cert, err = newServerCert(h.dir); err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+	}
+	if h.echo, err = startEcho(h.cert); err != nil {
+		return fmt.Errorf("echo upstream: %w", err)
+	}
+	h.logf("echo upstream on %s (harness pid %d)", h.echo.addr, os.Getpid())
+	for _, name := range h.opts.variants {
+		if name == "nginx" && !nginxInstalled() {
+			h.logf("nginx: %s not found, the nginx variant is skipped (apt-get install -y nginx-light)", nginxPath)
+			continue
+		}
+		v := &variant{name: name, url: h.url(h.echo.clientAddr())}
+		h.variants = append(h.variants, v)
+		if err := h.startProxy(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// teardown stops every proxy and the upstream and removes the temp dir.
+func (h *harness) teardown() {
+	for _, v := range h.variants {
+		if v.proc != nil {
+			v.proc.stop()
+		}
+	}
+	if h.echo != nil {
+		h.echo.close()
+	}
+	if h.dir != "" {
+		os.RemoveAll(h.dir)
+	}
+}
+
+// logPlan logs what the run will do and roughly how long the timed part takes.
+func (h *harness) logPlan(hardNofile uint64) {
+	timed := 0
+	for _, w := range h.opts.workloads {
+		if !w.memory() {
+			timed++
+		}
+	}
+	h.total = timed * h.opts.rounds * len(h.variants)
+	est := time.Duration(h.total) * (h.opts.duration + h.opts.warmup + 150*time.Millisecond)
+	h.logf("%d workloads × %d variants; %d timed measurements (× %d rounds) take about %s; RLIMIT_NOFILE %d (hard %d)",
+		len(h.opts.workloads), len(h.variants), h.total, h.opts.rounds, est.Round(time.Second), h.nofile, hardNofile)
+}
+
+// url is the clients' URL for a server on addr: wss:// under -tls.
+func (h *harness) url(addr string) string {
+	if h.cert != nil {
+		return "wss://" + addr + "/echo"
+	}
+	return "ws://" + addr + "/echo"
+}
+
+// startProxy starts v's proxy process (none for direct) and checks the
+// variant with one echo.
+func (h *harness) startProxy(v *variant) error {
+	if v.name != "direct" {
+		p, err := h.newProxy(v.name)
+		if err != nil {
+			return fmt.Errorf("starting %s: %w", v.name, err)
+		}
+		v.proc, v.url = p, h.url(p.addr)
+		h.logf("proxy %-12s pids %v listening on %s", v.name, p.pids, p.addr)
+	}
+	if err := h.check(v); err != nil {
+		return fmt.Errorf("%s does not echo: %w", v.name, err)
+	}
+	return nil
+}
+
+// newProxy starts a proxy process of kind in front of the echo upstream.
+func (h *harness) newProxy(kind string) (*proxyProc, error) {
+	var certFile, keyFile string
+	if h.cert != nil {
+		certFile, keyFile = h.cert.certFile, h.cert.keyFile
+	}
+	if kind == "nginx" {
+		// Two connections per session, and room to spare: nginx closes
+		// connections still waiting for their request ("reusing
+		// connections") once fewer than 1/16 of worker_connections are free.
+		conns := 4*max(h.opts.idle, h.opts.massClose, 1000) + 1024
+		if h.nofile > 0 {
+			conns = min(conns, int(h.nofile)-64)
+		}
+		s := nginxSetup{Upstream: h.echo.addr, CertFile: certFile, KeyFile: keyFile, Connections: conns, Nofile: int(h.nofile)}
+		return startNginx(s, h.dir, h.log)
+	}
+	cfg := childConfig{kind: kind, upstream: h.echo.addr, copyBuffer: h.opts.copyBuffer,
+		certFile: certFile, keyFile: keyFile, workDir: h.dir}
+	return startGoChild(cfg, h.log)
+}
+
+// restart replaces v's proxy with a new process, so that a memory measurement
+// starts from a proxy that earlier workloads have not grown.
+func (h *harness) restart(v *variant) error {
+	if v.proc == nil {
+		return nil
+	}
+	v.proc.stop()
+	v.proc = nil
+	return h.startProxy(v)
+}
+
+// check sends one message through v and waits for its echo, recording the
+// TLS session the client leg negotiated.
+func (h *harness) check(v *variant) error {
+	conns, err := dialAll(v.url, 1, 1)
+	if err != nil {
+		return err
+	}
+	c := conns[0]
+	if err := echoOne(c, []byte("wsgate perf check")); err != nil {
+		c.Close()
+		return err
+	}
+	v.tls = tlsSummary(c)
+	closeGracefully(c)
+	return h.waitQuiet(v, 10*time.Second)
+}
+
+// logf writes one progress line, with the time since the start.
 func (h *harness) logf(format string, args ...any) {
 	fmt.Fprintf(h.log, "%6.1fs  %s\n", time.Since(h.started).Seconds(), fmt.Sprintf(format, args...))
 }
 
 // snapshot is the state of the counters at one end of a measurement interval.
 type snapshot struct {
-	t        time.Time
-	selfCPU  time.Duration
-	childCPU time.Duration
-	machine  time.Duration // CPU of every process on the machine
-	mallocs  uint64
-	bytes    uint64
-	syscalls uint64 // the child's read/write system calls
+	t         time.Time
+	selfCPU   time.Duration
+	machine   time.Duration // CPU of every process on the machine
+	proxy     bool          // the variant has a proxy: the fields below are set
+	goRuntime bool          // the proxy is a Go child: mallocs and bytes are set
+	proxyCPU  time.Duration
+	mallocs   uint64
+	bytes     uint64
+	syscalls  uint64 // the proxy's read/write system calls
 }
 
+// snap reads the counters of the harness, the machine and v's proxy.
 func (h *harness) snap(v *variant) (snapshot, error) {
 	s := snapshot{t: time.Now()}
 	s.selfCPU, _ = procCPU(os.Getpid())
 	s.machine = machineBusy()
-	if v.child != nil {
-		st, err := v.child.call("stats")
+	p := v.proc
+	if p == nil {
+		return s, nil
+	}
+	s.proxy = true
+	if p.ctl != nil {
+		st, err := p.ctl.call("stats")
 		if err != nil {
 			return s, err
 		}
-		s.mallocs, s.bytes = st.Mallocs, st.TotalAlloc
-		if s.childCPU, err = procCPU(v.child.pid()); err != nil {
-			return s, err
-		}
-		s.syscalls, _ = procSyscalls(v.child.pid())
+		s.goRuntime, s.mallocs, s.bytes = true, st.Mallocs, st.TotalAlloc
 	}
+	var err error
+	if s.proxyCPU, err = p.cpu(); err != nil {
+		return s, err
+	}
+	s.syscalls = p.syscalls()
 	return s, nil
 }
 
-// profiling reports whether measurements of v are profiled, and where to.
+// profilePath is where a CPU profile of this measurement goes ("" if v is not profiled).
 func (h *harness) profilePath(w workload, v *variant, round int) string {
-	if h.opts.profileDir == "" || v.child == nil || !slices.Contains(h.opts.profileVars, v.name) {
+	if h.opts.profileDir == "" || v.proc == nil || v.proc.ctl == nil || !slices.Contains(h.opts.profileVars, v.name) {
 		return ""
 	}
 	return filepath.Join(h.opts.profileDir, fmt.Sprintf("%s-%s-r%d.pprof", w.name, v.name, round))
 }
 
-// waitQuiet waits until the proxy and the upstream have no sessions left.
-func (h *harness) waitQuiet(v *variant, limit time.Duration) error {
+// sessions is the number of sessions open at v's proxy (the upstream's count
+// for direct) and at the upstream.
+func (h *harness) sessions(v *variant) (proxied, upstream int64, err error) {
+	upstream = h.echo.active.Load()
+	if v.proc == nil {
+		return upstream, upstream, nil
+	}
+	proxied, err = v.proc.active()
+	return proxied, upstream, err
+}
+
+// waitSessions waits until the proxy and the upstream both have want sessions.
+func (h *harness) waitSessions(v *variant, want int64, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		var active int64
-		if v.child != nil {
-			st, err := v.child.call("stats")
-			if err != nil {
-				return err
-			}
-			active = st.Active
+		proxied, up, err := h.sessions(v)
+		if err != nil {
+			return err
 		}
-		up := h.echo.active.Load()
-		if active == 0 && up == 0 {
+		if proxied == want && up == want {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d proxy and %d upstream sessions still open %s after the clients closed", active, up, limit)
+			return fmt.Errorf("%d proxy and %d upstream sessions open %s later, want %d", proxied, up, limit, want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// waitQuiet waits until the proxy and the upstream have no sessions left.
+func (h *harness) waitQuiet(v *variant, limit time.Duration) error {
+	return h.waitSessions(v, 0, limit)
 }
 
 // heapAndStack is the live heap plus goroutine stacks of this process after GC.
@@ -259,6 +311,7 @@ type syncWriter struct {
 	w  io.Writer
 }
 
+// Write writes p to w, one writer at a time.
 func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -10,21 +10,25 @@ import (
 	"time"
 )
 
+// workloadResult is a timed workload's samples.
 type workloadResult struct {
 	w       workload
 	samples map[string][]sample // by variant, one per round
 }
 
+// report is everything the markdown shows.
 type report struct {
 	opts              *options
 	nofile, nofileMax uint64
-	variants          []string
+	variants          []string // as run (nginx is left out where not installed)
+	tls               []string // per variant: the client leg's TLS session, under -tls
 	results           []workloadResult
-	idle              *idleReport
+	idle              []idleRow
+	mass              []massRow
 	elapsed           time.Duration
 }
 
-// median of the non-NaN values (NaN if none).
+// median is the median of the non-NaN values (NaN if none).
 func median(vs []float64) float64 {
 	var xs []float64
 	for _, v := range vs {
@@ -75,89 +79,106 @@ func med(ss []sample) (m sample, spread float64) {
 	return m, spread
 }
 
+// writeMarkdown writes the report: settings, variants, then one section per
+// kind of workload that ran.
 func (r *report) writeMarkdown(out io.Writer) {
-	o := r.opts
 	p := func(format string, args ...any) { fmt.Fprintf(out, format, args...) }
-	p("# wsgate proxy performance\n\n")
-	p("Command: `%s`\n\n", strings.TrimSpace("go run ./integration/perf "+strings.Join(o.args, " ")))
-	p("Settings: -duration %s (after %s warmup), -rounds %d, -idle %d; %s %s/%s, %d CPUs (GOMAXPROCS %d), kernel %s, RLIMIT_NOFILE %d (hard %d). Run took %s.\n\n",
-		o.duration, o.warmup, o.rounds, o.idle, runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
-		kernelRelease(), r.nofile, r.nofileMax, r.elapsed.Round(time.Second))
-	p("Variants: **direct** = client to the echo upstream, no proxy; **tcp** = raw TCP copy proxy (io.Copy both ways, splice on Linux), the baseline of every ratio; "+
-		"**copy** = the same proxy copying through a %s user-space buffer instead of splicing (as Caddy's reverse_proxy does); "+
-		"**wsgate** = proxy.New with default config behind net/http; **gorilla** = message-level proxy on gorilla/websocket (ReadMessage→WriteMessage per direction, default buffers). "+
-		"Clients and upstream are gorilla/websocket, in the harness process; each proxy runs in a child process (this binary with -serve-proxy).\n\n", fmtBytes(float64(o.copyBuffer)))
-
+	r.writeHeader(p)
 	if len(r.results) > 0 {
-		p("## Throughput, latency, proxy cost\n\n")
-		p("Median of %d rounds; variants interleaved within each round (A B C D, A B C D, ...). In parentheses: ratio to **tcp** from the same run.\n\n", o.rounds)
-		p("| workload | variant | msgs/s | MB/s | p50 RTT | p99 RTT | proxy CPU/msg | r/w syscalls/msg | allocs/frame | B alloc/frame | CPU busy | other load | spread |\n")
-		p("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-		for _, res := range r.results {
-			base, _ := med(res.samples[baseline])
-			for _, v := range r.variants {
-				ss := res.samples[v]
-				if len(ss) == 0 {
-					continue
-				}
-				m, spread := med(ss)
-				p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", res.w.name, v,
-					withRatio(fmtCount(m.msgsPerSec), m.msgsPerSec, base.msgsPerSec, v),
-					fmtFloat(m.mbPerSec, 1),
-					withRatio(fmtMicros(m.p50), m.p50, base.p50, v),
-					withRatio(fmtMicros(m.p99), m.p99, base.p99, v),
-					withRatio(fmtMicros(m.cpuPerMsg), m.cpuPerMsg, base.cpuPerMsg, v),
-					fmtFloat(m.syscallsPerMsg, 2),
-					fmtFloat(m.allocsPerFrame, 2), fmtFloat(m.bytesPerFrame, 0),
-					fmtPct(m.busy), fmtPct(m.other), fmtPct(spread))
-			}
-		}
-		p("\nColumns:\n\n")
-		p("- **msgs/s**: echoes received by the clients per second, all sessions together (ping-pong: round trips per second). **MB/s**: their payload (10^6 bytes/s, one direction).\n")
-		p("- **p50/p99 RTT**: ping-pong round trip, from before the client's write to the last byte of the echo.\n")
-		p("- **proxy CPU/msg**: the proxy child's utime+stime (/proc/PID/stat, 10 ms ticks) over the interval, divided by the messages it forwarded in both directions (each echo counts twice: up and down).\n")
-		p("- **r/w syscalls/msg**: the proxy child's read- and write-type system calls (syscr + syscw of /proc/PID/io: read, readv, write, writev, ...) per forwarded message. splice(2) is not counted there, so the tcp variant's figure is only its few non-splice calls.\n")
-		p("- **allocs/frame**, **B alloc/frame**: runtime.MemStats.Mallocs and TotalAlloc of the proxy child over the interval, per frame forwarded, counting frames as the client and the upstream sent them "+
-			"(a client sends a message in frames of at most %d KiB, the upstream in one frame: a 1 MiB message is 16 frames up and 1 down). Includes the few allocations of the harness's stats requests.\n", clientWriteBuffer>>10)
-		p("- **CPU busy**: CPU of harness (clients + upstream) and proxy together over wall time × %d cores; near 100%% the machine, not the proxy, is the limit and throughput ratios understate the proxy's cost (then compare CPU/msg).\n", runtime.NumCPU())
-		p("- **other load**: CPU used by every other process of the machine over the same interval (/proc/stat), same scale: other jobs on a shared machine make throughput and latency noisy; CPU/msg and allocations are the robust figures.\n")
-		p("- **spread**: (max − min) / median of msgs/s over the rounds, a noise indicator.\n\n")
-		if o.profileDir != "" {
-			p("CPU profiles of %s were written to %s during the measurements: those variants' figures include the profiler's overhead.\n\n", strings.Join(o.profileVars, ", "), o.profileDir)
-		}
+		r.writeTimed(p)
 	}
-
-	if r.idle != nil {
-		ir := r.idle
-		p("## Memory per idle session (%d sessions asked)\n\n", ir.requested)
-		p("| variant | sessions | proxy heap/session | proxy stacks/session | proxy heap+stack/session | whole system − direct | proxy kernel (slab)/session | proxy heap+stack+kernel | proxy RSS/session | goroutines/session | proxy fds/session | harness heap+stack/session | setup |\n")
-		p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-		for _, row := range ir.rows {
-			both := row.childHeapPer + row.childStackPer
-			p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.variant, row.sessions,
-				fmtBytes(row.childHeapPer), fmtBytes(row.childStackPer), fmtBytes(both), fmtBytes(row.wholePer),
-				fmtBytes(row.kernelPer), fmtBytes(both+row.kernelPer),
-				fmtBytes(row.childRSSPer), fmtFloat(row.goroutinesPer, 2), fmtFloat(row.childFdsPer, 2), fmtBytes(row.parentPer),
-				row.setup.Round(time.Millisecond))
-		}
-		p("\nMethod: for each variant in turn, the sessions are opened (client → proxy → upstream, both legs) and left idle; once every session is established at the proxy and the upstream, " +
-			"both processes run two GCs (and the child debug.FreeOSMemory) and report live heap (MemStats.HeapAlloc) + goroutine stacks (MemStats.StackInuse). " +
-			"The growth over the same figures taken before the sessions were opened, divided by the sessions, is the cost per session. " +
-			"**proxy heap+stack/session** is the child's growth alone: the proxy's cost, both legs together. " +
-			"**whole system − direct** is (harness growth + child growth) per session through the proxy minus the harness growth per session of **direct** (clients and upstream only), " +
-			"the same cost measured as the whole system's growth; the two agree when the harness's own memory is the same in every variant. " +
-			"**proxy kernel (slab)/session** is the growth of the kernel's slab memory (/proc/slabinfo: active objects × object size, system-wide; needs root) per session, minus the same growth of **direct**: " +
-			"the proxy's sockets, epoll entries and (tcp variant) splice pipe rings. It is NaN (–) where /proc/slabinfo cannot be read. " +
-			"RSS includes what the Go runtime has not returned to the OS.\n\n")
-		for _, row := range ir.rows {
-			if row.capped != "" {
-				p("- %s: fewer sessions than asked: %s.\n", row.variant, row.capped)
-			}
-		}
-		p("\n")
+	if len(r.idle) > 0 {
+		r.writeIdle(p)
+	}
+	if len(r.mass) > 0 {
+		r.writeMass(p)
 	}
 }
 
+// printer is fmt.Fprintf to the report.
+type printer func(format string, args ...any)
+
+// label is how a variant is named in the tables: with "+tls" under -tls.
+func (r *report) label(v string) string {
+	if r.opts.tls {
+		return v + "+tls"
+	}
+	return v
+}
+
+// writeHeader writes the title, the command, the settings and what each variant is.
+func (r *report) writeHeader(p printer) {
+	o := r.opts
+	p("# wsgate proxy performance\n\n")
+	p("Command: `%s`\n\n", strings.TrimSpace("go run ./integration/perf "+strings.Join(o.args, " ")))
+	p("Settings: -duration %s (after %s warmup), -rounds %d, -idle %d, -mass-close %d; %s %s/%s, %d CPUs (GOMAXPROCS %d), kernel %s, RLIMIT_NOFILE %d (hard %d). Run took %s.\n\n",
+		o.duration, o.warmup, o.rounds, o.idle, o.massClose, runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
+		kernelRelease(), r.nofile, r.nofileMax, r.elapsed.Round(time.Second))
+	p("Variants: **direct** = client to the echo upstream, no proxy; **tcp** = raw TCP copy proxy (io.Copy both ways, splice on Linux), the baseline of every ratio; "+
+		"**copy** = the same proxy copying through a %s user-space buffer instead of splicing (as Caddy's reverse_proxy does); "+
+		"**wsgate** = proxy.New with default config behind net/http; **gorilla** = message-level proxy on gorilla/websocket (ReadMessage→WriteMessage per direction, default buffers); "+
+		"**caddy** = Caddy %s's reverse_proxy (JSON config: one HTTP/1.1 server, admin off, automatic HTTPS off, ERROR logs only; it hijacks the upgraded connection and copies bytes both ways with 32 KiB buffers); "+
+		"**wsgate-caddy** = the same Caddy with wsgate's http.handlers.ws (caddymodule) as the route's handler; "+
+		"**nginx** = nginx (%s) with one worker, proxy_http_version 1.1, Upgrade/Connection headers passed, proxy_buffering off, no access log. "+
+		"Clients and upstream are gorilla/websocket, in the harness process; each proxy runs in processes of its own: this binary re-executed with -serve-proxy (one Caddy per process), or nginx's master and worker, whose CPU time, RSS and system calls are summed.\n\n",
+		fmtBytes(float64(o.copyBuffer)), caddyVersion(), nginxVersion())
+	if !o.tls {
+		return
+	}
+	p("**TLS client leg (-tls)**: every variant terminates TLS from the clients (wss://, a self-signed ECDSA P-256 certificate the harness made; HTTP/1.1) and speaks plain ws:// to the upstream; " +
+		"direct's clients reach the echo upstream over TLS too. **tcp+tls** and **copy+tls** terminate TLS with crypto/tls and copy in user space (io.Copy through a 32 KiB buffer, resp. the -copy-buffer): " +
+		"nothing can splice, so the baseline of the ratios is a TLS-terminating copy proxy, not splice. Sessions as negotiated: ")
+	for i, v := range r.variants {
+		if i > 0 {
+			p("; ")
+		}
+		p("%s %s", v, r.tls[i])
+	}
+	p(".\n\n")
+}
+
+// writeTimed writes the throughput, latency and proxy cost table.
+func (r *report) writeTimed(p printer) {
+	o := r.opts
+	p("## Throughput, latency, proxy cost\n\n")
+	p("Median of %d rounds; variants interleaved within each round (A B C D, A B C D, ...). In parentheses: ratio to **%s** from the same run.\n\n", o.rounds, r.label(baseline))
+	p("| workload | variant | msgs/s | MB/s | p50 RTT | p99 RTT | proxy CPU/msg | r/w syscalls/msg | allocs/frame | B alloc/frame | CPU busy | other load | spread |\n")
+	p("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, res := range r.results {
+		base, _ := med(res.samples[baseline])
+		for _, v := range r.variants {
+			ss := res.samples[v]
+			if len(ss) == 0 {
+				continue
+			}
+			m, spread := med(ss)
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", res.w.name, r.label(v),
+				withRatio(fmtCount(m.msgsPerSec), m.msgsPerSec, base.msgsPerSec, v),
+				fmtFloat(m.mbPerSec, 1),
+				withRatio(fmtMicros(m.p50), m.p50, base.p50, v),
+				withRatio(fmtMicros(m.p99), m.p99, base.p99, v),
+				withRatio(fmtMicros(m.cpuPerMsg), m.cpuPerMsg, base.cpuPerMsg, v),
+				fmtFloat(m.syscallsPerMsg, 2),
+				fmtFloat(m.allocsPerFrame, 2), fmtFloat(m.bytesPerFrame, 0),
+				fmtPct(m.busy), fmtPct(m.other), fmtPct(spread))
+		}
+	}
+	p("\nColumns:\n\n")
+	p("- **msgs/s**: echoes received by the clients per second, all sessions together (ping-pong: round trips per second). **MB/s**: their payload (10^6 bytes/s, one direction).\n")
+	p("- **p50/p99 RTT**: ping-pong round trip, from before the client's write to the last byte of the echo.\n")
+	p("- **proxy CPU/msg**: the proxy's utime+stime (/proc/PID/stat, 10 ms ticks; nginx: master + worker) over the interval, divided by the messages it forwarded in both directions (each echo counts twice: up and down).\n")
+	p("- **r/w syscalls/msg**: the proxy's read- and write-type system calls (syscr + syscw of /proc/PID/io: read, readv, write, writev, ...) per forwarded message. splice(2), recv(2) and send(2) are not counted there, so the tcp variant's figure is only its few non-splice calls, and nginx (recv/send) has none to show (–).\n")
+	p("- **allocs/frame**, **B alloc/frame**: runtime.MemStats.Mallocs and TotalAlloc of the proxy child over the interval, per frame forwarded, counting frames as the client and the upstream sent them "+
+		"(a client sends a message in frames of at most %d KiB, the upstream in one frame: a 1 MiB message is 16 frames up and 1 down). Includes the few allocations of the harness's stats requests; – for nginx (not Go).\n", clientWriteBuffer>>10)
+	p("- **CPU busy**: CPU of harness (clients + upstream) and proxy together over wall time × %d cores; near 100%% the machine, not the proxy, is the limit and throughput ratios understate the proxy's cost (then compare CPU/msg).\n", runtime.NumCPU())
+	p("- **other load**: CPU used by every other process of the machine over the same interval (/proc/stat), same scale: other jobs on a shared machine make throughput and latency noisy; CPU/msg and allocations are the robust figures.\n")
+	p("- **spread**: (max − min) / median of msgs/s over the rounds, a noise indicator.\n\n")
+	if o.profileDir != "" {
+		p("CPU profiles of %s were written to %s during the measurements: those variants' figures include the profiler's overhead.\n\n", strings.Join(o.profileVars, ", "), o.profileDir)
+	}
+}
+
+// withRatio appends v's ratio to the baseline's figure to s (not on the baseline's own row).
 func withRatio(s string, v, base float64, variant string) string {
 	if math.IsNaN(v) || math.IsNaN(base) || base == 0 || variant == baseline {
 		return s
@@ -165,6 +186,7 @@ func withRatio(s string, v, base float64, variant string) string {
 	return fmt.Sprintf("%s (%.2f×)", s, v/base)
 }
 
+// fmtCount formats a count with thousands separators.
 func fmtCount(v float64) string {
 	if math.IsNaN(v) {
 		return "–"
@@ -180,6 +202,7 @@ func fmtCount(v float64) string {
 	return b.String()
 }
 
+// fmtFloat formats v with prec decimals (– for NaN).
 func fmtFloat(v float64, prec int) string {
 	if math.IsNaN(v) {
 		return "–"
@@ -187,6 +210,7 @@ func fmtFloat(v float64, prec int) string {
 	return fmt.Sprintf("%.*f", prec, v)
 }
 
+// fmtPct formats a fraction as a percentage (– for NaN).
 func fmtPct(v float64) string {
 	if math.IsNaN(v) {
 		return "–"
@@ -209,10 +233,13 @@ func fmtMicros(us float64) string {
 	return fmt.Sprintf("%.2f µs", us)
 }
 
+// fmtBytes formats a byte count: B, KiB from 10 KiB, MiB from 10 MiB (– for NaN).
 func fmtBytes(b float64) string {
 	switch {
 	case math.IsNaN(b):
 		return "–"
+	case math.Abs(b) >= 10<<20:
+		return fmt.Sprintf("%.1f MiB", b/(1<<20))
 	case math.Abs(b) >= 10<<10:
 		return fmt.Sprintf("%.1f KiB", b/1024)
 	}

@@ -14,21 +14,31 @@ import (
 // every Linux architecture Go supports.
 const clockTick = 10 * time.Millisecond
 
-// procCPU returns the user+system CPU time of process pid (all its threads).
-func procCPU(pid int) (time.Duration, error) {
+// statFields returns the fields of /proc/PID/stat after the command name, so
+// that f[0] is field 3 (state), f[1] field 4 (ppid), f[11] field 14 (utime).
+func statFields(pid int) ([]string, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// The command name (field 2) is parenthesised and may contain spaces.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+		return nil, fmt.Errorf("unexpected /proc/%d/stat", pid)
 	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state); utime is field 14, stime 15
+	f := strings.Fields(s[i+1:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+		return nil, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+// procCPU returns the user+system CPU time of process pid (all its threads).
+func procCPU(pid int) (time.Duration, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
@@ -36,6 +46,48 @@ func procCPU(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
 	}
 	return time.Duration(ut+st) * clockTick, nil
+}
+
+// childPids returns the processes whose parent is pid (nginx's workers), found
+// by scanning the ppid field of every /proc/N/stat.
+func childPids(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f, err := statFields(n); err == nil && f[1] == strconv.Itoa(pid) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// procStatusBytes returns a kB field of /proc/PID/status (VmRSS, VmHWM) in bytes.
+func procStatusBytes(pid int, field string) (uint64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
+}
+
+// resetPeakRSS sets VmHWM of pid back to its current RSS (writing 5 to
+// /proc/PID/clear_refs, Linux 4.0 and later), so that a later VmHWM is the
+// peak since this call.
+func resetPeakRSS(pid int) bool {
+	return os.WriteFile("/proc/"+strconv.Itoa(pid)+"/clear_refs", []byte("5"), 0) == nil
 }
 
 // fdCount returns the number of open file descriptors of pid (-1 if unknown).
@@ -47,11 +99,21 @@ func fdCount(pid int) int {
 	return len(ents)
 }
 
-// raiseNofile raises the soft RLIMIT_NOFILE to the hard limit and returns both.
+// wantNofile is the descriptor limit the harness asks for where it may raise
+// the hard limit (root): 5000 sessions through the tcp variant take 6
+// descriptors each in the proxy (two sockets, two splice pipes).
+const wantNofile = 1 << 16
+
+// raiseNofile raises RLIMIT_NOFILE, soft and hard, to wantNofile where that is
+// allowed, else the soft limit to the hard one; it returns both as they end up.
 func raiseNofile() (cur, max uint64) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0, 0
+	}
+	if rl.Max < wantNofile {
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: wantNofile, Max: wantNofile})
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
 	if rl.Cur < rl.Max {
 		rl.Cur = rl.Max
@@ -61,9 +123,9 @@ func raiseNofile() (cur, max uint64) {
 	return rl.Cur, rl.Max
 }
 
-// childAttrs kills the child if the harness dies without closing its stdin.
-func childAttrs(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+// childAttrs sends sig to the child if the harness dies without stopping it.
+func childAttrs(cmd *exec.Cmd, sig syscall.Signal) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: sig}
 }
 
 func kernelRelease() string {

@@ -5,10 +5,11 @@ package main
 import (
 	"errors"
 	"os/exec"
+	"syscall"
 	"time"
 )
 
-// The harness reads CPU time and descriptors from /proc: Linux only.
+// The harness reads CPU time, memory and descriptors from /proc: Linux only.
 
 func procCPU(pid int) (time.Duration, error) {
 	return 0, errors.New("proxy CPU time needs Linux /proc")
@@ -18,7 +19,13 @@ func fdCount(pid int) int { return -1 }
 
 func raiseNofile() (cur, max uint64) { return 0, 0 }
 
-func childAttrs(cmd *exec.Cmd) {}
+func childAttrs(cmd *exec.Cmd, sig syscall.Signal) {}
+
+func childPids(pid int) []int { return nil }
+
+func procStatusBytes(pid int, field string) (uint64, bool) { return 0, false }
+
+func resetPeakRSS(pid int) bool { return false }
 
 func kernelRelease() string { return "" }
 

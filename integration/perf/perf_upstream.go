@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,13 +20,16 @@ import (
 // sends each message back as it came. It reuses one buffer per connection and
 // takes write buffers from a pool, so an idle connection holds little.
 type echoUpstream struct {
-	addr     string
+	addr     string // plain ws://, what the proxies dial
+	tlsAddr  string // wss:// with the harness's certificate, for direct under -tls
 	srv      *http.Server
 	upgrader websocket.Upgrader
 	active   atomic.Int64
 }
 
-func startEcho() (*echoUpstream, error) {
+// startEcho starts the echo upstream on loopback; with cert, also on a
+// second, TLS port, so that direct has the same client leg as the proxies.
+func startEcho(cert *serverCert) (*echoUpstream, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -37,9 +41,27 @@ func startEcho() (*echoUpstream, error) {
 	}
 	e.srv = &http.Server{Handler: e}
 	go e.srv.Serve(ln)
+	if cert != nil {
+		tln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.tlsAddr = tln.Addr().String()
+		go e.srv.Serve(tls.NewListener(tln, &tls.Config{Certificates: []tls.Certificate{cert.cert}, NextProtos: []string{"http/1.1"}}))
+	}
 	return e, nil
 }
 
+// clientAddr is where direct's clients connect: the TLS port if there is one.
+func (e *echoUpstream) clientAddr() string {
+	if e.tlsAddr != "" {
+		return e.tlsAddr
+	}
+	return e.addr
+}
+
+// ServeHTTP upgrades the request and echoes every message until the session ends.
 func (e *echoUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c, err := e.upgrader.Upgrade(w, r, nil)
 	if err != nil {
@@ -64,6 +86,7 @@ func (e *echoUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// close stops the upstream.
 func (e *echoUpstream) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -74,11 +97,13 @@ func (e *echoUpstream) close() {
 // in frames of at most this size, so every message up to 64 KiB is one frame.
 const clientWriteBuffer = 64 << 10
 
-// clientDialer is the one client used against every variant.
+// clientDialer is the one client used against every variant. Under -tls it
+// accepts the harness's self-signed certificate.
 var clientDialer = websocket.Dialer{
 	WriteBufferSize:  clientWriteBuffer,
 	WriteBufferPool:  &sync.Pool{},
 	HandshakeTimeout: 10 * time.Second,
+	TLSClientConfig:  &tls.Config{InsecureSkipVerify: true},
 }
 
 // framesUp is how many frames a client sends for a message of size bytes.
@@ -125,12 +150,23 @@ func dialAll(url string, n, conc int) ([]*websocket.Conn, error) {
 // that reads c may call it.
 func closeGracefully(c *websocket.Conn) {
 	deadline := time.Now().Add(5 * time.Second)
+	sendClose(c, deadline)
+	awaitClose(c, deadline)
+}
+
+// sendClose sends a 1000 close frame on c.
+func sendClose(c *websocket.Conn, deadline time.Time) {
 	_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), deadline)
+}
+
+// awaitClose reads c until the peer's close (or the deadline), then closes it.
+func awaitClose(c *websocket.Conn, deadline time.Time) {
 	_ = c.SetReadDeadline(deadline)
 	drainUntilClose(c)
 	c.Close()
 }
 
+// drainUntilClose reads and drops messages until c fails or closes.
 func drainUntilClose(c *websocket.Conn) {
 	for {
 		_, r, err := c.NextReader()
@@ -140,6 +176,31 @@ func drainUntilClose(c *websocket.Conn) {
 		if _, err := io.Copy(io.Discard, r); err != nil {
 			return
 		}
+	}
+}
+
+// echoOne sends payload on c and reads its echo (within 10 s).
+func echoOne(c *websocket.Conn, payload []byte) error {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	if err := c.WriteMessage(websocket.BinaryMessage, payload); err != nil {
+		return err
+	}
+	_, r, err := c.NextReader()
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(io.Discard, r)
+	if err == nil && n != int64(len(payload)) {
+		err = errors.New("echo differs from the message sent")
+	}
+	return err
+}
+
+// closeAll closes every connection without a close handshake.
+func closeAll(conns []*websocket.Conn) {
+	for _, c := range conns {
+		c.Close()
 	}
 }
 
