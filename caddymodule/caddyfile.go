@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -98,185 +99,244 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the directive name
 	h.Upstreams = append(h.Upstreams, d.RemainingArgs()...)
-
 	for d.NextBlock(0) {
-		sub := d.Val()
-		var err error
-		switch sub {
-		case "to":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.Upstreams = append(h.Upstreams, args...)
-
-		case "dynamic":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if h.DynamicUpstreamsRaw != nil {
-				return d.Err("dynamic upstreams already specified")
-			}
-			name := d.Val()
-			modID := "http.reverse_proxy.upstreams." + name
-			unm, err := caddyfile.UnmarshalModule(d, modID)
-			if err != nil {
-				return err
-			}
-			source, ok := unm.(reverseproxy.UpstreamSource)
-			if !ok {
-				return d.Errf("module %s (%T) is not an UpstreamSource", modID, unm)
-			}
-			h.DynamicUpstreamsRaw = caddyconfig.JSONModuleObject(source, "source", name, nil)
-
-		case "lb_policy":
-			lb := h.lb()
-			if lb.SelectionPolicy != nil {
-				return d.Err("load balancing selection policy already specified")
-			}
-			if lb.SelectionPolicy, err = parsePolicy(d); err != nil {
-				return err
-			}
-
-		case "lb_retries":
-			err = intArg(d, &h.lb().Retries)
-		case "lb_try_duration":
-			err = durationArg(d, &h.lb().TryDuration)
-		case "lb_try_interval":
-			err = durationArg(d, &h.lb().TryInterval)
-
-		case "health_uri":
-			err = stringArg(d, &h.active().URI)
-		case "health_interval":
-			err = durationArg(d, &h.active().Interval)
-		case "health_timeout":
-			err = durationArg(d, &h.active().Timeout)
-		case "health_passes":
-			err = intArg(d, &h.active().Passes)
-		case "health_fails":
-			err = intArg(d, &h.active().Fails)
-		case "health_headers":
-			a := h.active()
-			if a.Headers == nil {
-				a.Headers = make(http.Header)
-			}
-			for nesting := d.Nesting(); d.NextBlock(nesting); {
-				key := d.Val()
-				values := d.RemainingArgs()
-				if len(values) == 0 {
-					values = append(values, "")
-				}
-				a.Headers[key] = append(a.Headers[key], values...)
-			}
-
-		case "fail_duration":
-			err = durationArg(d, &h.passive().FailDuration)
-		case "max_fails":
-			err = intArg(d, &h.passive().MaxFails)
-
-		case "tls":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.tls()
-		case "tls_server_name":
-			err = stringArg(d, &h.tls().ServerName)
-		case "tls_trusted_ca_certs":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.tls().RootCAPEMFiles = append(h.tls().RootCAPEMFiles, args...)
-		case "tls_client_auth":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Err("tls_client_auth takes a certificate file and a key file")
-			}
-			h.tls().ClientCertificateFile, h.tls().ClientCertificateKeyFile = args[0], args[1]
-		case "tls_insecure_skip_verify":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.tls().InsecureSkipVerify = true
-
-		case "header_up", "header_down":
-			if h.Headers == nil {
-				h.Headers = new(Headers)
-			}
-			ops := &h.Headers.Request
-			if sub == "header_down" {
-				ops = &h.Headers.Response
-			}
-			if *ops == nil {
-				*ops = new(HeaderOps)
-			}
-			err = parseHeaderOp(d, *ops)
-
-		case "origins":
-			err = listArg(d, &h.Origins)
-		case "subprotocols":
-			err = listArg(d, &h.Subprotocols)
-		case "max_header_bytes":
-			err = sizeArg(d, &h.MaxHeaderBytes)
-		case "max_headers":
-			err = intArg(d, &h.MaxHeaders)
-
-		case "max_frame_size":
-			err = sizeArg(d, &h.MaxFrameSize)
-		case "max_message_size":
-			err = sizeArg(d, &h.MaxMessageSize)
-		case "allow":
-			if err = stringArg(d, &h.Allow); err == nil {
-				_, err = allowedType(h.Allow)
-			}
-		case "validate":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			for _, a := range args {
-				if a != "utf8" && a != "json" {
-					return d.Errf("validate: unknown check %q (valid: utf8, json)", a)
-				}
-			}
-			h.ValidatePayload = append(h.ValidatePayload, args...)
-		case "rate_limit":
-			h.RateLimit, err = parseRateLimit(d)
-		case "compression":
-			if err = stringArg(d, &h.Compression); err == nil {
-				_, err = compressionMode(h.Compression)
-				if err != nil {
-					err = d.Err(err.Error())
-				}
-			}
-
-		case "dial_timeout":
-			err = durationArg(d, &h.DialTimeout)
-		case "idle_timeout":
-			err = durationArg(d, &h.IdleTimeout)
-		case "max_lifetime":
-			err = durationArg(d, &h.MaxLifetime)
-		case "write_timeout":
-			err = durationArg(d, &h.WriteTimeout)
-		case "close_timeout":
-			err = durationArg(d, &h.CloseTimeout)
-		case "ping_interval":
-			err = durationArg(d, &h.PingInterval)
-		case "ping_timeout":
-			err = durationArg(d, &h.PingTimeout)
-		case "max_sessions":
-			err = intArg(d, &h.MaxSessions)
-		case "drain_code":
-			err = intArg(d, &h.DrainCode)
-		case "drain_window":
-			err = durationArg(d, &h.DrainWindow)
-
-		default:
-			return d.Errf("unrecognized subdirective %s", sub)
+		parse, ok := subdirectives[d.Val()]
+		if !ok {
+			return d.Errf("unrecognized subdirective %s", d.Val())
 		}
-		if err != nil {
+		if err := parse(h, d); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// subdirective parses one line (or block) of a ws block, the dispenser on its name.
+type subdirective func(h *Handler, d *caddyfile.Dispenser) error
+
+// subdirectives are the ws block's subdirectives, by name.
+var subdirectives = map[string]subdirective{
+	"to":      parseTo,
+	"dynamic": parseDynamic,
+
+	"lb_policy":       parseLBPolicy,
+	"lb_retries":      func(h *Handler, d *caddyfile.Dispenser) error { return intArg(d, &h.lb().Retries) },
+	"lb_try_duration": func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.lb().TryDuration) },
+	"lb_try_interval": func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.lb().TryInterval) },
+
+	"health_uri":      func(h *Handler, d *caddyfile.Dispenser) error { return stringArg(d, &h.active().URI) },
+	"health_interval": func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.active().Interval) },
+	"health_timeout":  func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.active().Timeout) },
+	"health_passes":   func(h *Handler, d *caddyfile.Dispenser) error { return intArg(d, &h.active().Passes) },
+	"health_fails":    func(h *Handler, d *caddyfile.Dispenser) error { return intArg(d, &h.active().Fails) },
+	"health_headers":  parseHealthHeaders,
+	"fail_duration":   func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.passive().FailDuration) },
+	"max_fails":       func(h *Handler, d *caddyfile.Dispenser) error { return intArg(d, &h.passive().MaxFails) },
+
+	"transport":                parseTransport,
+	"tls":                      parseTLSShorthand,
+	"tls_server_name":          parseTLSShorthand,
+	"tls_trusted_ca_certs":     parseTLSShorthand,
+	"tls_client_auth":          parseTLSShorthand,
+	"tls_insecure_skip_verify": parseTLSShorthand,
+
+	"header_up":        parseHeaderUpDown,
+	"header_down":      parseHeaderUpDown,
+	"origins":          func(h *Handler, d *caddyfile.Dispenser) error { return listArg(d, &h.Origins) },
+	"subprotocols":     func(h *Handler, d *caddyfile.Dispenser) error { return listArg(d, &h.Subprotocols) },
+	"max_header_bytes": func(h *Handler, d *caddyfile.Dispenser) error { return sizeArg(d, &h.MaxHeaderBytes) },
+	"max_headers":      func(h *Handler, d *caddyfile.Dispenser) error { return intArg(d, &h.MaxHeaders) },
+
+	"max_frame_size":   func(h *Handler, d *caddyfile.Dispenser) error { return sizeArg(d, &h.MaxFrameSize) },
+	"max_message_size": func(h *Handler, d *caddyfile.Dispenser) error { return sizeArg(d, &h.MaxMessageSize) },
+	"allow":            parseAllow,
+	"validate":         parseValidate,
+	"rate_limit": func(h *Handler, d *caddyfile.Dispenser) (err error) {
+		h.RateLimit, err = parseRateLimit(d)
+		return err
+	},
+	"compression": parseCompression,
+
+	"dial_timeout":  func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.DialTimeout) },
+	"idle_timeout":  func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.IdleTimeout) },
+	"max_lifetime":  func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.MaxLifetime) },
+	"write_timeout": func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.WriteTimeout) },
+	"close_timeout": func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.CloseTimeout) },
+	"ping_interval": func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.PingInterval) },
+	"ping_timeout":  func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.PingTimeout) },
+	"max_sessions":  func(h *Handler, d *caddyfile.Dispenser) error { return intArg(d, &h.MaxSessions) },
+	"drain_code":    func(h *Handler, d *caddyfile.Dispenser) error { return intArg(d, &h.DrainCode) },
+	"drain_window":  func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.DrainWindow) },
+}
+
+func parseTo(h *Handler, d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	h.Upstreams = append(h.Upstreams, args...)
+	return nil
+}
+
+// parseDynamic parses dynamic <source> [...], a reverse_proxy upstream source.
+func parseDynamic(h *Handler, d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.DynamicUpstreamsRaw != nil {
+		return d.Err("dynamic upstreams already specified")
+	}
+	name := d.Val()
+	modID := "http.reverse_proxy.upstreams." + name
+	unm, err := caddyfile.UnmarshalModule(d, modID)
+	if err != nil {
+		return err
+	}
+	source, ok := unm.(reverseproxy.UpstreamSource)
+	if !ok {
+		return d.Errf("module %s (%T) is not an UpstreamSource", modID, unm)
+	}
+	h.DynamicUpstreamsRaw = caddyconfig.JSONModuleObject(source, "source", name, nil)
+	return nil
+}
+
+// parseLBPolicy parses lb_policy <name> [<args...>] [{...}] with the selection
+// policy module's own Caddyfile syntax, as reverse_proxy does.
+func parseLBPolicy(h *Handler, d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	lb := h.lb()
+	if lb.SelectionPolicyRaw != nil {
+		return d.Err("load balancing selection policy already specified")
+	}
+	name := d.Val()
+	modID := "http.reverse_proxy.selection_policies." + name
+	unm, err := caddyfile.UnmarshalModule(d, modID)
+	if err != nil {
+		return err
+	}
+	sel, ok := unm.(reverseproxy.Selector)
+	if !ok {
+		return d.Errf("module %s (%T) is not a reverseproxy.Selector", modID, unm)
+	}
+	lb.SelectionPolicyRaw = caddyconfig.JSONModuleObject(sel, "policy", name, nil)
+	return nil
+}
+
+func parseHealthHeaders(h *Handler, d *caddyfile.Dispenser) error {
+	a := h.active()
+	if a.Headers == nil {
+		a.Headers = make(http.Header)
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		values := d.RemainingArgs()
+		if len(values) == 0 {
+			values = append(values, "")
+		}
+		a.Headers[key] = append(a.Headers[key], values...)
+	}
+	return nil
+}
+
+// parseTransport parses transport http { tls ... } with reverse_proxy's own
+// parser, so that its block can be copied here; of it, only the tls* options
+// apply to a WebSocket upstream, and the others are refused.
+func parseTransport(h *Handler, d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.Val() != "http" {
+		return d.Errf("transport %s: only the http transport's tls options apply to WebSocket upstreams", d.Val())
+	}
+	unm, err := caddyfile.UnmarshalModule(d, "http.reverse_proxy.transport.http")
+	if err != nil {
+		return err
+	}
+	ht := unm.(*reverseproxy.HTTPTransport)
+	tlsCfg := ht.TLS
+	ht.TLS = nil
+	if got, _ := json.Marshal(ht); string(got) != "{}" {
+		return d.Errf("transport http: only the tls options apply to WebSocket upstreams (the rest of %s is HTTP transport settings)", got)
+	}
+	if tlsCfg == nil {
+		return d.Err("transport http: no tls option: a WebSocket upstream without TLS needs no transport block")
+	}
+	h.TLS = tlsCfg
+	return nil
+}
+
+// parseTLSShorthand parses the tls* options written directly in the ws block,
+// as in reverse_proxy's transport http block.
+func parseTLSShorthand(h *Handler, d *caddyfile.Dispenser) error {
+	t := h.tls()
+	switch d.Val() {
+	case "tls":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	case "tls_server_name":
+		return stringArg(d, &t.ServerName)
+	case "tls_trusted_ca_certs":
+		return listArg(d, &t.RootCAPEMFiles)
+	case "tls_client_auth":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return d.Err("tls_client_auth takes a certificate file and a key file")
+		}
+		t.ClientCertificateFile, t.ClientCertificateKeyFile = args[0], args[1]
+	case "tls_insecure_skip_verify":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		t.InsecureSkipVerify = true
+	}
+	return nil
+}
+
+func parseHeaderUpDown(h *Handler, d *caddyfile.Dispenser) error {
+	if h.Headers == nil {
+		h.Headers = new(Headers)
+	}
+	ops := &h.Headers.Request
+	if d.Val() == "header_down" {
+		ops = &h.Headers.Response
+	}
+	if *ops == nil {
+		*ops = new(HeaderOps)
+	}
+	return parseHeaderOp(d, *ops)
+}
+
+func parseAllow(h *Handler, d *caddyfile.Dispenser) error {
+	if err := stringArg(d, &h.Allow); err != nil {
+		return err
+	}
+	_, err := allowedType(h.Allow)
+	return err
+}
+
+func parseValidate(h *Handler, d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	for _, a := range args {
+		if a != "utf8" && a != "json" {
+			return d.Errf("validate: unknown check %q (valid: utf8, json)", a)
+		}
+	}
+	h.ValidatePayload = append(h.ValidatePayload, args...)
+	return nil
+}
+
+func parseCompression(h *Handler, d *caddyfile.Dispenser) error {
+	if err := stringArg(d, &h.Compression); err != nil {
+		return err
+	}
+	if _, err := compressionMode(h.Compression); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }
@@ -308,53 +368,11 @@ func (h *Handler) passive() *PassiveHealthChecks {
 	return h.HealthChecks.Passive
 }
 
-func (h *Handler) tls() *TLSConfig {
+func (h *Handler) tls() *reverseproxy.TLSConfig {
 	if h.TLS == nil {
-		h.TLS = new(TLSConfig)
+		h.TLS = new(reverseproxy.TLSConfig)
 	}
 	return h.TLS
-}
-
-// parsePolicy parses lb_policy's arguments, as reverse_proxy names them.
-func parsePolicy(d *caddyfile.Dispenser) (*SelectionPolicy, error) {
-	if !d.NextArg() {
-		return nil, d.ArgErr()
-	}
-	sp := &SelectionPolicy{Policy: d.Val()}
-	args := d.RemainingArgs()
-	switch sp.Policy {
-	case "random_choose":
-		if len(args) > 1 {
-			return nil, d.ArgErr()
-		}
-		if len(args) == 1 {
-			n, err := strconv.Atoi(args[0])
-			if err != nil || n < 2 {
-				return nil, d.Errf("random_choose: choose must be an integer >= 2, got %q", args[0])
-			}
-			sp.Choose = n
-		}
-	case "header":
-		if len(args) != 1 {
-			return nil, d.Err("lb_policy header takes a header field name")
-		}
-		sp.Field = args[0]
-	case "cookie":
-		switch len(args) {
-		case 0:
-		case 1:
-			sp.Name = args[0]
-		default:
-			return nil, d.Err("lb_policy cookie takes a cookie name (no secret: the upstream sets the cookie)")
-		}
-	case "random", "round_robin", "least_conn", "first", "ip_hash", "client_ip_hash":
-		if len(args) != 0 {
-			return nil, d.ArgErr()
-		}
-	default:
-		return nil, d.Errf("unknown lb_policy %q (valid: random, random_choose, round_robin, least_conn, first, ip_hash, client_ip_hash, header, cookie)", sp.Policy)
-	}
-	return sp, nil
 }
 
 // parseHeaderOp parses [+|-]<field> [<value>] into ops.

@@ -2,17 +2,16 @@ package caddymodule
 
 import (
 	"crypto/tls"
-	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/wsmw"
@@ -21,34 +20,26 @@ import (
 // LoadBalancing configures upstream selection and dial retries, with the
 // JSON shape of reverse_proxy's load_balancing.
 type LoadBalancing struct {
-	// SelectionPolicy chooses the upstream of each new session. Default: random.
-	SelectionPolicy *SelectionPolicy `json:"selection_policy,omitempty"`
+	// SelectionPolicyRaw chooses the upstream of each new session: one of
+	// reverse_proxy's selection policies (http.reverse_proxy.selection_policies.*,
+	// third-party ones included), with the same JSON, so that for the same
+	// request and upstreams ws picks what reverse_proxy picks. least_conn and
+	// random_choose count the proxy's active sessions. Default: random.
+	SelectionPolicyRaw json.RawMessage `json:"selection_policy,omitempty" caddy:"namespace=http.reverse_proxy.selection_policies inline_key=policy"`
 
-	// Retries is how many more upstreams are tried after a failed dial.
-	// Default: 0.
+	// Retries is how many more tries a failed dial gets, after the default
+	// failover (a dial refused, unreachable or failing TLS is tried at once on
+	// the next upstream not tried yet, within dial_timeout). Default: 0.
 	Retries int `json:"retries,omitempty"`
 
 	// TryDuration keeps retrying failed dials for this long. Default: 0
 	// (no time-based retries).
 	TryDuration caddy.Duration `json:"try_duration,omitempty"`
 
-	// TryInterval is the pause between tries. Default: 250ms.
+	// TryInterval is the pause between retries. Default: 250ms.
 	TryInterval caddy.Duration `json:"try_interval,omitempty"`
-}
 
-// SelectionPolicy names a load-balancing policy, as reverse_proxy's lb_policy
-// does: random, random_choose, round_robin, least_conn, first, ip_hash,
-// client_ip_hash, header or cookie. Connection counts and health state are
-// this module's own, not those of reverse_proxy's hosts.
-type SelectionPolicy struct {
-	// Policy is the policy name. Default: random.
-	Policy string `json:"policy,omitempty"`
-	// Choose is random_choose's sample size. Default: 2.
-	Choose int `json:"choose,omitempty"`
-	// Field is the request header hashed by the header policy.
-	Field string `json:"field,omitempty"`
-	// Name is the cookie hashed by the cookie policy. Default: lb.
-	Name string `json:"name,omitempty"`
+	selection reverseproxy.Selector
 }
 
 // HealthChecks configures active and passive health checks, with the JSON
@@ -86,22 +77,6 @@ type PassiveHealthChecks struct {
 	MaxFails int `json:"max_fails,omitempty"`
 }
 
-// TLSConfig configures wss:// upstreams, with the field names of
-// reverse_proxy's transport tls.
-type TLSConfig struct {
-	// ServerName is the SNI and verified name. Default: the upstream's host.
-	ServerName string `json:"server_name,omitempty"`
-	// RootCAPEMFiles are PEM files of CAs trusted for upstream certificates.
-	// Default: the system roots.
-	RootCAPEMFiles []string `json:"root_ca_pem_files,omitempty"`
-	// ClientCertificateFile and ClientCertificateKeyFile are a client
-	// certificate presented to upstreams (both or neither). Default: none.
-	ClientCertificateFile    string `json:"client_certificate_file,omitempty"`
-	ClientCertificateKeyFile string `json:"client_certificate_key_file,omitempty"`
-	// InsecureSkipVerify disables upstream certificate verification. Default: false.
-	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
-}
-
 // Headers edits handshake headers: Request those sent upstream, Response
 // those of the 101 (or relayed refusal) sent to the client.
 type Headers struct {
@@ -132,9 +107,8 @@ type RateLimit struct {
 }
 
 // proxyConfig translates the handler into a proxy.Config, without touching
-// the file system: UpstreamTLS only has the shape of the TLS settings (the
-// pool loads their files). The logger, metrics and dynamic source are set by
-// the pool too.
+// the file system: before Provision, UpstreamTLS only has the shape of the TLS
+// settings. The logger, metrics and dynamic source are set by the pool.
 func (h *Handler) proxyConfig() (proxy.Config, error) {
 	cfg := proxy.Config{
 		Upstreams:      h.Upstreams,
@@ -156,12 +130,12 @@ func (h *Handler) proxyConfig() (proxy.Config, error) {
 		Replace:        replacePlaceholders,
 	}
 	if h.TLS != nil {
-		cfg.UpstreamTLS = &tls.Config{ServerName: h.TLS.ServerName, InsecureSkipVerify: h.TLS.InsecureSkipVerify}
+		cfg.UpstreamTLS = h.upstreamTLS
+		if cfg.UpstreamTLS == nil { // not provisioned yet: its shape, for validation
+			cfg.UpstreamTLS = &tls.Config{ServerName: h.TLS.ServerName, InsecureSkipVerify: h.TLS.InsecureSkipVerify}
+		}
 	}
 	var err error
-	if cfg.Balancer, err = h.LoadBalancing.balancer(); err != nil {
-		return cfg, err
-	}
 	h.LoadBalancing.apply(&cfg)
 	h.HealthChecks.apply(&cfg)
 	if hd := h.Headers; hd != nil {
@@ -177,11 +151,13 @@ func (h *Handler) proxyConfig() (proxy.Config, error) {
 	return cfg, nil
 }
 
-// apply sets the retry fields of cfg.
+// apply sets the selection and retry fields of cfg.
 func (lb *LoadBalancing) apply(cfg *proxy.Config) {
 	if lb == nil {
+		cfg.Balancer = proxy.Random()
 		return
 	}
+	cfg.Balancer = balancer(lb.selection)
 	cfg.Retries = lb.Retries
 	cfg.TryDuration = time.Duration(lb.TryDuration)
 	cfg.TryInterval = time.Duration(lb.TryInterval)
@@ -228,86 +204,19 @@ func compressionMode(s string) (proxy.CompressionMode, error) {
 	return m, nil
 }
 
-// balancer builds the selection policy.
-func (lb *LoadBalancing) balancer() (proxy.Balancer, error) {
-	if lb == nil || lb.SelectionPolicy == nil {
-		return proxy.Random(), nil
-	}
-	sp := lb.SelectionPolicy
-	var args []string
-	switch sp.Policy {
-	case "random_choose":
-		if sp.Choose != 0 {
-			args = []string{fmt.Sprint(sp.Choose)}
-		}
-	case "header":
-		if sp.Field == "" {
-			return nil, errors.New("selection_policy header: field is required")
-		}
-		args = []string{sp.Field}
-	case "cookie":
-		name := sp.Name
-		if name == "" {
-			name = "lb"
-		}
-		args = []string{name}
-	}
-	b, err := proxy.ParseBalancer(sp.Policy, args...)
-	if err != nil {
-		return nil, fmt.Errorf("selection_policy: %s", strings.TrimPrefix(err.Error(), "proxy: "))
-	}
-	if sp.Policy == "client_ip_hash" {
-		b = clientIPBalancer{b}
-	}
-	return b, nil
-}
-
-// clientIPBalancer hashes the client IP Caddy determined (trusted_proxies
-// considered) instead of the connection's remote address.
-type clientIPBalancer struct{ proxy.Balancer }
-
-func (b clientIPBalancer) Select(pool []*proxy.Upstream, r *http.Request) *proxy.Upstream {
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
-		r2 := r.WithContext(r.Context())
-		r2.RemoteAddr = ip
-		r = r2
-	}
-	return b.Balancer.Select(pool, r)
-}
-
-func (t *TLSConfig) validate() error {
-	if t != nil && (t.ClientCertificateFile == "") != (t.ClientCertificateKeyFile == "") {
+// validateTLS reports the TLS settings the module cannot use: client
+// certificate files given alone, and tls_except_ports (a WebSocket upstream
+// is dialed with TLS or without it by its scheme).
+func validateTLS(t *reverseproxy.TLSConfig) error {
+	switch {
+	case t == nil:
+		return nil
+	case (t.ClientCertificateFile == "") != (t.ClientCertificateKeyFile == ""):
 		return errors.New("tls: client_certificate_file and client_certificate_key_file go together")
+	case len(t.ExceptPorts) > 0:
+		return errors.New("tls: except_ports does not apply to WebSocket upstreams (use ws:// or wss:// URLs)")
 	}
 	return nil
-}
-
-// tlsConfig loads the files named by t; nil t gives a nil config.
-func (t *TLSConfig) tlsConfig() (*tls.Config, error) {
-	if t == nil {
-		return nil, nil
-	}
-	cfg := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
-	if len(t.RootCAPEMFiles) > 0 {
-		cfg.RootCAs = x509.NewCertPool()
-		for _, f := range t.RootCAPEMFiles {
-			pem, err := os.ReadFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("tls: reading trusted CA: %v", err)
-			}
-			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("tls: no certificate in %s", f)
-			}
-		}
-	}
-	if t.ClientCertificateFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.ClientCertificateFile, t.ClientCertificateKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls: loading client certificate: %v", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }
 
 // allowedType maps allow to the one data opcode allowed (0: both).

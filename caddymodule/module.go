@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -52,9 +53,11 @@ type Handler struct {
 	// handshake, or passively, from failed dials. Default: none.
 	HealthChecks *HealthChecks `json:"health_checks,omitempty"`
 
-	// TLS configures wss:// upstreams. When set, bare host:port and dynamic
-	// upstreams are dialed with wss://. Default: nil (system roots for wss:// URLs).
-	TLS *TLSConfig `json:"tls,omitempty"`
+	// TLS configures wss:// upstreams, as reverse_proxy's transport http tls
+	// does (the same JSON: server_name, ca, client_certificate_file, ...).
+	// When set, bare host:port and dynamic upstreams are dialed with wss://.
+	// Default: nil (system roots for wss:// URLs).
+	TLS *reverseproxy.TLSConfig `json:"tls,omitempty"`
 
 	// Headers edits the upstream handshake request (request) and the 101 or
 	// relayed refusal sent to the client (response). Request header values
@@ -150,10 +153,11 @@ type Handler struct {
 	// do not all reconnect at once. Default: 0 (all at once).
 	DrainWindow caddy.Duration `json:"drain_window,omitempty"`
 
-	dynamic reverseproxy.UpstreamSource
-	logger  *zap.Logger
-	key     string
-	pooled  *pooledProxy
+	dynamic     reverseproxy.UpstreamSource
+	upstreamTLS *tls.Config
+	logger      *zap.Logger
+	key         string
+	pooled      *pooledProxy
 }
 
 // CaddyModule returns the Caddy module information.
@@ -178,6 +182,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := h.loadModules(ctx); err != nil {
+		return err
+	}
+	pp, err := acquire(key, h, ctx.GetMetricsRegistry())
+	if err != nil {
+		return err
+	}
+	h.key, h.pooled = key, pp
+	return nil
+}
+
+// loadModules loads what the handler takes from Caddy: the dynamic upstream
+// source, the selection policy, and the upstream TLS configuration.
+func (h *Handler) loadModules(ctx caddy.Context) error {
 	if h.DynamicUpstreamsRaw != nil {
 		mod, err := ctx.LoadModule(h, "DynamicUpstreamsRaw")
 		if err != nil {
@@ -185,11 +203,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.dynamic = mod.(reverseproxy.UpstreamSource)
 	}
-	pp, err := acquire(key, h, ctx.GetMetricsRegistry())
-	if err != nil {
-		return err
+	if lb := h.LoadBalancing; lb != nil && lb.SelectionPolicyRaw != nil {
+		mod, err := ctx.LoadModule(lb, "SelectionPolicyRaw")
+		if err != nil {
+			return fmt.Errorf("loading load balancing selection policy: %v", err)
+		}
+		lb.selection = mod.(reverseproxy.Selector)
 	}
-	h.key, h.pooled = key, pp
+	if h.TLS != nil {
+		var err error
+		if h.upstreamTLS, err = h.TLS.MakeTLSClientConfig(ctx); err != nil {
+			return fmt.Errorf("tls: %v", err)
+		}
+	}
 	return nil
 }
 
@@ -207,7 +233,7 @@ func (h *Handler) Validate() error {
 	case h.DrainWindow < 0:
 		return errors.New("drain_window must not be negative")
 	}
-	if err := h.TLS.validate(); err != nil {
+	if err := validateTLS(h.TLS); err != nil {
 		return err
 	}
 	if err := h.Headers.validate(); err != nil {

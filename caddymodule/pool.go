@@ -89,9 +89,6 @@ func newPooledProxy(h *Handler, m *proxy.Metrics) (*pooledProxy, error) {
 	if h.dynamic != nil {
 		cfg.Source = dynamicSource{pp: pp}
 	}
-	if cfg.UpstreamTLS, err = h.TLS.tlsConfig(); err != nil {
-		return nil, err
-	}
 	if pp.proxy, err = proxy.New(cfg); err != nil {
 		return nil, err
 	}

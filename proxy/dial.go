@@ -13,27 +13,30 @@ import (
 )
 
 // dialUpstream selects upstreams and dials them until one completes the
-// handshake, within Retries and TryDuration. It returns the upstream and its
-// connection; or an upstream's refusal (a response of status 300 or more),
-// which is relayed and not retried; or the proxy's own refusal, naming why.
-func (p *Proxy) dialUpstream(r *http.Request) (*Upstream, *wsmw.Conn, *http.Response, refusal) {
-	start := time.Now()
+// handshake (see tries for which failures are tried again, and where). It
+// returns the upstream and its connection; or an upstream's refusal (a
+// response of status 300 or more), which is relayed and not retried; or the
+// proxy's own refusal, naming why. w receives what the balancer sets for the
+// client's response (a sticky cookie).
+func (p *Proxy) dialUpstream(w http.ResponseWriter, r *http.Request) (*Upstream, *wsmw.Conn, *http.Response, refusal) {
 	req := p.upstreamRequest(r)
-	tried := make(map[*Upstream]bool)
+	t := p.newTries()
 	var lastErr error
 	var lastResp *http.Response
-	for attempt := 0; ; attempt++ {
+	for {
 		pool, err := p.candidates(r)
 		if err != nil {
 			return nil, nil, nil, refusal{&wsmw.HandshakeError{Status: http.StatusBadGateway, Reason: "upstream lookup failed", Err: err}, "upstream_lookup"}
 		}
-		up := p.pick(pool, r, tried)
+		healthy := p.healthy(pool)
+		up := p.cfg.Balancer.Select(t.fresh(healthy), r, w)
 		if up == nil && lastErr == nil {
 			return nil, nil, nil, refusal{&wsmw.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "no upstream available", Err: ErrNoUpstream}, "no_upstream"}
 		}
 		if up != nil {
-			tried[up] = true
-			conn, resp, err := p.dialOne(r.Context(), up, r, req)
+			conn, resp, err := t.dial(r, up, func(ctx context.Context) (*wsmw.Conn, *http.Response, error) {
+				return p.dialOne(ctx, up, r, req)
+			})
 			switch {
 			case err == nil:
 				return up, conn, resp, refusal{}
@@ -47,69 +50,36 @@ func (p *Proxy) dialUpstream(r *http.Request) (*Upstream, *wsmw.Conn, *http.Resp
 				return up, nil, resp, refusal{}
 			}
 			lastErr, lastResp = err, resp
-			p.dialFailed(r, up, attempt, err)
+			p.dialFailed(r, up, t.n, err)
 		}
-		if !p.retryAllowed(attempt, start) || !pause(r.Context(), p.cfg.TryInterval) {
-			break
+		if !t.again(r.Context(), lastErr, healthy) {
+			return nil, nil, nil, dialRefusal(r.Context(), lastErr, lastResp)
 		}
 	}
-	return nil, nil, nil, dialRefusal(r.Context(), lastErr, lastResp)
+}
+
+// healthy returns the members of pool that may be selected now.
+func (p *Proxy) healthy(pool []*Upstream) []*Upstream {
+	now := time.Now()
+	ph := p.cfg.PassiveHealth
+	out := make([]*Upstream, 0, len(pool))
+	for _, u := range pool {
+		if u.Healthy(now, ph.MaxFails, ph.FailDuration) {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // dialFailed records a failed try: a passive health failure of up (unless the
 // client left, which is not the upstream's fault), and a debug line.
-func (p *Proxy) dialFailed(r *http.Request, up *Upstream, attempt int, err error) {
+func (p *Proxy) dialFailed(r *http.Request, up *Upstream, tries int, err error) {
 	if r.Context().Err() == nil {
 		up.recordFailure(time.Now(), p.cfg.PassiveHealth.MaxFails, p.cfg.PassiveHealth.FailDuration)
 	}
 	if ce := p.log.Check(zap.DebugLevel, "upstream dial failed"); ce != nil {
-		ce.Write(zap.String("upstream", up.Address()), zap.Int("attempt", attempt+1), zap.Error(err))
+		ce.Write(zap.String("upstream", up.Address()), zap.Int("attempt", tries), zap.Error(err))
 	}
-}
-
-// pause waits d between tries; it reports false if ctx ended first.
-func pause(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (p *Proxy) retryAllowed(attempt int, start time.Time) bool {
-	if attempt < p.cfg.Retries {
-		return true
-	}
-	return p.cfg.TryDuration > 0 && time.Since(start)+p.cfg.TryInterval < p.cfg.TryDuration
-}
-
-// pick asks the balancer for a healthy upstream not tried yet for this request;
-// once all healthy ones were tried, they become eligible again.
-func (p *Proxy) pick(pool []*Upstream, r *http.Request, tried map[*Upstream]bool) *Upstream {
-	now := time.Now()
-	ph := p.cfg.PassiveHealth
-	healthy := make([]*Upstream, 0, len(pool))
-	for _, u := range pool {
-		if u.Healthy(now, ph.MaxFails, ph.FailDuration) {
-			healthy = append(healthy, u)
-		}
-	}
-	fresh := make([]*Upstream, 0, len(healthy))
-	for _, u := range healthy {
-		if !tried[u] {
-			fresh = append(fresh, u)
-		}
-	}
-	if len(fresh) == 0 {
-		fresh = healthy
-	}
-	if len(fresh) == 0 {
-		return nil
-	}
-	return p.cfg.Balancer.Select(fresh, r)
 }
 
 // upstreamReq is what every try of a client's dial sends: the headers, the

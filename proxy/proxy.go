@@ -120,7 +120,7 @@ func (p *Proxy) upstream(raw string) (*Upstream, error) {
 	if up, ok := p.upstreams[key]; ok {
 		return up, nil
 	}
-	up := &Upstream{URL: u, addr: key}
+	up := &Upstream{URL: u, addr: key, hostPort: hostPort(u)}
 	p.upstreams[key] = up
 	return up, nil
 }
@@ -187,7 +187,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.release()
 		}
 	}()
-	up, conn, resp, rf := p.dialUpstream(r)
+	up, conn, resp, rf := p.dialUpstream(w, r)
 	switch {
 	case rf.HandshakeError != nil:
 		p.refuse(w, r, rf)

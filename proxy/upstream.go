@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -16,8 +17,9 @@ type Upstream struct {
 	// client's request path and query are used.
 	URL *url.URL
 
-	addr   string       // URL.String(), computed once
-	active atomic.Int64 // sessions currently forwarded to this upstream
+	addr     string       // URL.String(), computed once
+	hostPort string       // URL's host:port, the default port made explicit
+	active   atomic.Int64 // sessions currently forwarded to this upstream
 
 	mu           sync.Mutex
 	failures     []time.Time // passive health: recent failed dials, expiring after FailDuration
@@ -33,6 +35,28 @@ func (u *Upstream) Address() string {
 		return u.addr
 	}
 	return u.URL.String()
+}
+
+// HostPort returns the host:port dialed, with the scheme's default port made
+// explicit: the address Caddy's reverse_proxy knows the same backend by, and
+// what hashing policies and sticky cookies are computed over.
+func (u *Upstream) HostPort() string {
+	if u.hostPort != "" {
+		return u.hostPort
+	}
+	return hostPort(u.URL)
+}
+
+// hostPort is u's host:port; ws:// and wss:// default to 80 and 443.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	port := "80"
+	if u.Scheme == "wss" || u.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // ActiveSessions returns the number of sessions currently forwarded to u.

@@ -34,7 +34,10 @@ type ServerConfig struct {
 	// offers are answered here and never reach Extensions.
 	Compression *CompressionOptions
 
-	// ResponseHeader is added to the 101 response (e.g. Set-Cookie).
+	// ResponseHeader is added to the 101 response (e.g. Set-Cookie), after the
+	// headers already set on the ResponseWriter (by middleware, or a proxy's
+	// sticky-session cookie); the handshake's own headers are never taken
+	// from either.
 	ResponseHeader http.Header
 
 	// MaxFrameSize bounds a received frame's payload (default DefaultMaxFrameSize); 1009 beyond.
@@ -176,11 +179,8 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg *ServerConfig) (*Conn, 
 	if cc.extensions != "" {
 		b.WriteString("Sec-WebSocket-Extensions: " + cc.extensions + "\r\n")
 	}
-	for k, vs := range cfg.ResponseHeader {
-		for _, v := range vs {
-			b.WriteString(sanitizeHeaderValue(k) + ": " + sanitizeHeaderValue(v) + "\r\n")
-		}
-	}
+	writeHeaderLines(&b, w.Header())
+	writeHeaderLines(&b, cfg.ResponseHeader)
 	b.WriteString("\r\n")
 
 	var buffered []byte
@@ -192,6 +192,23 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg *ServerConfig) (*Conn, 
 		return nil, fmt.Errorf("websocket: failed to write handshake response: %w", err)
 	}
 	return newConn(nc, buffered, false, cc), nil
+}
+
+// writeHeaderLines renders h as response header lines, leaving out the
+// headers the handshake itself sets and those of a body the 101 does not have.
+func writeHeaderLines(b *strings.Builder, h http.Header) {
+	for k, vs := range h {
+		switch http.CanonicalHeaderKey(k) {
+		case "Upgrade", "Connection", "Content-Length", "Transfer-Encoding", "Content-Type":
+			continue
+		}
+		if strings.HasPrefix(http.CanonicalHeaderKey(k), "Sec-Websocket-") {
+			continue
+		}
+		for _, v := range vs {
+			b.WriteString(sanitizeHeaderValue(k) + ": " + sanitizeHeaderValue(v) + "\r\n")
+		}
+	}
 }
 
 // sanitizeHeaderValue drops CR and LF so a configured name or value cannot split the response.

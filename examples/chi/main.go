@@ -20,6 +20,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -57,7 +60,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.SetOutput(out)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.Var(&o.upstreams, "upstream", "upstream WebSocket URL for /ws, e.g. ws://10.0.0.5:9000/socket (repeatable; default: the embedded /echo)")
-	fs.StringVar(&o.lb, "lb", "round_robin", "load-balancing policy: round_robin, least_conn, random, random_choose, first, ip_hash, header:NAME, cookie:NAME")
+	fs.StringVar(&o.lb, "lb", "round_robin", "load-balancing policy, as Caddy's lb_policy: round_robin, least_conn, random, random_choose[:N], first, ip_hash, uri_hash, query:KEY, header:FIELD, cookie[:NAME[:SECRET]] (a sticky cookie, as Caddy sets it: for Socket.IO on several upstreams)")
 	fs.Int64Var(&o.maxMessageSize, "max-message-size", 1<<20, "largest message accepted in either direction, in bytes (1009 beyond)")
 	fs.Int64Var(&o.maxFrameSize, "max-frame-size", 1<<20, "largest frame accepted in either direction, in bytes (1009 beyond)")
 	fs.Var(&o.origins, "origin", "extra allowed browser Origin pattern, e.g. https://*.example.com (repeatable; the page's own host is always allowed)")
@@ -109,42 +112,9 @@ func echo(c *wsmw.Conn, r *http.Request) {
 
 // newRouter builds the demo's routes; upstreams are resolved against the listener's address.
 func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.Proxy, *wsmw.Group, error) {
-	upstreams := o.upstreams
-	if len(upstreams) == 0 {
-		upstreams = []string{"ws://" + addr + "/echo"}
-	}
-	name, arg, _ := strings.Cut(o.lb, ":")
-	var args []string
-	if arg != "" {
-		args = []string{arg}
-	}
-	lb, err := proxy.ParseBalancer(name, args...)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	compression, err := proxy.ParseCompressionMode(o.compression)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	var echoCompression *wsmw.CompressionOptions
-	if compression != proxy.CompressionOff {
-		echoCompression = &wsmw.CompressionOptions{}
-	}
-	p, err := proxy.New(proxy.Config{
-		Upstreams:      upstreams,
-		Balancer:       lb,
-		Retries:        len(upstreams) - 1,
-		MaxFrameSize:   o.maxFrameSize,
-		MaxMessageSize: o.maxMessageSize,
-		Origins:        o.origins,
-		IdleTimeout:    o.idleTimeout,
-		Compression:    compression,
-		PassiveHealth:  proxy.PassiveHealth{MaxFails: 3, FailDuration: 30 * time.Second},
-		Logger:         log,
-		LogFields: func(r *http.Request) []zap.Field {
-			return []zap.Field{zap.String("request_id", middleware.GetReqID(r.Context()))}
-		},
-	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p, err := newProxy(o, addr, log, reg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -155,18 +125,64 @@ func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.P
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(page)
 	})
+	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	notWS := func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this endpoint speaks WebSocket", http.StatusUpgradeRequired)
+	}
+	compression := &wsmw.CompressionOptions{}
+	if o.compression == "off" {
+		compression = nil
 	}
 	r.With(wsmw.Middleware(echoConns.Handler(echo), &wsmw.ServerConfig{
 		Origins:        o.origins,
 		MaxFrameSize:   o.maxFrameSize,
 		MaxMessageSize: o.maxMessageSize,
-		Compression:    echoCompression,
+		Compression:    compression,
 		Logger:         log,
 	})).Get("/echo", notWS)
 	r.With(p.Middleware).Get("/ws", notWS)
+	// Socket.IO (or SockJS...) behind the proxy: its WebSocket upgrades are
+	// proxied frame by frame, its long-polling requests forwarded as plain HTTP,
+	// both to the upstream the balancer picks (-lb cookie:lb keeps a client on one).
+	r.With(p.Middleware).Handle("/socket.io/*", p.HTTPHandler())
 	return r, p, echoConns, nil
+}
+
+// newProxy builds /ws's (and /socket.io/'s) proxy from the flags, its metrics
+// registered on reg; with no -upstream its upstream is the demo's own /echo.
+func newProxy(o *options, addr string, log *zap.Logger, reg prometheus.Registerer) (*proxy.Proxy, error) {
+	upstreams := o.upstreams
+	if len(upstreams) == 0 {
+		upstreams = []string{"ws://" + addr + "/echo"}
+	}
+	parts := strings.Split(o.lb, ":") // policy[:arg[:arg]]
+	lb, err := proxy.ParseBalancer(parts[0], parts[1:]...)
+	if err != nil {
+		return nil, err
+	}
+	compression, err := proxy.ParseCompressionMode(o.compression)
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := proxy.NewMetrics(reg, "wsgate")
+	if err != nil {
+		return nil, err
+	}
+	return proxy.New(proxy.Config{
+		Upstreams:      upstreams,
+		Balancer:       lb,
+		MaxFrameSize:   o.maxFrameSize,
+		MaxMessageSize: o.maxMessageSize,
+		Origins:        o.origins,
+		IdleTimeout:    o.idleTimeout,
+		Compression:    compression,
+		PassiveHealth:  proxy.PassiveHealth{MaxFails: 3, FailDuration: 30 * time.Second},
+		Logger:         log,
+		Metrics:        metrics,
+		LogFields: func(r *http.Request) []zap.Field {
+			return []zap.Field{zap.String("request_id", middleware.GetReqID(r.Context()))}
+		},
+	})
 }
 
 func run(args []string) error {
