@@ -43,8 +43,18 @@ func (c *Conn) Close(code StatusCode, reason string) error {
 }
 
 // waitPeerClose waits, bounded by the close timeout, for the peer's close frame.
+// A connection that failed waits for it in the background already (see fail).
 func (c *Conn) waitPeerClose() {
 	deadline := time.Now().Add(c.closeTimeout)
+	if ch := c.drained(); ch != nil {
+		t := time.NewTimer(c.closeTimeout)
+		defer t.Stop()
+		select {
+		case <-ch:
+		case <-t.C:
+		}
+		return
+	}
 	if c.rd.mu.TryLock() {
 		// No read in progress: read ourselves until the close (or an error) arrives.
 		defer c.rd.mu.Unlock()

@@ -23,14 +23,15 @@ func (r *reader) fail(code StatusCode, cause error) error {
 	}
 	fe := &FailError{Code: code, Reason: failReason(cause), Err: cause}
 	r.err = fe
-	r.c.failed.Store(fe)
 	c := r.c
+	c.lingering = make(chan struct{})
+	c.failed.Store(fe) // publishes lingering to other goroutines
 	if err := c.writeClose(code, fe.Reason); err != nil {
 		c.CloseNow()
 		r.release()
+		close(c.lingering)
 		return fe
 	}
-	c.lingering = make(chan struct{})
 	go r.linger()
 	return fe
 }
@@ -101,4 +102,9 @@ func (r *reader) drainUntilClose() {
 // drained returns a channel closed when the background wait of a failed
 // connection (see fail) has ended and the connection is closed; nil when c
 // has not failed.
-func (c *Conn) drained() <-chan struct{} { return c.lingering }
+func (c *Conn) drained() <-chan struct{} {
+	if c.failed.Load() == nil {
+		return nil
+	}
+	return c.lingering
+}
