@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -52,7 +52,7 @@ func echoUntilClose(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestHealthCheckerMarksUpstreamsByRealHandshake(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 
 	good := httptest.NewServer(http.HandlerFunc(echoUntilClose))
 	defer good.Close()
@@ -197,7 +197,7 @@ func TestHealthCheckerInvalidPathFailsEveryProbe(t *testing.T) {
 }
 
 func TestHealthCheckerStartProbesOnePerUpstreamAndStopWaits(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 
 	fast, slow := mustUpstream(t, "ws://fast/"), mustUpstream(t, "ws://slow/")
 	var fastCalls, slowCalls, slowInFlight, slowMax atomic.Int32
