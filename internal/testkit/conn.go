@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ type Conn struct {
 	R        *bufio.Reader // reads the connection; it may hold bytes read past the handshake
 	Client   bool          // Send masks frames, as a client does
 	MaxFrame int64         // the largest frame ReadFrame accepts; DefaultMaxFrame if 0
+	Req      *http.Request // the opening handshake, on a RawServer's side
 
 	wmu sync.Mutex
 }

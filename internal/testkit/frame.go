@@ -121,3 +121,18 @@ func ReadFrame(r io.Reader, max int64) (Frame, error) {
 	}
 	return f, nil
 }
+
+// Pattern returns n deterministic bytes: text from the lower-case alphabet, or
+// binary i%251 (every byte value, not periodic at any power of two).
+// integration/node/common.js builds the same.
+func Pattern(n int, text bool) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		if text {
+			b[i] = 'a' + byte(i%26)
+		} else {
+			b[i] = byte(i % 251)
+		}
+	}
+	return b
+}

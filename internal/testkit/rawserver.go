@@ -3,7 +3,6 @@ package testkit
 import (
 	"bufio"
 	"net"
-	"net/http"
 	"sync"
 	"testing"
 )
@@ -25,12 +24,14 @@ type RawServer struct {
 
 // StartRawServer starts a RawServer that completes the opening handshake (a
 // request that is not an upgrade gets 400) and then runs serve with the
-// connection in the server role and the request.
-func StartRawServer(t testing.TB, serve func(c *Conn, req *http.Request)) *RawServer {
+// connection in the server role (its Req is the request).
+func StartRawServer(t testing.TB, serve func(c *Conn)) *RawServer {
 	t.Helper()
 	return startRaw(t, func(nc net.Conn, br *bufio.Reader) {
 		if req, ok := acceptHandshake(nc, br); ok {
-			serve(NewConn(nc, br, false), req)
+			c := NewConn(nc, br, false)
+			c.Req = req
+			serve(c)
 		}
 	})
 }
