@@ -311,16 +311,7 @@ func dial(t *testing.T, url string, hdr http.Header, subprotocols ...string) (*w
 // connection is closed when the test ends.
 func mustDial(t *testing.T, url string, hdr http.Header, subprotocols ...string) (*websocket.Conn, *http.Response) {
 	t.Helper()
-	c, resp, err := dial(t, url, hdr, subprotocols...)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (status %d)", url, err, status)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c, resp
+	return testkit.DialGorilla(t, &websocket.Dialer{Subprotocols: subprotocols, HandshakeTimeout: 5 * time.Second}, url, hdr)
 }
 
 // dialEcho is the common setup of the session tests: a proxy for cfg in front

@@ -7,11 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -143,30 +145,15 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 // X-Forwarded-For, and chi's request ID is in the session's log line.
 func TestChiRequestIDAndRealIPReachUpstreamAndLog(t *testing.T) {
 	seen := make(chan http.Header, 1)
-	up := http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	echo := testkit.GorillaEchoHandler(websocket.Upgrader{}, nil)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.Header.Clone()
-		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			mt, p, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			c.WriteMessage(mt, p)
-		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go up.Serve(ln)
+		echo.ServeHTTP(w, r)
+	}))
 	defer up.Close()
 
 	core, logs := observer.New(zap.InfoLevel)
-	addr := startDemoWithLogger(t, zap.New(core), "-upstream", "ws://"+ln.Addr().String()+"/")
+	addr := startDemoWithLogger(t, zap.New(core), "-upstream", testkit.WSURL(up.URL)+"/")
 	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", http.Header{"X-Real-Ip": {"203.0.113.7"}})
 	if err != nil {
 		t.Fatal(err)
@@ -182,10 +169,7 @@ func TestChiRequestIDAndRealIPReachUpstreamAndLog(t *testing.T) {
 	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
 	c.ReadMessage()
 	c.Close()
-	deadline := time.Now().Add(3 * time.Second)
-	for logs.FilterMessage("session closed").Len() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(3*time.Second, func() bool { return logs.FilterMessage("session closed").Len() != 0 })
 	entries := logs.FilterMessage("session closed").All()
 	if len(entries) != 1 {
 		t.Fatalf("want one session log line, got %d", len(entries))

@@ -135,3 +135,22 @@ func EchoHandler(c *wsmw.Conn, _ *http.Request) { Echo(c) }
 
 // WSURL turns an http:// (https://) URL into its ws:// (wss://) form.
 func WSURL(httpURL string) string { return "ws" + strings.TrimPrefix(httpURL, "http") }
+
+// DialGorilla dials url with d (websocket.DefaultDialer if nil) and header,
+// fails the test unless it upgrades, and closes the connection when the test ends.
+func DialGorilla(t testing.TB, d *websocket.Dialer, url string, header http.Header) (*websocket.Conn, *http.Response) {
+	t.Helper()
+	if d == nil {
+		d = websocket.DefaultDialer
+	}
+	c, resp, err := d.Dial(url, header)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: %v (status %d)", url, err, status)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, resp
+}
