@@ -8,7 +8,6 @@ package integration
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -44,17 +43,15 @@ func proxyFront(t testing.TB, cfg proxy.Config, srv *http.Server) (*proxy.Proxy,
 	r.Use(p.Middleware)
 	r.Get("/*", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "not a websocket", http.StatusTeapot) })
 	addr := testkit.Serve(t, r, srv)
-	t.Cleanup(func() {
-		if !idle(p, 10*time.Second) {
-			t.Errorf("%d sessions still active when the test ended", p.ActiveSessions())
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("proxy shutdown: %v", err)
-		}
-	})
+	testkit.StopAtEnd(t, p, 10*time.Second)
 	return p, addr
+}
+
+// echoFront is proxyFront for cfg in front of a gorilla echo upstream.
+func echoFront(t testing.TB, cfg proxy.Config) (*proxy.Proxy, string) {
+	t.Helper()
+	cfg.Upstreams = []string{testkit.StartGorillaEcho(t).URL}
+	return proxyFront(t, cfg, nil)
 }
 
 // idle polls until the proxy has no active session. Sessions run in
@@ -94,6 +91,18 @@ func readClose(c *websocket.Conn, limit time.Duration) (int, time.Duration, erro
 	}
 }
 
+// closeClean sends a close (1000) from a gorilla client and expects 1000 back.
+func closeClean(c *websocket.Conn) error {
+	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(5*time.Second)); err != nil {
+		return err
+	}
+	code, _, err := readClose(c, 10*time.Second)
+	if code != 1000 {
+		return fmt.Errorf("close reply %d (%v)", code, err)
+	}
+	return nil
+}
+
 // rawClose reads frames from a raw client until the server's close and
 // returns its code (gorilla/websocket v1.5 refuses 1014 as a close code, so the
 // 1014 checks use the raw client). It answers the close and waits for the
@@ -117,6 +126,21 @@ func rawClose(c *testkit.Conn, limit time.Duration) (code int, data []testkit.Fr
 	}
 }
 
+// dialRefused dials addr with gorilla/websocket and fails the test unless the
+// handshake is refused with a response, which it returns.
+func dialRefused(t *testing.T, addr, path string) *http.Response {
+	t.Helper()
+	c, resp, err := dial(addr, path)
+	if err == nil {
+		c.Close()
+		t.Fatal("handshake succeeded")
+	}
+	if resp == nil {
+		t.Fatalf("no response: %v", err)
+	}
+	return resp
+}
+
 // holdHandlers returns a channel that raw upstream handlers block on; release
 // must be called after the upstream is started, so that the channel is closed
 // (by a Cleanup) before the upstream waits for its handlers.
@@ -125,22 +149,36 @@ func holdHandlers() (hold chan struct{}, release func(testing.TB)) {
 	return hold, func(t testing.TB) { t.Cleanup(func() { close(hold) }) }
 }
 
+// killedUpstream runs a proxy (CloseTimeout 1s) in front of a raw upstream
+// that sends the client sent, waits 50ms and closes the TCP connection without
+// a close frame; it returns the proxy and the raw client.
+func killedUpstream(t *testing.T, sent []byte) (*proxy.Proxy, *testkit.Conn) {
+	up := testkit.StartRawServer(t, func(uc *testkit.Conn) {
+		uc.Write(sent)
+		time.Sleep(50 * time.Millisecond)
+		// The handler returns: the connection is closed without a close frame.
+	})
+	p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}, CloseTimeout: time.Second}, nil)
+	return p, dialRaw(t, addr, "/")
+}
+
+// wantIdle checks that p's sessions end within 5 s.
+func wantIdle(t *testing.T, p *proxy.Proxy) {
+	t.Helper()
+	if !idle(p, 5*time.Second) {
+		t.Error("session did not end")
+	}
+}
+
 // TestFaultUpstreamKilledMidMessage: the upstream's TCP connection ends in the
 // middle of a message; the client gets 1014 (bad gateway).
 func TestFaultUpstreamKilledMidMessage(t *testing.T) {
 	t.Run("while-sending-a-fragmented-message", func(t *testing.T) {
 		checkLeaks(t)
-		up := testkit.StartRawServer(t, func(uc *testkit.Conn) {
-			var b []byte
-			b = appendFrame(b, testkit.Frame{Op: wsmw.OpText, Payload: []byte("first fragment")}, false)
-			b = appendHeader(b, false, wsmw.OpContinuation, 100, nil) // a frame of 100 bytes ...
-			b = append(b, "only ten b"...)                            // ... of which 10 are sent
-			uc.Write(b)
-			time.Sleep(50 * time.Millisecond)
-			// The handler returns: the connection is closed without a close frame.
-		})
-		p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}, CloseTimeout: time.Second}, nil)
-		c := dialRaw(t, addr, "/")
+		b := appendFrame(nil, testkit.Frame{Op: wsmw.OpText, Payload: []byte("first fragment")}, false)
+		b = appendHeader(b, false, wsmw.OpContinuation, 100, nil) // a frame of 100 bytes ...
+		b = append(b, "only ten b"...)                            // ... of which 10 are sent
+		p, c := killedUpstream(t, b)
 		code, data, d, err := rawClose(c, 5*time.Second)
 		if code != 1014 || err != nil {
 			t.Fatalf("client got close %d (%v), want 1014", code, err)
@@ -149,22 +187,13 @@ func TestFaultUpstreamKilledMidMessage(t *testing.T) {
 			t.Errorf("client got %v before the close, want the first fragment", data)
 		}
 		t.Logf("client got 1014 after %v", d.Round(time.Millisecond))
-		if !idle(p, 5*time.Second) {
-			t.Error("session did not end")
-		}
+		wantIdle(t, p)
 	})
 	t.Run("inside-a-frame-after-a-message", func(t *testing.T) {
 		checkLeaks(t)
-		up := testkit.StartRawServer(t, func(uc *testkit.Conn) {
-			var b []byte
-			b = appendFrame(b, testkit.Text("whole message"), false)
-			b = appendHeader(b, true, wsmw.OpBinary, 5000, nil)
-			b = append(b, make([]byte, 1000)...)
-			uc.Write(b)
-			time.Sleep(50 * time.Millisecond)
-		})
-		p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}, CloseTimeout: time.Second}, nil)
-		c := dialRaw(t, addr, "/")
+		b := appendFrame(nil, testkit.Text("whole message"), false)
+		b = appendHeader(b, true, wsmw.OpBinary, 5000, nil)
+		p, c := killedUpstream(t, append(b, make([]byte, 1000)...))
 		code, data, _, err := rawClose(c, 5*time.Second)
 		if code != 1014 || err != nil {
 			t.Fatalf("client got close %d (%v), want 1014", code, err)
@@ -172,9 +201,7 @@ func TestFaultUpstreamKilledMidMessage(t *testing.T) {
 		if len(data) != 1 || string(data[0].Payload) != "whole message" {
 			t.Errorf("client got %v before the close, want the whole message only", data)
 		}
-		if !idle(p, 5*time.Second) {
-			t.Error("session did not end")
-		}
+		wantIdle(t, p)
 	})
 	t.Run("inside-a-large-frame-partly-forwarded", func(t *testing.T) {
 		// The proxy streams frames: once part of a frame went to the client, a
@@ -182,15 +209,8 @@ func TestFaultUpstreamKilledMidMessage(t *testing.T) {
 		// correct ending is to close the client's connection. It must do so
 		// promptly, and the session must end.
 		checkLeaks(t)
-		up := testkit.StartRawServer(t, func(uc *testkit.Conn) {
-			var b []byte
-			b = appendHeader(b, true, wsmw.OpBinary, 1<<20, nil)
-			b = append(b, make([]byte, 200<<10)...)
-			uc.Write(b)
-			time.Sleep(50 * time.Millisecond)
-		})
-		p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}, CloseTimeout: time.Second}, nil)
-		c := dialRaw(t, addr, "/")
+		b := appendHeader(nil, true, wsmw.OpBinary, 1<<20, nil)
+		p, c := killedUpstream(t, append(b, make([]byte, 200<<10)...))
 		start := time.Now()
 		c.SetReadDeadline(start.Add(5 * time.Second))
 		n, err := io.Copy(io.Discard, c.R)
@@ -202,9 +222,7 @@ func TestFaultUpstreamKilledMidMessage(t *testing.T) {
 		if n >= 1<<20 {
 			t.Errorf("the client got %d bytes: more than the upstream sent", n)
 		}
-		if !idle(p, 5*time.Second) {
-			t.Error("session did not end")
-		}
+		wantIdle(t, p)
 	})
 	t.Run("while-the-client-sends-a-fragmented-message", func(t *testing.T) {
 		checkLeaks(t)
@@ -243,9 +261,7 @@ func TestFaultUpstreamKilledMidMessage(t *testing.T) {
 		if err := waitEOF(c, 3*time.Second); err != nil {
 			t.Error(err)
 		}
-		if !idle(p, 5*time.Second) {
-			t.Error("session did not end")
-		}
+		wantIdle(t, p)
 	})
 }
 
@@ -367,14 +383,7 @@ func TestFaultUpstreamGarbageHandshake(t *testing.T) {
 			release(t)
 			p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}, DialTimeout: 2 * time.Second}, nil)
 			start := time.Now()
-			c, resp, err := dial(addr, "/")
-			if err == nil {
-				c.Close()
-				t.Fatal("handshake succeeded")
-			}
-			if resp == nil {
-				t.Fatalf("no response: %v", err)
-			}
+			resp := dialRefused(t, addr, "/")
 			if resp.StatusCode != http.StatusBadGateway {
 				t.Errorf("status %d, want 502", resp.StatusCode)
 			}
@@ -404,14 +413,7 @@ func TestFaultUpstreamRefuses(t *testing.T) {
 			}))
 			t.Cleanup(up.Close)
 			_, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.URL}}, nil)
-			c, resp, err := dial(addr, "/")
-			if err == nil {
-				c.Close()
-				t.Fatal("handshake succeeded")
-			}
-			if resp == nil {
-				t.Fatalf("no response: %v", err)
-			}
+			resp := dialRefused(t, addr, "/")
 			got, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != status || string(got) != body {
 				t.Errorf("got %d %q, want %d %q", resp.StatusCode, got, status, body)
@@ -465,9 +467,7 @@ func TestFaultClientVanishes(t *testing.T) {
 			if _, code := rec.snapshot(); code != 1001 {
 				t.Errorf("upstream got close %d, want 1001", code)
 			}
-			if !idle(p, 5*time.Second) {
-				t.Error("session did not end")
-			}
+			wantIdle(t, p)
 		})
 	}
 }
@@ -661,8 +661,7 @@ func TestFaultConnectionChurn(t *testing.T) {
 		total       = 10000
 		concurrency = 50
 	)
-	up := testkit.StartGorillaEcho(t)
-	p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.URL}}, nil)
+	p, addr := echoFront(t, proxy.Config{})
 
 	start := time.Now()
 	var next atomic.Int64
@@ -725,12 +724,5 @@ func churnOne(addr string, i int) error {
 	if string(got) != string(msg) {
 		return fmt.Errorf("echo %q, want %q", got, msg)
 	}
-	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(5*time.Second)); err != nil {
-		return err
-	}
-	code, _, err := readClose(c, 10*time.Second)
-	if code != 1000 {
-		return fmt.Errorf("close reply %d (%v)", code, err)
-	}
-	return nil
+	return closeClean(c)
 }

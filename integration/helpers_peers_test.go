@@ -89,14 +89,8 @@ func startDemoFront(t testing.TB, cfg proxy.Config) *demoFront {
 	}
 	r.With(p.Middleware).Get("/ws", notWS)
 	srv := httptest.NewServer(r)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("proxy shutdown: %v", err)
-		}
-		srv.Close()
-	})
+	t.Cleanup(srv.Close)
+	testkit.StopAtEnd(t, p, 0)
 	return &demoFront{
 		URL:   srv.URL,
 		WSURL: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws",
@@ -163,13 +157,7 @@ func (u *echoUpstream) Kill() { u.ln.killAll() }
 // Next returns the next accepted connection.
 func (u *echoUpstream) Next(t testing.TB) *upConn {
 	t.Helper()
-	select {
-	case c := <-u.Accepted:
-		return c
-	case <-time.After(waitTimeout):
-		t.Fatal("the upstream accepted no connection")
-		return nil
-	}
+	return testkit.Recv(t, u.Accepted, waitTimeout, "a connection to the upstream")
 }
 
 type connKey struct{}

@@ -23,7 +23,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/proxy"
 )
 
@@ -93,13 +92,12 @@ func TestLoadConcurrentSessions(t *testing.T) {
 		sessions = 200
 		perSess  = 200
 	)
-	up := testkit.StartGorillaEcho(t)
 	reg := prometheus.NewRegistry()
 	m, err := proxy.NewMetrics(reg, "loadtest")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.URL}, Metrics: m}, nil)
+	p, addr := echoFront(t, proxy.Config{Metrics: m})
 
 	var wantBytes int64
 	for s := range sessions {
@@ -184,14 +182,7 @@ func runSession(addr string, s, n int) error {
 	if err := <-werr; err != nil {
 		return err
 	}
-	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(5*time.Second)); err != nil {
-		return err
-	}
-	code, _, err := readClose(c, 10*time.Second)
-	if code != 1000 {
-		return fmt.Errorf("close reply %d (%v)", code, err)
-	}
-	return nil
+	return closeClean(c)
 }
 
 // echoRecorder is a gorilla echo upstream that records, per session path, the

@@ -41,24 +41,7 @@ func TestPeersCaddy(t *testing.T) {
 	base := fmt.Sprintf("ws://127.0.0.1:%d", port)
 
 	t.Run("gorilla client to coder upstream", func(t *testing.T) {
-		c := gorillaDial(t, base+"/coder/room", 0)
-		uc := coderUp.Next(t)
-		if uc.Path != "/coder/room" {
-			t.Errorf("upstream saw path %q, want /coder/room", uc.Path)
-		}
-		for _, tc := range echoCases() {
-			if err := c.WriteMessage(gorillaType(tc.text), tc.p); err != nil {
-				t.Fatalf("%s: write: %v", tc.name, err)
-			}
-			mt, p, err := gorillaRead(t, c)
-			if err != nil {
-				t.Fatalf("%s: read: %v", tc.name, err)
-			}
-			if mt != gorillaType(tc.text) || string(p) != string(tc.p) {
-				t.Errorf("%s: echo is type %d, %d bytes; want type %d, %d bytes, equal", tc.name, mt, len(p), gorillaType(tc.text), len(tc.p))
-			}
-		}
-		gorillaClose(t, c, uc, 4001, "bye")
+		gorillaEchoThrough(t, base+"/coder/room", coderUp, "/coder/room", 4001, "bye")
 	})
 
 	t.Run("coder client to gorilla upstream", func(t *testing.T) {
@@ -74,30 +57,7 @@ func TestPeersCaddy(t *testing.T) {
 		cc.closeExpect(t, uc, 4001, "bye")
 	})
 
-	t.Run("upstream closes 4002", func(t *testing.T) {
-		c := gorillaDial(t, base+"/coder/x", 0)
-		uc := coderUp.Next(t)
-		done := make(chan error, 1)
-		go func() { done <- uc.Close(4002, "upstream bye") }()
-		gorillaExpectClose(t, c, 4002, "upstream bye")
-		if err := waitErr(done); err != nil {
-			t.Errorf("upstream Close: %v", err)
-		}
-	})
-
-	t.Run("upstream killed gives 1014", func(t *testing.T) {
-		c := gorillaDial(t, base+"/coder/x", 0)
-		coderUp.Next(t)
-		coderUp.Kill()
-		gorillaExpect1014(t, c)
-	})
-
-	t.Run("client killed gives 1001 upstream", func(t *testing.T) {
-		c := gorillaDial(t, base+"/coder/x", 0)
-		uc := coderUp.Next(t)
-		c.NetConn().Close()
-		waitClose(t, uc, 1001, reasonClientGone)
-	})
+	gorillaCloseSubtests(t, base+"/coder/x", coderUp)
 
 	t.Run("message over max_message_size gives 1009", func(t *testing.T) {
 		c := gorillaDial(t, base+"/small/x", 0)

@@ -54,19 +54,11 @@ func gorillaDial(t testing.TB, url string, writeBuf int) *websocket.Conn {
 			return &sniffConn{Conn: c}, nil // records what the client receives
 		},
 	}
-	c, resp, err := d.Dial(url, nil)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("gorilla dial %s: %v (status %d)", url, err, status)
-	}
+	c, resp := testkit.DialGorilla(t, &d, url, nil)
 	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
 		t.Errorf("handshake answered extensions %q; the proxy negotiates none", ext)
 	}
 	c.SetReadLimit(64 << 20)
-	t.Cleanup(func() { c.Close() })
 	return c
 }
 
@@ -180,13 +172,7 @@ func (cc *coderClient) write(t testing.TB, text bool, p []byte) {
 
 func (cc *coderClient) read(t testing.TB) coderMsg {
 	t.Helper()
-	select {
-	case m := <-cc.msgs:
-		return m
-	case <-time.After(waitTimeout):
-		t.Fatal("coder client: no message within the timeout")
-		return coderMsg{}
-	}
+	return testkit.Recv(t, cc.msgs, waitTimeout, "a message to the coder client")
 }
 
 func (cc *coderClient) expectClose(t testing.TB, code int, reason string) {
@@ -238,24 +224,7 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 	front := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
 
 	t.Run("echo", func(t *testing.T) {
-		c := gorillaDial(t, front.WSURL, 0)
-		uc := up.Next(t)
-		if uc.Path != "/ws" {
-			t.Errorf("upstream saw path %q, want /ws", uc.Path)
-		}
-		for _, tc := range echoCases() {
-			if err := c.WriteMessage(gorillaType(tc.text), tc.p); err != nil {
-				t.Fatalf("%s: write: %v", tc.name, err)
-			}
-			mt, p, err := gorillaRead(t, c)
-			if err != nil {
-				t.Fatalf("%s: read: %v", tc.name, err)
-			}
-			if mt != gorillaType(tc.text) || !bytes.Equal(p, tc.p) {
-				t.Errorf("%s: echo is type %d, %d bytes; want type %d, %d bytes, equal", tc.name, mt, len(p), gorillaType(tc.text), len(tc.p))
-			}
-		}
-		gorillaClose(t, c, uc, 1000, "done")
+		gorillaEchoThrough(t, front.WSURL, up, "/ws", 1000, "done")
 	})
 
 	t.Run("fragmented with a ping inside", func(t *testing.T) {
@@ -286,13 +255,10 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 		if err != nil || mt != websocket.TextMessage || !bytes.Equal(p, msg) {
 			t.Fatalf("echo: type %d, %d bytes, err %v; want the 3500-byte text", mt, len(p), err)
 		}
-		select {
-		case s := <-pongs:
-			if s != "mid-message" {
-				t.Errorf("pong payload %q, want %q", s, "mid-message")
-			}
-		default:
+		if s, ok := testkit.Ready(pongs); !ok {
 			t.Error("no pong came back for the ping sent between fragments")
+		} else if s != "mid-message" {
+			t.Errorf("pong payload %q, want %q", s, "mid-message")
 		}
 		// What the upstream received: the message in several frames, the ping among them.
 		frames := uc.Frames()[before:]
@@ -333,17 +299,7 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.WriteMessage(websocket.TextMessage, []byte("after ping"))
-		if _, p, err := gorillaRead(t, c); err != nil || string(p) != "after ping" {
-			t.Fatalf("echo after ping: %q, %v", p, err)
-		}
-		select {
-		case s := <-pongs:
-			if s != "gorilla-ping" {
-				t.Errorf("pong payload %q, want gorilla-ping", s)
-			}
-		default:
-			t.Error("the upstream's pong did not come back before the next message")
-		}
+		readThenPong(t, c, pongs, "after ping", "gorilla-ping")
 		// upstream ping (coder waits for the matching pong) → the client answers
 		pingErr := make(chan error, 1)
 		go func() {
@@ -370,29 +326,7 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 			uc := up.Next(t)
 			gorillaClose(t, c, uc, 4001, "bye")
 		})
-		t.Run("upstream closes 4002", func(t *testing.T) {
-			c := gorillaDial(t, front.WSURL, 0)
-			uc := up.Next(t)
-			done := make(chan error, 1)
-			go func() { done <- uc.Close(4002, "upstream bye") }()
-			gorillaExpectClose(t, c, 4002, "upstream bye")
-			// gorilla echoes the code without the reason; coder's Close checks the code.
-			if err := waitErr(done); err != nil {
-				t.Errorf("upstream Close: %v", err)
-			}
-		})
-		t.Run("upstream killed gives 1014", func(t *testing.T) {
-			c := gorillaDial(t, front.WSURL, 0)
-			up.Next(t)
-			up.Kill()
-			gorillaExpect1014(t, c)
-		})
-		t.Run("client killed gives 1001 upstream", func(t *testing.T) {
-			c := gorillaDial(t, front.WSURL, 0)
-			uc := up.Next(t)
-			c.NetConn().Close()
-			waitClose(t, uc, 1001, reasonClientGone)
-		})
+		gorillaCloseSubtests(t, front.WSURL, up)
 		small := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
 		t.Run("client message over the limit gives 1009", func(t *testing.T) {
 			c := gorillaDial(t, small.WSURL, 0)
@@ -418,6 +352,84 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 			gorillaExpectClose(t, c, 1001, reasonViolation)
 			waitClose(t, uc, 1009, reasonTooBig)
 		})
+	})
+}
+
+// readThenPong reads the next message of c, which must be msg, and checks
+// that the pong with payload pong came in before it.
+func readThenPong(t *testing.T, c *websocket.Conn, pongs <-chan string, msg, pong string) {
+	t.Helper()
+	if _, p, err := gorillaRead(t, c); err != nil || string(p) != msg {
+		t.Fatalf("message %q, %v; want %q", p, err, msg)
+	}
+	if s, ok := testkit.Ready(pongs); !ok {
+		t.Errorf("the pong to %q did not come back before the message", pong)
+	} else if s != pong {
+		t.Errorf("pong payload %q, want %q", s, pong)
+	}
+}
+
+// gorillaEchoThrough dials url with gorilla, checks that up's connection saw
+// path, echoes every echo case and closes with code and reason.
+func gorillaEchoThrough(t *testing.T, url string, up *echoUpstream, path string, code int, reason string) {
+	t.Helper()
+	c := gorillaDial(t, url, 0)
+	uc := up.Next(t)
+	if uc.Path != path {
+		t.Errorf("upstream saw path %q, want %s", uc.Path, path)
+	}
+	gorillaEchoAll(t, c, nil)
+	gorillaClose(t, c, uc, code, reason)
+}
+
+// gorillaEchoAll sends every echo case from the gorilla client c and checks
+// that each comes back with its type and bytes; sent, if set, runs after each
+// message is sent.
+func gorillaEchoAll(t *testing.T, c *websocket.Conn, sent func(tc echoCase)) {
+	t.Helper()
+	for _, tc := range echoCases() {
+		if err := c.WriteMessage(gorillaType(tc.text), tc.p); err != nil {
+			t.Fatalf("%s: write: %v", tc.name, err)
+		}
+		if sent != nil {
+			sent(tc)
+		}
+		mt, p, err := gorillaRead(t, c)
+		if err != nil {
+			t.Fatalf("%s: read: %v", tc.name, err)
+		}
+		if mt != gorillaType(tc.text) || !bytes.Equal(p, tc.p) {
+			t.Errorf("%s: echo is type %d, %d bytes; want type %d, %d bytes, equal", tc.name, mt, len(p), gorillaType(tc.text), len(tc.p))
+		}
+	}
+}
+
+// gorillaCloseSubtests runs the close subtests common to every front, with a
+// gorilla client of url and up's connections: the upstream closes with 4002,
+// the upstream is killed (1014), the client is killed (1001 upstream).
+func gorillaCloseSubtests(t *testing.T, url string, up *echoUpstream) {
+	t.Run("upstream closes 4002", func(t *testing.T) {
+		c := gorillaDial(t, url, 0)
+		uc := up.Next(t)
+		done := make(chan error, 1)
+		go func() { done <- uc.Close(4002, "upstream bye") }()
+		gorillaExpectClose(t, c, 4002, "upstream bye")
+		// gorilla echoes the code without the reason; coder's Close checks the code.
+		if err := waitErr(done); err != nil {
+			t.Errorf("upstream Close: %v", err)
+		}
+	})
+	t.Run("upstream killed gives 1014", func(t *testing.T) {
+		c := gorillaDial(t, url, 0)
+		up.Next(t)
+		up.Kill()
+		gorillaExpect1014(t, c)
+	})
+	t.Run("client killed gives 1001 upstream", func(t *testing.T) {
+		c := gorillaDial(t, url, 0)
+		uc := up.Next(t)
+		c.NetConn().Close()
+		waitClose(t, uc, 1001, reasonClientGone)
 	})
 }
 
@@ -695,19 +707,7 @@ func TestPeersNodeUpstream(t *testing.T) {
 		if e := srv.Expect(t, "connection"); e.Path != "/ws" {
 			t.Errorf("node saw path %q, want /ws", e.Path)
 		}
-		for _, tc := range echoCases() {
-			if err := c.WriteMessage(gorillaType(tc.text), tc.p); err != nil {
-				t.Fatalf("%s: write: %v", tc.name, err)
-			}
-			expectMessage(t, srv.Expect(t, "message"), tc.text, tc.p)
-			mt, p, err := gorillaRead(t, c)
-			if err != nil {
-				t.Fatalf("%s: read: %v", tc.name, err)
-			}
-			if mt != gorillaType(tc.text) || !bytes.Equal(p, tc.p) {
-				t.Errorf("%s: echo is type %d, %d bytes; want type %d, %d bytes, equal", tc.name, mt, len(p), gorillaType(tc.text), len(tc.p))
-			}
-		}
+		gorillaEchoAll(t, c, func(tc echoCase) { expectMessage(t, srv.Expect(t, "message"), tc.text, tc.p) })
 
 		pongs := make(chan string, 4)
 		c.SetPongHandler(func(s string) error { pongs <- s; return nil })
@@ -719,17 +719,7 @@ func TestPeersNodeUpstream(t *testing.T) {
 		}
 		srv.Send(t, map[string]any{"op": "ping", "data": "node-ping"})
 		srv.Send(t, map[string]any{"op": "text", "data": "after ping"})
-		if _, p, err := gorillaRead(t, c); err != nil || string(p) != "after ping" {
-			t.Fatalf("message after node's ping: %q, %v", p, err)
-		}
-		select {
-		case s := <-pongs:
-			if s != "go-ping" {
-				t.Errorf("pong %q, want go-ping", s)
-			}
-		default:
-			t.Error("node's pong to go-ping did not come back")
-		}
+		readThenPong(t, c, pongs, "after ping", "go-ping")
 		if e := srv.Expect(t, "pong"); e.Data != "node-ping" {
 			t.Errorf("node got pong %q, want node-ping", e.Data)
 		}

@@ -213,16 +213,7 @@ func startProxy(t *testing.T, cfg Config) *proxyEnv {
 	}
 	front := httptest.NewServer(p)
 	t.Cleanup(front.Close)
-	t.Cleanup(func() {
-		if !idle(p, 3*time.Second) {
-			t.Errorf("%d sessions still active at the end of the test", p.ActiveSessions())
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
+	testkit.StopAtEnd(t, p, 3*time.Second)
 	return &proxyEnv{t: t, p: p, front: front, URL: testkit.WSURL(front.URL)}
 }
 

@@ -213,13 +213,10 @@ func TestInteropClient_OurPingGetsTheirPong(t *testing.T) {
 			if _, p, err := c.Read(context.Background(), nil); err != nil || string(p) != "after" {
 				t.Fatalf("echo %q %v", p, err)
 			}
-			select {
-			case p := <-pongs:
-				if p != "cli-ping" {
-					t.Fatalf("pong payload %q", p)
-				}
-			default:
+			if p, ok := testkit.Ready(pongs); !ok {
 				t.Fatal("no pong before the echo")
+			} else if p != "cli-ping" {
+				t.Fatalf("pong payload %q", p)
 			}
 		})
 	}

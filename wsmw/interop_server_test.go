@@ -264,13 +264,10 @@ func TestInteropServer_ServerPingReachesGorilla(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case p := <-pings:
-		if p != "are you there" {
-			t.Errorf("gorilla's PingHandler got %q", p)
-		}
-	default:
+	if p, ok := testkit.Ready(pings); !ok {
 		t.Fatal("gorilla's PingHandler was not called")
+	} else if p != "are you there" {
+		t.Errorf("gorilla's PingHandler got %q", p)
 	}
 	if string(msg) != "pong:are you there" {
 		t.Fatalf("server reported %q, want our pong handler to see gorilla's pong", msg)

@@ -49,10 +49,11 @@ type SyncBuffer struct {
 }
 
 // Write appends p.
-func (b *SyncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (n int, err error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
+	n, err = b.b.Write(p)
+	b.mu.Unlock()
+	return n, err
 }
 
 // String returns what was written so far.

@@ -121,3 +121,35 @@ func Eventually(d time.Duration, cond func() bool) bool {
 	}
 	return true
 }
+
+// Proxy is what StopAtEnd needs of a proxy; *proxy.Proxy has it.
+type Proxy interface {
+	ActiveSessions() int
+	Shutdown(ctx context.Context) error
+}
+
+// StopAtEnd registers a cleanup that waits up to wait for p's sessions to end
+// (an error if they do not; no wait if wait is 0), then shuts p down within
+// 5 s (an error if that fails): every test ends with its proxy idle and stopped.
+func StopAtEnd(t testing.TB, p Proxy, wait time.Duration) {
+	t.Cleanup(func() {
+		if wait > 0 && !Eventually(wait, func() bool { return p.ActiveSessions() == 0 }) {
+			t.Errorf("%d sessions still active at the end of the test", p.ActiveSessions())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("proxy shutdown: %v", err)
+		}
+	})
+}
+
+// Ready returns the value waiting on ch, if there is one; it does not wait.
+func Ready[T any](ch <-chan T) (v T, ok bool) {
+	select {
+	case v = <-ch:
+		return v, true
+	default:
+		return v, false
+	}
+}
