@@ -3,11 +3,9 @@ package proxy
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,22 +32,14 @@ func mustUpstream(t *testing.T, raw string) *Upstream {
 // activeUp reports whether u is not marked down by active checks.
 func activeUp(u *Upstream) bool { return u.Healthy(time.Now(), 0, 0) }
 
-// wsURL turns an httptest URL into a ws:// one.
-func wsURL(s *httptest.Server) string { return "ws" + strings.TrimPrefix(s.URL, "http") }
-
 // echoUntilClose upgrades r and reads until the client closes.
-func echoUntilClose(w http.ResponseWriter, r *http.Request) {
-	c, err := wsmw.Upgrade(w, r, nil)
-	if err != nil {
-		return
-	}
-	defer c.CloseNow()
+var echoUntilClose = testkit.Upgrading(nil, func(c *wsmw.Conn, _ *http.Request) {
 	for {
 		if _, _, err := c.Read(context.Background(), nil); err != nil {
 			return
 		}
 	}
-}
+})
 
 func TestHealthCheckerMarksUpstreamsByRealHandshake(t *testing.T) {
 	testkit.CheckGoroutines(t)
@@ -65,16 +55,11 @@ func TestHealthCheckerMarksUpstreamsByRealHandshake(t *testing.T) {
 		echoUntilClose(w, r)
 	}))
 	defer flaky.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := l.Addr().String()
-	l.Close()
+	closedAddr := testkit.FreeAddr(t) // refuses connections
 
 	ups := []*Upstream{
-		mustUpstream(t, wsURL(good)),
-		mustUpstream(t, wsURL(flaky)+"/chat"),
+		mustUpstream(t, testkit.WSURL(good.URL)),
+		mustUpstream(t, testkit.WSURL(flaky.URL)+"/chat"),
 		mustUpstream(t, "ws://"+closedAddr+"/"),
 	}
 	h := NewHealthChecker(ActiveHealth{Timeout: 2 * time.Second, Passes: 2}, func() []*Upstream { return ups }, nil)

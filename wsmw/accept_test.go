@@ -380,14 +380,7 @@ func TestUpgrade_ResponseHeaderInSwitchingProtocols(t *testing.T) {
 // http.Server's ReadTimeout and WriteTimeout apply to the HTTP request only: after
 // the upgrade the connection lives on with no deadline.
 func TestUpgrade_ServerDeadlinesClearedAfterHijack(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := wsmw.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		testkit.EchoHandler(c, r)
-	}))
+	srv := httptest.NewUnstartedServer(testkit.Upgrading(nil, testkit.EchoHandler))
 	srv.Config.ReadTimeout = 200 * time.Millisecond
 	srv.Config.WriteTimeout = 200 * time.Millisecond
 	srv.Start()

@@ -102,12 +102,7 @@ func checkCompressed(t *testing.T, n *byteCounter, payload int64) {
 // compressingEcho is our echo server with compression opts, counting its wire bytes.
 func compressingEcho(t *testing.T, opts *wsmw.CompressionOptions, want string) (*httptest.Server, *byteCounter) {
 	n := &byteCounter{}
-	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := wsmw.Upgrade(w, r, &wsmw.ServerConfig{Compression: opts, MaxMessageSize: 8 << 20})
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
+	ts := httptest.NewUnstartedServer(testkit.Upgrading(&wsmw.ServerConfig{Compression: opts, MaxMessageSize: 8 << 20}, func(c *wsmw.Conn, _ *http.Request) {
 		if got := c.Extensions(); got != want {
 			t.Errorf("server negotiated %q, want %q", got, want)
 		}

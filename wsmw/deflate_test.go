@@ -484,10 +484,10 @@ func TestDeflate_RoundTrip(t *testing.T) {
 			echo := async(func() error {
 				for {
 					op, p, err := srv.readMessage()
-					if err != nil {
-						return err
+					if err == nil {
+						err = srv.writeMessage(op, p)
 					}
-					if err := srv.writeMessage(op, p); err != nil {
+					if err != nil {
 						return err
 					}
 				}
@@ -517,13 +517,16 @@ func TestDeflate_RoundTrip(t *testing.T) {
 }
 
 // TestDeflate_Negotiation_Server: the answer to each offer and the parameters in force.
+// offerCase is a server's options, a client's offer and the answer expected.
+type offerCase struct {
+	name   string
+	opts   CompressionOptions
+	offer  string // Sec-WebSocket-Extensions of the request
+	answer string // "" when declined
+}
+
 func TestDeflate_Negotiation_Server(t *testing.T) {
-	cases := []struct {
-		name   string
-		opts   CompressionOptions
-		offer  string // Sec-WebSocket-Extensions of the request
-		answer string // "" when declined
-	}{
+	cases := []offerCase{
 		{"Bare", CompressionOptions{}, "permessage-deflate", "permessage-deflate"},
 		{"BareClientMaxWindowBits", CompressionOptions{}, "permessage-deflate; client_max_window_bits", "permessage-deflate"},
 		{"ClientMaxWindowBitsBareWithServerLimit", CompressionOptions{ClientMaxWindowBits: 10}, "permessage-deflate; client_max_window_bits", "permessage-deflate; client_max_window_bits=10"},
@@ -544,16 +547,21 @@ func TestDeflate_Negotiation_Server(t *testing.T) {
 		{"CaseInsensitiveName", CompressionOptions{}, "Permessage-Deflate", "permessage-deflate"},
 		{"FirstAcceptableOfSeveral", CompressionOptions{}, "permessage-deflate; server_max_window_bits=7, permessage-deflate; foo, permessage-deflate; client_max_window_bits, permessage-deflate; server_no_context_takeover", "permessage-deflate"},
 		{"SeveralHeaderLines", CompressionOptions{}, "x-other\npermessage-deflate; client_no_context_takeover", "permessage-deflate; client_no_context_takeover"},
-		{"DeclineUnknownParam", CompressionOptions{}, "permessage-deflate; foo", ""},
-		{"DeclineDuplicate", CompressionOptions{}, "permessage-deflate; server_no_context_takeover; server_no_context_takeover", ""},
-		{"DeclineDuplicateBits", CompressionOptions{}, "permessage-deflate; client_max_window_bits; client_max_window_bits=10", ""},
-		{"DeclineServerBitsBare", CompressionOptions{}, "permessage-deflate; server_max_window_bits", ""},
-		{"DeclineServerBits7", CompressionOptions{}, "permessage-deflate; server_max_window_bits=7", ""},
-		{"DeclineServerBits16", CompressionOptions{}, "permessage-deflate; server_max_window_bits=16", ""},
-		{"DeclineClientBitsLeadingZero", CompressionOptions{}, "permessage-deflate; client_max_window_bits=09", ""},
-		{"DeclineClientBitsSign", CompressionOptions{}, "permessage-deflate; client_max_window_bits=+9", ""},
-		{"DeclineFlagWithValue", CompressionOptions{}, "permessage-deflate; client_no_context_takeover=1", ""},
-		{"OtherExtensionOnly", CompressionOptions{}, "x-webkit-deflate-frame", ""},
+	}
+	// Offers declined with the default options: the answer is "".
+	for _, d := range []struct{ name, offer string }{
+		{"DeclineUnknownParam", "permessage-deflate; foo"},
+		{"DeclineDuplicate", "permessage-deflate; server_no_context_takeover; server_no_context_takeover"},
+		{"DeclineDuplicateBits", "permessage-deflate; client_max_window_bits; client_max_window_bits=10"},
+		{"DeclineServerBitsBare", "permessage-deflate; server_max_window_bits"},
+		{"DeclineServerBits7", "permessage-deflate; server_max_window_bits=7"},
+		{"DeclineServerBits16", "permessage-deflate; server_max_window_bits=16"},
+		{"DeclineClientBitsLeadingZero", "permessage-deflate; client_max_window_bits=09"},
+		{"DeclineClientBitsSign", "permessage-deflate; client_max_window_bits=+9"},
+		{"DeclineFlagWithValue", "permessage-deflate; client_no_context_takeover=1"},
+		{"OtherExtensionOnly", "x-webkit-deflate-frame"},
+	} {
+		cases = append(cases, offerCase{d.name, CompressionOptions{}, d.offer, ""})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

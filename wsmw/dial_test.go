@@ -27,17 +27,13 @@ import (
 func echoServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan *http.Request) {
 	t.Helper()
 	reqs := make(chan *http.Request, 16)
+	echo := testkit.Upgrading(cfg, testkit.EchoHandler)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case reqs <- r:
 		default:
 		}
-		c, err := wsmw.Upgrade(w, r, cfg)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		testkit.Echo(c)
+		echo(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	return srv, reqs
@@ -393,12 +389,7 @@ func TestDial_TimeoutAndCancel(t *testing.T) {
 }
 
 func TestDial_HandshakeDeadlineClearedAfterSuccess(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := wsmw.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
+	srv := httptest.NewServer(testkit.Upgrading(nil, func(c *wsmw.Conn, _ *http.Request) {
 		time.Sleep(400 * time.Millisecond)
 		c.Write(context.Background(), wsmw.MessageText, []byte("late"))
 		c.Read(context.Background(), nil)
@@ -436,12 +427,7 @@ func TestDial_FramesInSameWriteAs101AreNotLost(t *testing.T) {
 }
 
 func TestDial_TLS(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := wsmw.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
+	srv := httptest.NewUnstartedServer(testkit.Upgrading(nil, func(c *wsmw.Conn, _ *http.Request) {
 		op, p, err := c.Read(context.Background(), nil)
 		if err == nil {
 			c.Write(context.Background(), op, p)

@@ -152,123 +152,120 @@ func TestInteropClient_Echo(t *testing.T) {
 		{"Binary3MiB", wsmw.MessageBinary, testkit.Pattern(3<<20, false)},
 		{"Text3MiB", wsmw.MessageText, bytes.Repeat([]byte("é"), 3<<19)},
 	}
-	for _, s := range foreignServers {
-		t.Run(s.name, func(t *testing.T) {
-			c, events := dialForeign(t, s, "/echo")
-			for _, m := range msgs {
-				if err := c.Write(context.Background(), m.op, m.p); err != nil {
-					t.Fatalf("%s: write: %v", m.name, err)
-				}
-				op, p, err := c.Read(context.Background(), nil)
-				if err != nil || op != m.op || !bytes.Equal(p, m.p) {
-					t.Fatalf("%s: echo %v %d bytes %v, want %v %d bytes", m.name, op, len(p), err, m.op, len(m.p))
-				}
+	eachServer(t, "/echo", func(t *testing.T, s foreignServer, c *wsmw.Conn, events <-chan string) {
+		for _, m := range msgs {
+			if err := c.Write(context.Background(), m.op, m.p); err != nil {
+				t.Fatalf("%s: write: %v", m.name, err)
 			}
-			if err := c.Close(wsmw.StatusNormalClosure, ""); err != nil {
-				t.Fatal(err)
+			op, p, err := c.Read(context.Background(), nil)
+			if err != nil || op != m.op || !bytes.Equal(p, m.p) {
+				t.Fatalf("%s: echo %v %d bytes %v, want %v %d bytes", m.name, op, len(p), err, m.op, len(m.p))
 			}
-			select {
-			case e := <-events:
-				t.Fatalf("server reported %q", e)
-			default:
-			}
-		})
-	}
+		}
+		if err := c.Close(wsmw.StatusNormalClosure, ""); err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := testkit.Ready(events); ok {
+			t.Fatalf("server reported %q", e)
+		}
+	})
 }
 
 func TestInteropClient_FragmentedMessage(t *testing.T) {
-	for _, s := range foreignServers {
-		t.Run(s.name, func(t *testing.T) {
-			c, _ := dialForeign(t, s, "/echo")
-			op := wsmw.OpText
-			for _, part := range []string{"frag", "ment", "ed ✓"} {
-				if err := c.WriteFrame(wsmw.Header{OpCode: op}, []byte(part)); err != nil {
-					t.Fatal(err)
-				}
-				op = wsmw.OpContinuation
-			}
-			if err := c.WriteFrame(wsmw.Header{Fin: true, OpCode: op}, nil); err != nil {
+	eachServer(t, "/echo", func(t *testing.T, s foreignServer, c *wsmw.Conn, _ <-chan string) {
+		op := wsmw.OpText
+		for _, part := range []string{"frag", "ment", "ed ✓"} {
+			if err := c.WriteFrame(wsmw.Header{OpCode: op}, []byte(part)); err != nil {
 				t.Fatal(err)
 			}
-			if op, p, err := c.Read(context.Background(), nil); err != nil || op != wsmw.MessageText || string(p) != "fragmented ✓" {
-				t.Fatalf("echo %v %q %v", op, p, err)
-			}
-		})
-	}
+			op = wsmw.OpContinuation
+		}
+		if err := c.WriteFrame(wsmw.Header{Fin: true, OpCode: op}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if op, p, err := c.Read(context.Background(), nil); err != nil || op != wsmw.MessageText || string(p) != "fragmented ✓" {
+			t.Fatalf("echo %v %q %v", op, p, err)
+		}
+	})
 }
 
 func TestInteropClient_OurPingGetsTheirPong(t *testing.T) {
-	for _, s := range foreignServers {
-		t.Run(s.name, func(t *testing.T) {
-			c, _ := dialForeign(t, s, "/echo")
-			pongs := make(chan string, 1)
-			c.SetPongHandler(func(p []byte) error { pongs <- string(p); return nil })
-			if err := c.Ping([]byte("cli-ping")); err != nil {
-				t.Fatal(err)
-			}
-			// The pong is handled by the reader, before the echo of the next message.
-			if err := c.Write(context.Background(), wsmw.MessageText, []byte("after")); err != nil {
-				t.Fatal(err)
-			}
-			if _, p, err := c.Read(context.Background(), nil); err != nil || string(p) != "after" {
-				t.Fatalf("echo %q %v", p, err)
-			}
-			if p, ok := testkit.Ready(pongs); !ok {
-				t.Fatal("no pong before the echo")
-			} else if p != "cli-ping" {
-				t.Fatalf("pong payload %q", p)
-			}
-		})
-	}
+	eachServer(t, "/echo", func(t *testing.T, s foreignServer, c *wsmw.Conn, _ <-chan string) {
+		pongs := make(chan string, 1)
+		c.SetPongHandler(func(p []byte) error { pongs <- string(p); return nil })
+		if err := c.Ping([]byte("cli-ping")); err != nil {
+			t.Fatal(err)
+		}
+		// The pong is handled by the reader, before the echo of the next message.
+		if err := c.Write(context.Background(), wsmw.MessageText, []byte("after")); err != nil {
+			t.Fatal(err)
+		}
+		if _, p, err := c.Read(context.Background(), nil); err != nil || string(p) != "after" {
+			t.Fatalf("echo %q %v", p, err)
+		}
+		if p, ok := testkit.Ready(pongs); !ok {
+			t.Fatal("no pong before the echo")
+		} else if p != "cli-ping" {
+			t.Fatalf("pong payload %q", p)
+		}
+	})
 }
 
 func TestInteropClient_TheirPingGetsOurPong(t *testing.T) {
 	want := map[string]string{"gorilla": "pong:srv-ping", "coder": "pong:"}
-	for _, s := range foreignServers {
-		t.Run(s.name, func(t *testing.T) {
-			c, events := dialForeign(t, s, "/ping")
-			read := make(chan error, 1)
-			go func() { _, _, err := c.Read(context.Background(), nil); read <- err }()
-			if e := testkit.Recv(t, events, 5*time.Second, "a report from the server"); e != want[s.name] {
-				t.Fatalf("server reported %q, want %q", e, want[s.name])
-			}
-			c.Close(wsmw.StatusNormalClosure, "")
-			<-read
-		})
-	}
+	eachServer(t, "/ping", func(t *testing.T, s foreignServer, c *wsmw.Conn, events <-chan string) {
+		read := make(chan error, 1)
+		go func() { _, _, err := c.Read(context.Background(), nil); read <- err }()
+		if e := nextEvent(t, events); e != want[s.name] {
+			t.Fatalf("server reported %q, want %q", e, want[s.name])
+		}
+		c.Close(wsmw.StatusNormalClosure, "")
+		<-read
+	})
 }
 
 func TestInteropClient_OurCloseCodeReachesThem(t *testing.T) {
-	for _, s := range foreignServers {
-		t.Run(s.name, func(t *testing.T) {
-			c, events := dialForeign(t, s, "/expect-close")
-			if err := c.Close(4001, "bye"); err != nil {
-				t.Fatal(err)
-			}
-			if e := testkit.Recv(t, events, 5*time.Second, "a report from the server"); e != "close:4001:bye" {
-				t.Fatalf("server reported %q, want close:4001:bye", e)
-			}
-			if ce := relay.CloseReceived(c); ce == nil || ce.Code != 4001 {
-				t.Fatalf("their answer to our close: %v, want 4001 echoed", ce)
-			}
-		})
-	}
+	eachServer(t, "/expect-close", func(t *testing.T, s foreignServer, c *wsmw.Conn, events <-chan string) {
+		if err := c.Close(4001, "bye"); err != nil {
+			t.Fatal(err)
+		}
+		if e := nextEvent(t, events); e != "close:4001:bye" {
+			t.Fatalf("server reported %q, want close:4001:bye", e)
+		}
+		if ce := relay.CloseReceived(c); ce == nil || ce.Code != 4001 {
+			t.Fatalf("their answer to our close: %v, want 4001 echoed", ce)
+		}
+	})
 }
 
 func TestInteropClient_TheirCloseCodeReachesUs(t *testing.T) {
 	want := map[string]string{"gorilla": "close:4002:", "coder": "closed"}
+	eachServer(t, "/close", func(t *testing.T, s foreignServer, c *wsmw.Conn, events <-chan string) {
+		_, _, err := c.Read(context.Background(), nil)
+		var ce *wsmw.CloseError
+		if !errors.As(err, &ce) || ce.Code != 4002 || ce.Reason != "done" {
+			t.Fatalf("ReadMessage err = %v, want *CloseError 4002 done", err)
+		}
+		// We answered their close: gorilla sees our echoed code, coder's Close completes.
+		if e := nextEvent(t, events); e != want[s.name] {
+			t.Fatalf("server reported %q, want %q", e, want[s.name])
+		}
+	})
+}
+
+// eachServer runs f as a subtest for each foreign server, with a connection
+// dialed to path on it and the server's reports.
+func eachServer(t *testing.T, path string, f func(t *testing.T, s foreignServer, c *wsmw.Conn, events <-chan string)) {
 	for _, s := range foreignServers {
 		t.Run(s.name, func(t *testing.T) {
-			c, events := dialForeign(t, s, "/close")
-			_, _, err := c.Read(context.Background(), nil)
-			var ce *wsmw.CloseError
-			if !errors.As(err, &ce) || ce.Code != 4002 || ce.Reason != "done" {
-				t.Fatalf("ReadMessage err = %v, want *CloseError 4002 done", err)
-			}
-			// We answered their close: gorilla sees our echoed code, coder's Close completes.
-			if e := testkit.Recv(t, events, 5*time.Second, "a report from the server"); e != want[s.name] {
-				t.Fatalf("server reported %q, want %q", e, want[s.name])
-			}
+			c, events := dialForeign(t, s, path)
+			f(t, s, c, events)
 		})
 	}
+}
+
+// nextEvent waits for the server's next report.
+func nextEvent(t *testing.T, events <-chan string) string {
+	t.Helper()
+	return testkit.Recv(t, events, 5*time.Second, "a report from the server")
 }

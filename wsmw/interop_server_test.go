@@ -42,6 +42,19 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
+// dialCoder dials srv with coder/websocket; it returns the connection, closed
+// when the test ends, and a context for the test's use of it (testContext).
+func dialCoder(t *testing.T, srv *httptest.Server) (*coder.Conn, context.Context) {
+	t.Helper()
+	ctx := testContext(t)
+	c, _, err := coder.Dial(ctx, testkit.WSURL(srv.URL)+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c, ctx
+}
+
 func TestInteropServer_GorillaEcho(t *testing.T) {
 	srv, _ := middlewareEcho(t, nil)
 	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/", nil)
@@ -70,12 +83,7 @@ func TestInteropServer_GorillaEcho(t *testing.T) {
 
 func TestInteropServer_CoderEcho(t *testing.T) {
 	srv, _ := middlewareEcho(t, nil)
-	ctx := testContext(t)
-	c, _, err := coder.Dial(ctx, testkit.WSURL(srv.URL)+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	c, ctx := dialCoder(t, srv)
 	c.SetReadLimit(4 << 20)
 	for _, typ := range []coder.MessageType{coder.MessageText, coder.MessageBinary} {
 		for _, n := range sizes {
@@ -200,12 +208,7 @@ func TestInteropServer_ManyFragmentsReassembledLinearly(t *testing.T) {
 // A coder client's Ping is answered by our automatic pong.
 func TestInteropServer_CoderPingAnswered(t *testing.T) {
 	srv, _ := middlewareEcho(t, nil)
-	ctx := testContext(t)
-	c, _, err := coder.Dial(ctx, testkit.WSURL(srv.URL)+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	c, ctx := dialCoder(t, srv)
 	// coder reads the pong in Read: keep a reader running.
 	go func() {
 		for {
@@ -282,7 +285,7 @@ func TestInteropServer_GorillaClosesWithCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The server's ReadMessage returns the peer's close ...
-	err := testkit.Recv(t, done, 10*time.Second, "the server handler")
+	err := handlerResult(t, done)
 	var ce *wsmw.CloseError
 	if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "bye" {
 		t.Fatalf("server ReadMessage error = %#v, want *CloseError{4001, \"bye\"}", err)
@@ -297,17 +300,12 @@ func TestInteropServer_GorillaClosesWithCode(t *testing.T) {
 
 func TestInteropServer_CoderClosesWithCode(t *testing.T) {
 	srv, done := middlewareEcho(t, nil)
-	ctx := testContext(t)
-	c, _, err := coder.Dial(ctx, testkit.WSURL(srv.URL)+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	c, _ := dialCoder(t, srv)
 	// coder's Close succeeds only if the peer answers with the same code.
 	if err := c.Close(4001, "bye"); err != nil {
 		t.Fatalf("coder Close(4001): %v", err)
 	}
-	err = testkit.Recv(t, done, 10*time.Second, "the server handler")
+	err := handlerResult(t, done)
 	var ce *wsmw.CloseError
 	if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "bye" {
 		t.Fatalf("server ReadMessage error = %#v, want *CloseError{4001, \"bye\"}", err)
@@ -330,20 +328,15 @@ func TestInteropServer_ServerClosesWithCode_Gorilla(t *testing.T) {
 	srv, done := closingServer(t)
 	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/", nil)
 	expectGorillaClose(t, ws, 4002, "done") // gorilla's default close handler answers
-	if err := testkit.Recv(t, done, 10*time.Second, "the server handler"); err != nil {
+	if err := handlerResult(t, done); err != nil {
 		t.Fatalf("server Close: %v", err)
 	}
 }
 
 func TestInteropServer_ServerClosesWithCode_Coder(t *testing.T) {
 	srv, done := closingServer(t)
-	ctx := testContext(t)
-	c, _, err := coder.Dial(ctx, testkit.WSURL(srv.URL)+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	_, _, err = c.Read(ctx)
+	c, ctx := dialCoder(t, srv)
+	_, _, err := c.Read(ctx)
 	if got := coder.CloseStatus(err); got != 4002 {
 		t.Fatalf("coder Read error = %v (status %d), want close 4002", err, got)
 	}
@@ -351,7 +344,7 @@ func TestInteropServer_ServerClosesWithCode_Coder(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Reason != "done" {
 		t.Errorf("coder close reason = %q, want \"done\"", ce.Reason)
 	}
-	if err := testkit.Recv(t, done, 10*time.Second, "the server handler"); err != nil {
+	if err := handlerResult(t, done); err != nil {
 		t.Fatalf("server Close: %v", err)
 	}
 }
@@ -384,7 +377,7 @@ func TestInteropServer_ClientViolationsCloseCodes(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Code != tc.code {
 				t.Fatalf("client read = %v, want close %d", err, tc.code)
 			}
-			serr := testkit.Recv(t, done, 10*time.Second, "the server handler")
+			serr := handlerResult(t, done)
 			var fe *wsmw.FailError
 			if !errors.As(serr, &fe) || int(fe.Code) != tc.code || !errors.Is(serr, tc.sentinel) {
 				t.Fatalf("server error = %v, want *FailError %d wrapping %v", serr, tc.code, tc.sentinel)
@@ -395,4 +388,10 @@ func TestInteropServer_ClientViolationsCloseCodes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handlerResult waits for the error the server's handler ended with.
+func handlerResult(t *testing.T, ch <-chan error) error {
+	t.Helper()
+	return testkit.Recv(t, ch, 10*time.Second, "the server handler")
 }

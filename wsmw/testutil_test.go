@@ -231,13 +231,15 @@ func async(f func() error) <-chan error {
 // waitErr returns the value from ch or fails the test after timeout.
 func waitErr(t testing.TB, ch <-chan error, timeout time.Duration, what string) error {
 	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	select {
 	case err := <-ch:
 		return err
-	case <-time.After(timeout):
-		t.Fatalf("%s did not return within %v", what, timeout)
-		return nil
+	case <-timer.C:
 	}
+	t.Fatalf("%s did not return within %v", what, timeout)
+	return nil
 }
 
 // checkFail asserts that err is a *FailError with code whose cause matches sentinel.

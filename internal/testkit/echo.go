@@ -154,3 +154,16 @@ func DialGorilla(t testing.TB, d *websocket.Dialer, url string, header http.Head
 	t.Cleanup(func() { c.Close() })
 	return c, resp
 }
+
+// Upgrading is a handler that upgrades with wsmw.Upgrade and cfg and runs
+// serve, then closes the connection (without a close handshake).
+func Upgrading(cfg *wsmw.ServerConfig, serve wsmw.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := wsmw.Upgrade(w, r, cfg)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		serve(c, r)
+	}
+}
