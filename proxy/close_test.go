@@ -20,13 +20,12 @@ import (
 
 func TestCloseClientInitiatedForwardsCodeAndUpstreamReply(t *testing.T) {
 	testkit.CheckGoroutines(t)
-	upGot := make(chan error, 1)
-	up := startGorilla(t, func(c *websocket.Conn) {
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		c.SetCloseHandler(func(code int, text string) error {
 			// Reply with a different reason: the client must see the upstream's reply, not an echo by the proxy.
 			return sendClose(c, 4000, "ack")
 		})
-		gorillaEcho(upGot)(c)
+		return testkit.GorillaEcho(c)
 	})
 	e := startSession(t, up.URL, Config{})
 
@@ -46,14 +45,12 @@ func TestCloseClientInitiatedForwardsCodeAndUpstreamReply(t *testing.T) {
 
 func TestCloseUpstreamInitiated(t *testing.T) {
 	testkit.CheckGoroutines(t)
-	upGot := make(chan error, 1)
-	up := startGorilla(t, func(c *websocket.Conn) {
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		if _, _, err := c.ReadMessage(); err != nil {
-			upGot <- err
-			return
+			return err
 		}
 		sendClose(c, 4001, "srv")
-		upGot <- readErr(c, 3*time.Second)
+		return readErr(c, 3*time.Second)
 	})
 	e := startSession(t, up.URL, Config{})
 
@@ -190,8 +187,7 @@ func TestCloseUpstreamDiesInsideFragmentedMessage(t *testing.T) {
 			e := startSession(t, up.URL, Config{})
 			raw := testkit.DialRaw(t, e.URL)
 			raw.Send(fragment(true, wsmw.OpText, "go"))
-			f, seen, err := raw.ReadUntilClose(3 * time.Second)
-			wantRawClose(t, "client", f, err, int(wsmw.StatusBadGateway), "upstream went away")
+			seen := clientClose(t, raw, 3*time.Second, int(wsmw.StatusBadGateway), "upstream went away")
 			if len(seen) != 1 || seen[0].Op != wsmw.OpText || seen[0].Fin || string(seen[0].Payload) != "part one" {
 				t.Errorf("client saw %v before the close, want the first fragment only", seen)
 			}
@@ -261,8 +257,7 @@ func TestClosePolicyVerdict(t *testing.T) {
 					upMsgs = append(upMsgs, string(p))
 				}
 			})
-			e := startSession(t, up.URL, Config{Inspectors: Chain{verdictInspector{tc.v}}})
-			c, _ := mustDial(t, e.URL, nil)
+			e, c := dialSession(t, up.URL, Config{Inspectors: Chain{verdictInspector{tc.v}}})
 			c.WriteMessage(websocket.TextMessage, []byte("fine"))
 			c.WriteMessage(websocket.TextMessage, []byte("bad"))
 			c.WriteMessage(websocket.TextMessage, []byte("after"))
@@ -301,8 +296,7 @@ func checkProtocolViolation(t *testing.T, bad func(raw *testkit.Conn), code int,
 		t.Fatalf("echo: %v %v", f, err)
 	}
 	bad(raw)
-	f, seen, err := raw.ReadUntilClose(3 * time.Second)
-	wantRawClose(t, "client", f, err, code, reason)
+	seen := clientClose(t, raw, 3*time.Second, code, reason)
 	if len(seen) != 0 {
 		t.Errorf("client saw %v before the close", seen)
 	}
@@ -385,8 +379,7 @@ func TestCloseShutdownUnresponsivePeers(t *testing.T) {
 	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
 		t.Errorf("Shutdown took %v, want about the close timeout (300ms)", d)
 	}
-	f, _, err := raw.ReadUntilClose(time.Second)
-	wantRawClose(t, "client", f, err, 1012, "server shutting down")
+	clientClose(t, raw, time.Second, 1012, "server shutting down")
 	e.wantEnd(1012, "proxy")
 }
 
@@ -406,24 +399,21 @@ func TestCloseUpstreamVanishesDuringCloseHandshake(t *testing.T) {
 	raw.SendClose(4000, "bye")
 	f := testkit.Recv(t, upGot, 3*time.Second, "upstream close")
 	wantRawClose(t, "upstream", f, nil, 4000, "bye")
-	f, _, err := raw.ReadUntilClose(3 * time.Second)
-	wantRawClose(t, "client", f, err, 4000, "bye")
+	clientClose(t, raw, 3*time.Second, 4000, "bye")
 	wantEOF(t, raw)
 	e.wantEnd(4000, "client")
 }
 
 func TestCloseClientNeverAnswersUpstreamClose(t *testing.T) {
 	testkit.CheckGoroutines(t)
-	upGot := make(chan error, 1)
-	up := startGorilla(t, func(c *websocket.Conn) {
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		sendClose(c, 4001, "srv")
-		upGot <- readErr(c, 3*time.Second)
+		return readErr(c, 3*time.Second)
 	})
 	e := startSession(t, up.URL, Config{CloseTimeout: 300 * time.Millisecond})
 	raw := testkit.DialRaw(t, e.URL)
 	start := time.Now()
-	f, _, err := raw.ReadUntilClose(3 * time.Second) // and never answer it
-	wantRawClose(t, "client", f, err, 4001, "srv")
+	clientClose(t, raw, 3*time.Second, 4001, "srv") // and never answer it
 	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 4001, "srv")
 	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
 		t.Errorf("upstream's close answered after %v, want about the close timeout (300ms)", d)
@@ -435,11 +425,10 @@ func TestCloseClientNeverAnswersUpstreamClose(t *testing.T) {
 // A policy close for an upstream message: the verdict's code to the upstream, 1001 to the client.
 func TestClosePolicyVerdictDownstream(t *testing.T) {
 	testkit.CheckGoroutines(t)
-	upGot := make(chan error, 1)
-	up := startGorilla(t, func(c *websocket.Conn) {
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		c.WriteMessage(websocket.TextMessage, []byte("fine"))
 		c.WriteMessage(websocket.TextMessage, []byte("bad"))
-		upGot <- readErr(c, 3*time.Second)
+		return readErr(c, 3*time.Second)
 	})
 	in := testInspector{inspect: func(m *Message) Verdict {
 		if m.Direction == UpstreamToClient && m.Length == 3 {
@@ -447,8 +436,7 @@ func TestClosePolicyVerdictDownstream(t *testing.T) {
 		}
 		return Verdict{Action: Pass}
 	}}
-	e := startSession(t, up.URL, Config{Inspectors: Chain{in}})
-	c, _ := mustDial(t, e.URL, nil)
+	e, c := dialSession(t, up.URL, Config{Inspectors: Chain{in}})
 	if _, p, err := c.ReadMessage(); err != nil || string(p) != "fine" {
 		t.Fatalf("first message %q %v", p, err)
 	}
@@ -458,14 +446,12 @@ func TestClosePolicyVerdictDownstream(t *testing.T) {
 
 func TestCloseMessageTooBigFromUpstream(t *testing.T) {
 	testkit.CheckGoroutines(t)
-	upGot := make(chan error, 1)
-	up := startGorilla(t, func(c *websocket.Conn) {
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		c.WriteMessage(websocket.BinaryMessage, make([]byte, 1000))
 		c.WriteMessage(websocket.BinaryMessage, make([]byte, 2000))
-		upGot <- readErr(c, 3*time.Second)
+		return readErr(c, 3*time.Second)
 	})
-	e := startSession(t, up.URL, Config{MaxMessageSize: 1000})
-	c, _ := mustDial(t, e.URL, nil)
+	e, c := dialSession(t, up.URL, Config{MaxMessageSize: 1000})
 	if _, p, err := c.ReadMessage(); err != nil || len(p) != 1000 {
 		t.Fatalf("first message: %d %v", len(p), err)
 	}

@@ -27,52 +27,46 @@ import (
 // tap is a TCP forwarder to target that records the bytes of its first
 // connection in each direction: up (towards target) and down.
 type tap struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
+	*testkit.RawServer
 
 	mu       sync.Mutex
-	conns    []net.Conn
+	targets  []net.Conn
 	n        int
 	up, down bytes.Buffer
 }
 
 func startTap(t *testing.T, target string) *tap {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := &tap{ln: ln, target: target}
-	tp.wg.Add(1)
-	go func() {
-		defer tp.wg.Done()
-		for {
-			a, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", target)
-			if err != nil {
-				a.Close()
-				continue
-			}
-			tp.mu.Lock()
-			tp.conns = append(tp.conns, a, b)
-			first := tp.n == 0
-			tp.n++
-			tp.mu.Unlock()
-			tp.wg.Add(2)
-			go tp.copy(b, a, first, &tp.up)
-			go tp.copy(a, b, first, &tp.down)
+	tp := &tap{}
+	tp.RawServer = testkit.StartTCPServer(t, func(a *testkit.Conn) {
+		b, err := net.Dial("tcp", target)
+		if err != nil {
+			return
 		}
-	}()
-	t.Cleanup(tp.Close)
+		tp.mu.Lock()
+		tp.targets = append(tp.targets, b)
+		first := tp.n == 0
+		tp.n++
+		tp.mu.Unlock()
+		up := make(chan struct{})
+		go func() {
+			defer close(up)
+			tp.copy(b, a.R, first, &tp.up)
+		}()
+		tp.copy(a.Conn, b, first, &tp.down)
+		<-up
+	})
+	t.Cleanup(func() { // before the RawServer closes the client side and waits
+		tp.mu.Lock()
+		defer tp.mu.Unlock()
+		for _, b := range tp.targets {
+			b.Close()
+		}
+	})
 	return tp
 }
 
-func (tp *tap) copy(dst, src net.Conn, record bool, buf *bytes.Buffer) {
-	defer tp.wg.Done()
+func (tp *tap) copy(dst net.Conn, src io.Reader, record bool, buf *bytes.Buffer) {
 	var w io.Writer = dst
 	if record {
 		w = io.MultiWriter(dst, lockedWriter{&tp.mu, buf})
@@ -93,19 +87,6 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
-}
-
-func (tp *tap) Addr() string { return tp.ln.Addr().String() }
-
-// Close stops the tap and waits for its goroutines.
-func (tp *tap) Close() {
-	tp.ln.Close()
-	tp.mu.Lock()
-	for _, c := range tp.conns {
-		c.Close()
-	}
-	tp.mu.Unlock()
-	tp.wg.Wait()
 }
 
 // frames parses the data frames recorded in one direction, after the HTTP
@@ -153,6 +134,37 @@ func messagesOf(frames []testkit.Frame) []wireMessage {
 		}
 	}
 	return out
+}
+
+// wantCompressed checks that messages idx of msgs crossed the leg (up: towards
+// the upstream) compressed: with RSV1, in fewer than under bytes on the wire.
+func wantCompressed(t *testing.T, leg string, up bool, msgs []wireMessage, idx []int, under int) {
+	t.Helper()
+	for _, i := range idx {
+		if m := msgs[i]; m.first.Rsv != 0x40 || m.wire >= under {
+			t.Errorf("%s leg (up=%v) message %d: rsv %#x, %d bytes on the wire; want RSV1 and compressed", leg, up, i, m.first.Rsv, m.wire)
+		}
+	}
+}
+
+// span returns 0, 1, ..., n-1.
+func span(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+// messages returns the messages the tap saw in one direction (up: towards
+// the target) of the leg, failing the test unless there are want.
+func (tp *tap) messages(t *testing.T, leg string, up bool, want int) []wireMessage {
+	t.Helper()
+	msgs := messagesOf(tp.frames(up))
+	if len(msgs) != want {
+		t.Fatalf("%s leg (up=%v): %d messages on the wire, want %d", leg, up, len(msgs), want)
+	}
+	return msgs
 }
 
 // coderUpstream is a coder/websocket upstream with the given compression; it
@@ -374,15 +386,8 @@ func TestCompressionPassthroughContextTakeover(t *testing.T) {
 	closeCoder(t, e, c)
 
 	for _, dir := range []bool{true, false} {
-		msgs := messagesOf(tap.frames(dir))
-		if len(msgs) != 5 {
-			t.Fatalf("upstream leg (up=%v): %d messages on the wire, want 5", dir, len(msgs))
-		}
-		for i, m := range msgs[:4] {
-			if m.first.Rsv != 0x40 || m.wire >= len(msg)*3/4 {
-				t.Errorf("upstream leg (up=%v) message %d: rsv %#x, %d bytes on the wire; want RSV1 and compressed", dir, i, m.first.Rsv, m.wire)
-			}
-		}
+		msgs := tap.messages(t, "upstream", dir, 5)
+		wantCompressed(t, "upstream", dir, msgs, span(4), len(msg)*3/4)
 		// coder's sender (stdlib BestSpeed) gains little from the window: that
 		// context takeover is in force shows in the parameters and in coder's
 		// receiver inflating later messages with the window of earlier ones.
@@ -458,11 +463,7 @@ func TestCompressionPassthroughInspected(t *testing.T) {
 				if len(msgs) < 3 {
 					t.Fatalf("upstream leg (up=%v): %d messages", dir, len(msgs))
 				}
-				for i, m := range msgs[:3] {
-					if m.first.Rsv != 0x40 || m.wire >= len(msg)/2 {
-						t.Errorf("upstream leg (up=%v) message %d: rsv %#x, %d bytes; want RSV1 and compressed", dir, i, m.first.Rsv, m.wire)
-					}
-				}
+				wantCompressed(t, "upstream", dir, msgs, span(3), len(msg)/2)
 			}
 		})
 	}
@@ -602,10 +603,7 @@ func TestCompressionTerminatePlainUpstream(t *testing.T) {
 
 	for _, dir := range []bool{true, false} {
 		// Upstream leg: plain, every byte of every message.
-		msgs := messagesOf(upTap.frames(dir))
-		if len(msgs) != 6 {
-			t.Fatalf("upstream leg (up=%v): %d messages, want 6", dir, len(msgs))
-		}
+		msgs := upTap.messages(t, "upstream", dir, 6)
 		for i, m := range msgs {
 			if m.first.Rsv != 0 {
 				t.Errorf("upstream leg (up=%v) message %d has rsv %#x, want plain", dir, i, m.first.Rsv)
@@ -615,15 +613,8 @@ func TestCompressionTerminatePlainUpstream(t *testing.T) {
 			t.Errorf("upstream leg (up=%v): first message %d bytes, want %d plain", dir, msgs[0].wire, len(msg))
 		}
 		// Client leg: compressed both ways (all but the short one).
-		cm := messagesOf(front.frames(dir))
-		if len(cm) != 6 {
-			t.Fatalf("client leg (up=%v): %d messages, want 6", dir, len(cm))
-		}
-		for _, i := range []int{0, 1, 2, 3, 5} {
-			if cm[i].first.Rsv != 0x40 || cm[i].wire >= len(msg)/4 {
-				t.Errorf("client leg (up=%v) message %d: rsv %#x, %d bytes; want RSV1 and compressed", dir, i, cm[i].first.Rsv, cm[i].wire)
-			}
-		}
+		cm := front.messages(t, "client", dir, 6)
+		wantCompressed(t, "client", dir, cm, []int{0, 1, 2, 3, 5}, len(msg)/4)
 	}
 }
 
@@ -655,15 +646,8 @@ func TestCompressionTerminateBothCompressed(t *testing.T) {
 	}
 	closeCoder(t, e, c)
 	for _, dir := range []bool{true, false} {
-		msgs := messagesOf(tap.frames(dir))
-		if len(msgs) != 3 {
-			t.Fatalf("upstream leg (up=%v): %d messages, want 3", dir, len(msgs))
-		}
-		for i, m := range msgs {
-			if m.first.Rsv != 0x40 || m.wire >= len(msg)*3/4 {
-				t.Errorf("upstream leg (up=%v) message %d: rsv %#x, %d bytes; want RSV1 and compressed", dir, i, m.first.Rsv, m.wire)
-			}
-		}
+		msgs := tap.messages(t, "upstream", dir, 3)
+		wantCompressed(t, "upstream", dir, msgs, span(len(msgs)), len(msg)*3/4)
 		if dir && msgs[2].wire*4 > msgs[0].wire { // sent by the proxy's own compressor
 			t.Errorf("upstream leg (up=%v): repeated message %d bytes vs first %d: context takeover not in use", dir, msgs[2].wire, msgs[0].wire)
 		}
@@ -684,8 +668,7 @@ func TestCompressionTerminateCorrupt(t *testing.T) {
 	}
 	defer raw.Close()
 	raw.Send(testkit.Frame{Fin: true, Rsv: 0x40, Op: wsmw.OpText, Payload: []byte{0xff, 0xff, 0xff, 0xff}})
-	f, _, err := raw.ReadUntilClose(3 * time.Second)
-	wantRawClose(t, "client", f, err, 1007, "invalid compressed data")
+	clientClose(t, raw, 3*time.Second, 1007, "invalid compressed data")
 	raw.SendClose(1007, "")
 	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream end"), 1001, "")
 	e.wantEnd(1007, initiatorProxy)

@@ -114,6 +114,15 @@ func startGorilla(t *testing.T, handle func(c *websocket.Conn)) *testkit.Gorilla
 	return testkit.StartGorillaServer(t, websocket.Upgrader{}, handle)
 }
 
+// startReporting starts a gorilla/websocket upstream running handle per
+// connection; what handle returns (how the connection ended, as the upstream
+// saw it) is sent on the returned channel.
+func startReporting(t *testing.T, handle func(c *websocket.Conn) error) (*testkit.GorillaServer, <-chan error) {
+	t.Helper()
+	upGot := make(chan error, 1)
+	return startGorilla(t, func(c *websocket.Conn) { upGot <- handle(c) }), upGot
+}
+
 // gorillaEcho is a gorilla handler echoing every message until an error; the
 // error (the close the upstream saw) is sent on got, if non-nil.
 func gorillaEcho(got chan<- error) func(c *websocket.Conn) {
@@ -310,11 +319,17 @@ func mustDial(t *testing.T, url string, hdr http.Header, subprotocols ...string)
 // returned channel, and a gorilla client.
 func dialEcho(t *testing.T, cfg Config) (*proxyEnv, *websocket.Conn, <-chan error) {
 	t.Helper()
-	upGot := make(chan error, 1)
-	up := startGorilla(t, gorillaEcho(upGot))
-	e := startSession(t, up.URL, cfg)
-	c, _ := mustDial(t, e.URL, nil)
+	up, upGot := startReporting(t, testkit.GorillaEcho)
+	e, c := dialSession(t, up.URL, cfg)
 	return e, c, upGot
+}
+
+// dialSession is startSession and a gorilla client of it.
+func dialSession(t *testing.T, upstream string, cfg Config) (*proxyEnv, *websocket.Conn) {
+	t.Helper()
+	e := startSession(t, upstream, cfg)
+	c, _ := mustDial(t, e.URL, nil)
+	return e, c
 }
 
 // echoOnce sends msg and expects it back.
@@ -411,13 +426,21 @@ func wantRawClose(t *testing.T, who string, f *testkit.Frame, err error, code in
 	}
 }
 
+// clientClose reads the raw client's frames until the close, within d, and
+// checks its code and reason; it returns the frames that came before it.
+func clientClose(t *testing.T, raw *testkit.Conn, d time.Duration, code int, reason string) []testkit.Frame {
+	t.Helper()
+	f, seen, err := raw.ReadUntilClose(d)
+	wantRawClose(t, "client", f, err, code, reason)
+	return seen
+}
+
 // closeRaw sends a raw client's close (1000 with reason) and checks that the
 // close coming back is 1000 without a reason.
 func closeRaw(t *testing.T, raw *testkit.Conn, reason string) {
 	t.Helper()
 	raw.SendClose(1000, reason)
-	f, _, err := raw.ReadUntilClose(3 * time.Second)
-	wantRawClose(t, "client", f, err, 1000, "")
+	clientClose(t, raw, 3*time.Second, 1000, "")
 }
 
 // wantEOF checks that the proxy closes raw's connection within 3 s.

@@ -292,8 +292,7 @@ func TestSessionInspectorDrop(t *testing.T) {
 				}
 				return Verdict{Action: Pass}
 			}}
-			e := startSession(t, up.URL, Config{Inspectors: Chain{in}})
-			c, _ := mustDial(t, e.URL, nil)
+			_, c := dialSession(t, up.URL, Config{Inspectors: Chain{in}})
 			for _, m := range []string{"one", "drop", "after"} {
 				c.WriteMessage(websocket.TextMessage, []byte(m))
 			}
@@ -353,8 +352,7 @@ func TestSessionInspectorReplace(t *testing.T) {
 		}
 		return Verdict{Action: Pass}
 	}}
-	e := startSession(t, up.URL, Config{Inspectors: Chain{in}})
-	c, _ := mustDial(t, e.URL, nil)
+	_, c := dialSession(t, up.URL, Config{Inspectors: Chain{in}})
 	c.WriteMessage(websocket.TextMessage, []byte("my secret is out"))
 	c.WriteMessage(websocket.BinaryMessage, []byte("secret"))
 	c.WriteMessage(websocket.TextMessage, []byte("plain"))
@@ -521,17 +519,15 @@ func TestSessionKeepaliveDeadUpstream(t *testing.T) {
 func TestSessionKeepaliveLivePeers(t *testing.T) {
 	testkit.CheckGoroutines(t)
 	var upPings, upPongs, cPings, cPongs atomic.Int32
-	upGot := make(chan error, 1)
-	up := startGorilla(t, func(c *websocket.Conn) {
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		c.SetPingHandler(func(s string) error {
 			upPings.Add(1)
 			return c.WriteControl(websocket.PongMessage, []byte(s), time.Now().Add(time.Second))
 		})
 		c.SetPongHandler(func(string) error { upPongs.Add(1); return nil })
-		gorillaEcho(upGot)(c)
+		return testkit.GorillaEcho(c)
 	})
-	e := startSession(t, up.URL, Config{PingInterval: 100 * time.Millisecond, PingTimeout: 50 * time.Millisecond})
-	c, _ := mustDial(t, e.URL, nil)
+	_, c := dialSession(t, up.URL, Config{PingInterval: 100 * time.Millisecond, PingTimeout: 50 * time.Millisecond})
 	c.SetPingHandler(func(s string) error {
 		cPings.Add(1)
 		return c.WriteControl(websocket.PongMessage, []byte(s), time.Now().Add(time.Second))
