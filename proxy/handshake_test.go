@@ -155,23 +155,14 @@ func TestHandshakeUnreachableUpstream(t *testing.T) {
 				Balancer:  First(),
 				Retries:   retries,
 			})
-			c, resp, err := dial(t, e.ws("/"), nil)
-			if retries == 0 {
-				if err == nil {
-					c.Close()
-					t.Fatal("upgraded without retries although the first upstream is dead")
-				}
-				if resp == nil || resp.StatusCode != http.StatusBadGateway {
-					t.Fatalf("got %v, want 502", err)
-				}
+			if retries == 0 { // the first upstream is dead
+				dialRefused(t, e.ws("/"), nil, http.StatusBadGateway)
 				if alive.hits.Load() != 0 {
 					t.Error("second upstream dialed without retries")
 				}
 				return
 			}
-			if err != nil {
-				t.Fatalf("dial: %v", err)
-			}
+			c, _ := mustDial(t, e.ws("/"), nil)
 			echoOnce(t, c, "via the second")
 			if got := [2]int64{e.p.static[0].ActiveSessions(), e.p.static[1].ActiveSessions()}; got != [2]int64{0, 1} {
 				t.Errorf("active sessions per upstream %v, want [0 1]", got)
@@ -333,14 +324,7 @@ func TestHandshakeMaxSessions(t *testing.T) {
 		}
 		first, _ := mustDial(t, e.ws("/"), nil)
 		echoOnce(t, first, "one")
-		c, resp, err := dial(t, e.ws("/"), nil)
-		if err == nil {
-			c.Close()
-			t.Fatal("second session admitted beyond MaxSessions 1")
-		}
-		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("second: %v, want 503", err)
-		}
+		dialRefused(t, e.ws("/"), nil, http.StatusServiceUnavailable) // beyond MaxSessions 1
 		if up.hits.Load() != 1 {
 			t.Errorf("upstream saw %d requests, want 1", up.hits.Load())
 		}
@@ -528,21 +512,12 @@ func TestHandshakeUpstreamBasicAuth(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			up := startUpstream(t, protected("proxy", "s3cret"))
 			e := startProxy(t, Config{Upstreams: []string{up.ws()}, UpstreamCredentials: tc.creds, PassiveHealth: passiveHealth})
-			c, resp, err := dial(t, e.ws("/"), tc.clientHdr)
 			if tc.status == 101 {
-				if err != nil {
-					t.Fatalf("dial: %v (resp %v)", err, resp != nil && resp.StatusCode != 0)
-				}
+				c, _ := mustDial(t, e.ws("/"), tc.clientHdr)
 				echoOnce(t, c, "authenticated")
 				closeGorilla(t, c)
-			} else {
-				if err == nil {
-					c.Close()
-					t.Fatal("upgraded without valid credentials")
-				}
-				if resp == nil || resp.StatusCode != tc.status {
-					t.Fatalf("got %v, want %d", err, tc.status)
-				}
+			} else { // without valid credentials
+				resp := dialRefused(t, e.ws("/"), tc.clientHdr, tc.status)
 				if got := resp.Header.Get("WWW-Authenticate"); got != `Basic realm="up"` {
 					t.Errorf("WWW-Authenticate %q not relayed", got)
 				}

@@ -123,6 +123,36 @@ func startReporting(t *testing.T, handle func(c *websocket.Conn) error) (*testki
 	return startGorilla(t, func(c *websocket.Conn) { upGot <- handle(c) }), upGot
 }
 
+// gorillaMessage is a message as a gorilla peer read it.
+type gorillaMessage struct {
+	op int
+	p  []byte
+}
+
+// startRecording starts a gorilla/websocket upstream that sends every message
+// it reads on the returned channel (buffered n) and, if reply is set, answers
+// it with reply's payload, of the same type.
+func startRecording(t *testing.T, n int, reply func(op int, p []byte) []byte) (*testkit.GorillaServer, <-chan gorillaMessage) {
+	t.Helper()
+	got := make(chan gorillaMessage, n)
+	up := startGorilla(t, func(c *websocket.Conn) {
+		for {
+			op, p, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			got <- gorillaMessage{op, p}
+			if reply == nil {
+				continue
+			}
+			if err := c.WriteMessage(op, reply(op, p)); err != nil {
+				return
+			}
+		}
+	})
+	return up, got
+}
+
 // gorillaEcho is a gorilla handler echoing every message until an error; the
 // error (the close the upstream saw) is sent on got, if non-nil.
 func gorillaEcho(got chan<- error) func(c *websocket.Conn) {
@@ -312,6 +342,21 @@ func dial(t *testing.T, url string, hdr http.Header, subprotocols ...string) (*w
 func mustDial(t *testing.T, url string, hdr http.Header, subprotocols ...string) (*websocket.Conn, *http.Response) {
 	t.Helper()
 	return testkit.DialGorilla(t, &websocket.Dialer{Subprotocols: subprotocols, HandshakeTimeout: 5 * time.Second}, url, hdr)
+}
+
+// dialRefused dials url with gorilla and header hdr, and fails the test
+// unless the handshake is refused with status; it returns the response.
+func dialRefused(t *testing.T, url string, hdr http.Header, status int) *http.Response {
+	t.Helper()
+	c, resp, err := dial(t, url, hdr)
+	if err == nil {
+		c.Close()
+		t.Fatalf("upgraded, want %d", status)
+	}
+	if resp == nil || resp.StatusCode != status {
+		t.Fatalf("got %v, want %d", err, status)
+	}
+	return resp
 }
 
 // dialEcho is the common setup of the session tests: a proxy for cfg in front

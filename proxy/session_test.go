@@ -57,23 +57,7 @@ func transform(op int, p []byte) []byte {
 // its 4 KiB write buffer). Frame-exact forwarding is TestSessionForwardsFramesExactly.
 func TestSessionForwardsMessagesBothWays(t *testing.T) {
 	testkit.CheckGoroutines(t)
-	type rec struct {
-		op int
-		p  []byte
-	}
-	upSaw := make(chan rec, 1)
-	up := startGorilla(t, func(c *websocket.Conn) {
-		for {
-			op, p, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			upSaw <- rec{op, p}
-			if err := c.WriteMessage(op, transform(op, p)); err != nil {
-				return
-			}
-		}
-	})
+	up, upSaw := startRecording(t, 1, transform)
 	e := startSession(t, up.URL, Config{})
 	d := websocket.Dialer{WriteBufferSize: 4 << 20}
 	c, _, err := d.Dial(e.URL, nil)
@@ -332,20 +316,7 @@ func TestSessionInspectorDropFragmented(t *testing.T) {
 
 func TestSessionInspectorReplace(t *testing.T) {
 	testkit.CheckGoroutines(t)
-	type rec struct {
-		op int
-		p  string
-	}
-	upSaw := make(chan rec, 10)
-	up := startGorilla(t, func(c *websocket.Conn) {
-		for {
-			op, p, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			upSaw <- rec{op, string(p)}
-		}
-	})
+	up, upSaw := startRecording(t, 10, nil)
 	in := testInspector{needs: true, inspect: func(m *Message) Verdict {
 		if bytes.Contains(m.Payload, []byte("secret")) {
 			return Verdict{Action: Replace, Payload: bytes.ReplaceAll(m.Payload, []byte("secret"), []byte("[redacted]"))}
@@ -356,8 +327,8 @@ func TestSessionInspectorReplace(t *testing.T) {
 	c.WriteMessage(websocket.TextMessage, []byte("my secret is out"))
 	c.WriteMessage(websocket.BinaryMessage, []byte("secret"))
 	c.WriteMessage(websocket.TextMessage, []byte("plain"))
-	for _, want := range []rec{{websocket.TextMessage, "my [redacted] is out"}, {websocket.BinaryMessage, "[redacted]"}, {websocket.TextMessage, "plain"}} {
-		if got := testkit.Recv(t, upSaw, 3*time.Second, "message"); got != want {
+	for _, want := range []gorillaMessage{{websocket.TextMessage, []byte("my [redacted] is out")}, {websocket.BinaryMessage, []byte("[redacted]")}, {websocket.TextMessage, []byte("plain")}} {
+		if got := testkit.Recv(t, upSaw, 3*time.Second, "message"); got.op != want.op || !bytes.Equal(got.p, want.p) {
 			t.Errorf("upstream got %v, want %v", got, want)
 		}
 	}
