@@ -22,6 +22,19 @@ func frag(fin bool, op wsmw.OpCode, p string) testkit.Frame {
 	return testkit.Frame{Fin: fin, Op: op, Payload: []byte(p)}
 }
 
+// byteFragments is the text message s in fragments of one byte each.
+func byteFragments(s string) []testkit.Frame {
+	var fs []testkit.Frame
+	for i := range len(s) {
+		op := wsmw.OpContinuation
+		if i == 0 {
+			op = wsmw.OpText
+		}
+		fs = append(fs, frag(i == len(s)-1, op, s[i:i+1]))
+	}
+	return fs
+}
+
 // Step constructors.
 
 func okSteps(fs ...testkit.Frame) []step {
@@ -204,14 +217,7 @@ func conformanceCases() []conformanceCase {
 		msgs:  []message{binMsg([]byte{1, 2, 3, 4, 5, 6})}})
 	{
 		s := "fragmented-1-byte"
-		var fs []testkit.Frame
-		for i := range len(s) {
-			op := wsmw.OpContinuation
-			if i == 0 {
-				op = wsmw.OpText
-			}
-			fs = append(fs, frag(i == len(s)-1, op, s[i:i+1]))
-		}
+		fs := byteFragments(s)
 		add(conformanceCase{group: g5, name: "text-1-byte-fragments", steps: okSteps(fs...), msgs: []message{textMsg(s)}})
 		big := testkit.Pattern(3*20000, false)
 		add(conformanceCase{group: g5, name: "binary-60000-in-3-fragments",
@@ -285,14 +291,7 @@ func conformanceCases() []conformanceCase {
 				steps: okSteps(frag(false, wsmw.OpText, s[:i]), frag(true, wsmw.OpContinuation, s[i:])),
 				msgs:  []message{textMsg(s)}})
 		}
-		var fs []testkit.Frame
-		for i := range len(s) {
-			op := wsmw.OpContinuation
-			if i == 0 {
-				op = wsmw.OpText
-			}
-			fs = append(fs, frag(i == len(s)-1, op, s[i:i+1]))
-		}
+		fs := byteFragments(s)
 		add(conformanceCase{group: g6, name: "valid-1-byte-fragments", steps: okSteps(fs...), msgs: []message{textMsg(s)}})
 		// Split into three fragments with a ping in the middle of a 4-byte sequence.
 		cut := strings.Index(s, "𝄞") + 2

@@ -91,6 +91,37 @@ func upgradeServer(t *testing.T, cfg *wsmw.ServerConfig, serve wsmw.Handler) (*h
 	return srv, errs
 }
 
+// upgradeWith sends srv a valid opening handshake with a name line for each
+// of values and fails the test unless it gets a 101 and Upgrade succeeded; it
+// returns the response and the connection, positioned after the response.
+func upgradeWith(t *testing.T, srv *httptest.Server, errs <-chan error, name string, values ...string) (*http.Response, net.Conn, *bufio.Reader) {
+	t.Helper()
+	var edits []headerEdit
+	for _, v := range values {
+		edits = append(edits, addHeader(name, v))
+	}
+	resp, body, nc, br := doRaw(t, srv, rawRequest("GET", "/", "HTTP/1.1", edits...))
+	if resp.StatusCode != 101 {
+		t.Fatalf("status = %d (%q), want 101", resp.StatusCode, body)
+	}
+	if err := upgradeResult(t, errs); err != nil {
+		t.Fatal(err)
+	}
+	return resp, nc, br
+}
+
+// wantOneValue checks that h has exactly one name line, want, or none if want is "".
+func wantOneValue(t *testing.T, h http.Header, name, want string) {
+	t.Helper()
+	hdr := h.Values(name)
+	switch {
+	case want == "" && len(hdr) != 0:
+		t.Errorf("%s = %q, want no header", name, hdr)
+	case want != "" && (len(hdr) != 1 || hdr[0] != want):
+		t.Errorf("%s = %q, want [%q]", name, hdr, want)
+	}
+}
+
 // dialTCP opens a TCP connection to srv with a 10 s deadline.
 func dialTCP(t *testing.T, srv *httptest.Server) net.Conn {
 	t.Helper()
@@ -321,24 +352,8 @@ func TestUpgrade_SubprotocolNegotiation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan string, 1)
 			srv, errs := upgradeServer(t, tc.cfg, func(c *wsmw.Conn, _ *http.Request) { got <- c.Subprotocol() })
-			var edits []headerEdit
-			for _, o := range tc.offers {
-				edits = append(edits, addHeader("Sec-WebSocket-Protocol", o))
-			}
-			resp, body, _, _ := doRaw(t, srv, rawRequest("GET", "/", "HTTP/1.1", edits...))
-			if resp.StatusCode != 101 {
-				t.Fatalf("status = %d (%q), want 101", resp.StatusCode, body)
-			}
-			if err := upgradeResult(t, errs); err != nil {
-				t.Fatal(err)
-			}
-			hdr := resp.Header.Values("Sec-WebSocket-Protocol")
-			switch {
-			case tc.want == "" && len(hdr) != 0:
-				t.Errorf("Sec-WebSocket-Protocol = %q, want no header", hdr)
-			case tc.want != "" && (len(hdr) != 1 || hdr[0] != tc.want):
-				t.Errorf("Sec-WebSocket-Protocol = %q, want [%q]", hdr, tc.want)
-			}
+			resp, _, _ := upgradeWith(t, srv, errs, "Sec-WebSocket-Protocol", tc.offers...)
+			wantOneValue(t, resp.Header, "Sec-WebSocket-Protocol", tc.want)
 			if s := <-got; s != tc.want {
 				t.Errorf("Conn.Subprotocol() = %q, want %q", s, tc.want)
 			}

@@ -22,52 +22,44 @@ func expectEOF(t testing.TB, raw net.Conn, timeout time.Duration) {
 // TestCloseEchoedByMessageReader: the message-level reader answers a received
 // close with the same code, closes the connection and returns the *CloseError.
 func TestCloseEchoedByMessageReader(t *testing.T) {
-	for _, tr := range transports {
-		for _, client := range []bool{false, true} {
-			name := tr.name + "/server"
-			if client {
-				name = tr.name + "/client"
-			}
-			t.Run(name, func(t *testing.T) {
-				c, raw := tr.pair(t, client, connConfig{})
-				go raw.Write(rawFrame(true, 0, OpClose, !client, []byte(closeBody(4001, "x"))))
-				res := async(func() error { _, _, err := c.readMessage(); return err })
-				h, p, err := func() (Header, []byte, error) {
-					_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-					return readRawFrame(raw)
-				}()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if h.OpCode != OpClose || h.Masked != client {
-					t.Fatalf("peer got %+v, want a close frame (masked=%v)", h, client)
-				}
-				code, _, perr := ParseClosePayload(p)
-				if perr != nil || code != 4001 {
-					t.Errorf("echoed close = %v %v, want 4001", code, perr)
-				}
-				err = waitErr(t, res, 2*time.Second, "ReadMessage")
-				var ce *CloseError
-				if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "x" {
-					t.Fatalf("ReadMessage error = %v, want *CloseError 4001 \"x\"", err)
-				}
-				if CloseStatus(err) != 4001 {
-					t.Errorf("CloseStatus = %v", CloseStatus(err))
-				}
-				if got := c.closeReceived(); got == nil || got.Code != 4001 {
-					t.Errorf("CloseReceived = %v", got)
-				}
-				expectEOF(t, raw, 2*time.Second)
-				// Later reads and writes see the closed connection.
-				if _, _, err := c.readMessage(); !errors.As(err, &ce) {
-					t.Errorf("second ReadMessage = %v, want the *CloseError again", err)
-				}
-				if err := c.writeMessage(OpText, []byte("late")); !errors.Is(err, ErrCloseSent) && !errors.Is(err, ErrClosed) {
-					t.Errorf("WriteMessage after close = %v", err)
-				}
-			})
+	eachTransportTwice(t, "server", "client", func(t *testing.T, tr transport, client bool) {
+		c, raw := tr.pair(t, client, connConfig{})
+		go raw.Write(rawFrame(true, 0, OpClose, !client, []byte(closeBody(4001, "x"))))
+		res := async(func() error { _, _, err := c.readMessage(); return err })
+		h, p, err := func() (Header, []byte, error) {
+			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+			return readRawFrame(raw)
+		}()
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		if h.OpCode != OpClose || h.Masked != client {
+			t.Fatalf("peer got %+v, want a close frame (masked=%v)", h, client)
+		}
+		code, _, perr := ParseClosePayload(p)
+		if perr != nil || code != 4001 {
+			t.Errorf("echoed close = %v %v, want 4001", code, perr)
+		}
+		err = waitErr(t, res, 2*time.Second, "ReadMessage")
+		var ce *CloseError
+		if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "x" {
+			t.Fatalf("ReadMessage error = %v, want *CloseError 4001 \"x\"", err)
+		}
+		if CloseStatus(err) != 4001 {
+			t.Errorf("CloseStatus = %v", CloseStatus(err))
+		}
+		if got := c.closeReceived(); got == nil || got.Code != 4001 {
+			t.Errorf("CloseReceived = %v", got)
+		}
+		expectEOF(t, raw, 2*time.Second)
+		// Later reads and writes see the closed connection.
+		if _, _, err := c.readMessage(); !errors.As(err, &ce) {
+			t.Errorf("second ReadMessage = %v, want the *CloseError again", err)
+		}
+		if err := c.writeMessage(OpText, []byte("late")); !errors.Is(err, ErrCloseSent) && !errors.Is(err, ErrClosed) {
+			t.Errorf("WriteMessage after close = %v", err)
+		}
+	})
 }
 
 // TestCloseEmptyBodyEchoedEmpty: a close without a body is reported as 1005 and
@@ -169,55 +161,47 @@ func TestCloseAfterPeerClose(t *testing.T) {
 // TestCloseUnresponsivePeer: with a peer that never answers, Close returns after
 // about the close timeout and the TCP connection is closed.
 func TestCloseUnresponsivePeer(t *testing.T) {
-	for _, tr := range transports {
-		for _, reading := range []bool{false, true} {
-			name := tr.name + "/idle"
-			if reading {
-				name = tr.name + "/reader-blocked"
-			}
-			t.Run(name, func(t *testing.T) {
-				t.Parallel()
-				const timeout = 200 * time.Millisecond
-				c, raw := tr.pair(t, false, connConfig{closeTimeout: timeout})
-				var readRes <-chan error
-				if reading {
-					readRes = async(func() error { _, _, err := c.readMessage(); return err })
-					time.Sleep(50 * time.Millisecond)
-				}
-				// The peer reads the close (net.Pipe needs a reader) but never answers.
-				got := make(chan StatusCode, 1)
-				go func() {
-					_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
-					h, p, err := readRawFrame(raw)
-					if err != nil || h.OpCode != OpClose {
-						got <- -1
-						return
-					}
-					code, _, _ := ParseClosePayload(p)
-					got <- code
-				}()
-				start := time.Now()
-				err := waitErr(t, async(func() error { return c.Close(StatusGoingAway, "") }), 3*time.Second, "Close")
-				d := time.Since(start)
-				if err != nil {
-					t.Errorf("Close = %v", err)
-				}
-				if d < timeout-20*time.Millisecond || d > timeout+1500*time.Millisecond {
-					t.Errorf("Close took %v with a close timeout of %v", d, timeout)
-				}
-				if code := <-got; code != StatusGoingAway {
-					t.Errorf("peer got close %v, want 1001", code)
-				}
-				expectEOF(t, raw, 2*time.Second)
-				if reading {
-					err := waitErr(t, readRes, 2*time.Second, "ReadMessage")
-					if err == nil {
-						t.Error("ReadMessage returned no error after Close")
-					}
-				}
-			})
+	eachTransportTwice(t, "idle", "reader-blocked", func(t *testing.T, tr transport, reading bool) {
+		t.Parallel()
+		const timeout = 200 * time.Millisecond
+		c, raw := tr.pair(t, false, connConfig{closeTimeout: timeout})
+		var readRes <-chan error
+		if reading {
+			readRes = async(func() error { _, _, err := c.readMessage(); return err })
+			time.Sleep(50 * time.Millisecond)
 		}
-	}
+		// The peer reads the close (net.Pipe needs a reader) but never answers.
+		got := make(chan StatusCode, 1)
+		go func() {
+			_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
+			h, p, err := readRawFrame(raw)
+			if err != nil || h.OpCode != OpClose {
+				got <- -1
+				return
+			}
+			code, _, _ := ParseClosePayload(p)
+			got <- code
+		}()
+		start := time.Now()
+		err := waitErr(t, async(func() error { return c.Close(StatusGoingAway, "") }), 3*time.Second, "Close")
+		d := time.Since(start)
+		if err != nil {
+			t.Errorf("Close = %v", err)
+		}
+		if d < timeout-20*time.Millisecond || d > timeout+1500*time.Millisecond {
+			t.Errorf("Close took %v with a close timeout of %v", d, timeout)
+		}
+		if code := <-got; code != StatusGoingAway {
+			t.Errorf("peer got close %v, want 1001", code)
+		}
+		expectEOF(t, raw, 2*time.Second)
+		if reading {
+			err := waitErr(t, readRes, 2*time.Second, "ReadMessage")
+			if err == nil {
+				t.Error("ReadMessage returned no error after Close")
+			}
+		}
+	})
 }
 
 // TestCloseWhileReading: Close from another goroutine while ReadMessage is

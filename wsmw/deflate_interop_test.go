@@ -114,13 +114,17 @@ func compressingEcho(t *testing.T, opts *wsmw.CompressionOptions, want string) (
 	return ts, n
 }
 
+// coderCase is a coder/websocket peer's compression mode, our options and the
+// extension negotiated.
+type coderCase struct {
+	name string
+	mode coder.CompressionMode
+	opts wsmw.CompressionOptions
+	want string
+}
+
 func TestDeflateInterop_OurServer_CoderClient(t *testing.T) {
-	cases := []struct {
-		name string
-		mode coder.CompressionMode
-		opts wsmw.CompressionOptions
-		want string
-	}{
+	cases := []coderCase{
 		{"ContextTakeover", coder.CompressionContextTakeover, wsmw.CompressionOptions{}, "permessage-deflate"},
 		{"ContextTakeover/ServerRefusesIt", coder.CompressionContextTakeover, wsmw.CompressionOptions{ServerNoContextTakeover: true, ClientNoContextTakeover: true},
 			"permessage-deflate; server_no_context_takeover; client_no_context_takeover"},
@@ -230,12 +234,7 @@ func exchange(t *testing.T, c *wsmw.Conn, msgs []testMessage) {
 
 func TestDeflateInterop_OurClient_CoderServer(t *testing.T) {
 	msgs := mixedMessages()
-	for _, tc := range []struct {
-		name string
-		mode coder.CompressionMode
-		opts wsmw.CompressionOptions
-		want string
-	}{
+	for _, tc := range []coderCase{
 		{"ContextTakeover", coder.CompressionContextTakeover, wsmw.CompressionOptions{}, "permessage-deflate"},
 		{"ContextTakeover/WeAskNone", coder.CompressionContextTakeover, wsmw.CompressionOptions{ServerNoContextTakeover: true, ClientNoContextTakeover: true},
 			"permessage-deflate; client_no_context_takeover; server_no_context_takeover"},

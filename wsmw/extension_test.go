@@ -186,24 +186,12 @@ func TestUpgrade_ExtensionNegotiation(t *testing.T) {
 			seen = nil
 			mu.Unlock()
 			srv, errs, events, exts := frameServer(t, &wsmw.ServerConfig{Extensions: tc.negotiator, CloseTimeout: 2 * time.Second})
-			var edits []headerEdit
+			var offers []string
 			if tc.offer != "" {
-				edits = append(edits, addHeader("Sec-WebSocket-Extensions", tc.offer))
+				offers = append(offers, tc.offer)
 			}
-			resp, body, nc, br := doRaw(t, srv, rawRequest("GET", "/", "HTTP/1.1", edits...))
-			if resp.StatusCode != 101 {
-				t.Fatalf("status = %d (%q), want 101", resp.StatusCode, body)
-			}
-			if err := upgradeResult(t, errs); err != nil {
-				t.Fatal(err)
-			}
-			hdr := resp.Header.Values("Sec-WebSocket-Extensions")
-			switch {
-			case tc.wantHeader == "" && len(hdr) != 0:
-				t.Errorf("Sec-WebSocket-Extensions = %q, want no header", hdr)
-			case tc.wantHeader != "" && (len(hdr) != 1 || hdr[0] != tc.wantHeader):
-				t.Errorf("Sec-WebSocket-Extensions = %q, want [%q]", hdr, tc.wantHeader)
-			}
+			resp, nc, br := upgradeWith(t, srv, errs, "Sec-WebSocket-Extensions", offers...)
+			wantOneValue(t, resp.Header, "Sec-WebSocket-Extensions", tc.wantHeader)
 			if got := <-exts; got != tc.wantHeader {
 				t.Errorf("Conn.Extensions() = %q, want %q", got, tc.wantHeader)
 			}

@@ -72,13 +72,30 @@ func pipePair(t testing.TB, client bool, cfg connConfig) (*Conn, net.Conn) {
 	return c, b
 }
 
-// transports lists the two connection kinds, so tests can run over both.
-var transports = []struct {
+// transport is a connection kind: pair returns a Conn over it and the raw other end.
+type transport struct {
 	name string
 	pair func(testing.TB, bool, connConfig) (*Conn, net.Conn)
-}{
+}
+
+// transports lists the two connection kinds, so tests can run over both.
+var transports = []transport{
 	{"tcp", tcpPair},
 	{"pipe", pipePair},
+}
+
+// eachTransportTwice runs f as subtests over each transport, with flag false
+// (subtest "<transport>/<off>") and true ("<transport>/<on>").
+func eachTransportTwice(t *testing.T, off, on string, f func(t *testing.T, tr transport, flag bool)) {
+	for _, tr := range transports {
+		for _, flag := range []bool{false, true} {
+			name := tr.name + "/" + off
+			if flag {
+				name = tr.name + "/" + on
+			}
+			t.Run(name, func(t *testing.T) { f(t, tr, flag) })
+		}
+	}
 }
 
 // rawFrame builds one raw frame. masked selects client-style masking with maskKey.
