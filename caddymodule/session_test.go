@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -221,16 +220,11 @@ func grepLines(s, sub string) string {
 // httpGet returns the body of a 200 answer to GET url.
 func httpGet(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
+	status, body := testkit.Get(t, url)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %q", url, status, body)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %q", url, resp.StatusCode, body)
-	}
-	return string(body)
+	return body
 }
 
 // TestTLSUpstream dials a wss:// upstream trusted through

@@ -225,14 +225,9 @@ func TestMiddleware_ChiWith(t *testing.T) {
 // get checks a plain GET; body "" skips the body check.
 func get(t *testing.T, url string, status int, body string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status || (body != "" && string(b) != body) {
-		t.Fatalf("GET %s = %d %q, want %d %q", url, resp.StatusCode, b, status, body)
+	gotStatus, b := testkit.Get(t, url)
+	if gotStatus != status || (body != "" && b != body) {
+		t.Fatalf("GET %s = %d %q, want %d %q", url, gotStatus, b, status, body)
 	}
 }
 

@@ -7,16 +7,16 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/wsgate/wsgate/internal/testkit"
-	"github.com/wsgate/wsgate/wsmw"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/wsgate/wsgate/internal/testkit"
+	"github.com/wsgate/wsgate/wsmw"
 )
 
 // startDemo serves the demo router on a free port, as main does.
@@ -51,14 +51,9 @@ func startDemoWithLogger(t *testing.T, log *zap.Logger, args ...string) string {
 
 func TestPageIsServed(t *testing.T) {
 	addr := startDemo(t)
-	resp, err := http.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !bytes.Contains(body, []byte("new WebSocket(")) {
-		t.Fatalf("status %d, page %q...", resp.StatusCode, body[:min(len(body), 80)])
+	status, body := testkit.Get(t, "http://"+addr+"/")
+	if status != 200 || !strings.Contains(body, "new WebSocket(") {
+		t.Fatalf("status %d, page %q...", status, body[:min(len(body), 80)])
 	}
 }
 
@@ -118,13 +113,8 @@ func TestForeignOriginRefused(t *testing.T) {
 
 func TestNonWebSocketRequestsReachRoutes(t *testing.T) {
 	addr := startDemo(t)
-	resp, err := http.Get("http://" + addr + "/ws")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUpgradeRequired {
-		t.Fatalf("plain GET /ws: %d", resp.StatusCode)
+	if status, _ := testkit.Get(t, "http://"+addr+"/ws"); status != http.StatusUpgradeRequired {
+		t.Fatalf("plain GET /ws: %d", status)
 	}
 }
 
@@ -146,14 +136,13 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 func TestChiRequestIDAndRealIPReachUpstreamAndLog(t *testing.T) {
 	seen := make(chan http.Header, 1)
 	echo := testkit.GorillaEchoHandler(websocket.Upgrader{}, nil)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := testkit.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.Header.Clone()
 		echo.ServeHTTP(w, r)
-	}))
-	defer up.Close()
+	}), nil)
 
 	core, logs := observer.New(zap.InfoLevel)
-	addr := startDemoWithLogger(t, zap.New(core), "-upstream", testkit.WSURL(up.URL)+"/")
+	addr := startDemoWithLogger(t, zap.New(core), "-upstream", "ws://"+up+"/")
 	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", http.Header{"X-Real-Ip": {"203.0.113.7"}})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -152,4 +153,17 @@ func Ready[T any](ch <-chan T) (v T, ok bool) {
 	default:
 		return v, false
 	}
+}
+
+// Get fetches url with a plain GET and returns the status and the body,
+// failing the test if the request fails.
+func Get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
