@@ -6,14 +6,11 @@ package proxy
 // of the proxy.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"maps"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -533,59 +530,22 @@ type rawHandshake struct {
 	conn *testkit.Conn
 }
 
-// handshake writes a handshake request by hand, so any header (hop-by-hop,
-// Sec-WebSocket-*, bad values) can be sent. hdr's entries replace the defaults
-// (Host, Upgrade, Connection, Sec-WebSocket-Key, Sec-WebSocket-Version); an entry
-// with an empty value list removes the default. After a 101 the caller must call close.
+// handshake writes a handshake request by hand (testkit.RawHandshake), so any
+// header (hop-by-hop, Sec-WebSocket-*, bad values) can be sent. hdr's entries
+// replace the defaults (Host, Upgrade, Connection, Sec-WebSocket-Key,
+// Sec-WebSocket-Version); an entry with an empty value list removes the
+// default. After a 101 the caller must call close.
 func handshake(t *testing.T, e *proxyEnv, method, target string, hdr http.Header) *rawHandshake {
 	t.Helper()
-	h := http.Header{
-		"Host":                  {e.host()},
-		"Upgrade":               {"websocket"},
-		"Connection":            {"Upgrade"},
-		"Sec-Websocket-Key":     {testkit.NewKey()},
-		"Sec-Websocket-Version": {"13"},
-	}
+	h := testkit.UpgradeHeader(e.host())
 	for k, vs := range hdr {
 		h[http.CanonicalHeaderKey(k)] = vs
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\n", method, target)
-	for _, k := range slices.Sorted(maps.Keys(h)) {
-		for _, v := range h[k] {
-			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
-		}
-	}
-	b.WriteString("\r\n")
-
-	nc, err := net.Dial("tcp", e.host())
+	c, resp, body, err := testkit.RawHandshake(e.host(), method, target, h)
 	if err != nil {
-		t.Fatalf("dial front: %v", err)
+		t.Fatalf("handshake: %v", err)
 	}
-	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(nc, b.String()); err != nil {
-		nc.Close()
-		t.Fatalf("write request: %v", err)
-	}
-	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		nc.Close()
-		t.Fatalf("read response: %v", err)
-	}
-	r := &rawHandshake{resp: resp, key: h.Get("Sec-Websocket-Key")}
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		nc.SetDeadline(time.Time{})
-		r.conn = testkit.NewConn(nc, br, true)
-		return r
-	}
-	body, err := io.ReadAll(resp.Body)
-	nc.Close()
-	if err != nil {
-		t.Fatalf("read body: %v", err)
-	}
-	r.body = string(body)
-	return r
+	return &rawHandshake{resp: resp, body: body, key: h.Get("Sec-Websocket-Key"), conn: c}
 }
 
 // close sends a masked close frame (1000) and waits for the connection to end.

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/wsgate/wsgate/wsmw"
@@ -115,4 +117,25 @@ func (c *Conn) WaitEOF(d time.Duration) bool {
 	_, err := io.Copy(io.Discard, c.R)
 	var ne net.Error
 	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// DialRaw performs a hand-written opening handshake with url (ws://host/path)
+// and fails the test unless it gets a 101 with the right Sec-WebSocket-Accept.
+// The connection is closed when the test ends.
+func DialRaw(t testing.TB, url string) *Conn {
+	t.Helper()
+	host, path, _ := strings.Cut(strings.TrimPrefix(url, "ws://"), "/")
+	c, resp, err := Handshake(host, "/"+path, nil)
+	if err != nil {
+		t.Fatalf("raw dial %s: %v", url, err)
+	}
+	if c == nil {
+		t.Fatalf("raw dial %s: status %s", url, resp.Status)
+	}
+	t.Cleanup(func() { c.Close() })
+	key := resp.Request.Header.Get("Sec-WebSocket-Key")
+	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != AcceptKey(key) {
+		t.Fatalf("raw dial %s: Sec-WebSocket-Accept %q, want %q", url, got, AcceptKey(key))
+	}
+	return c
 }

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -30,25 +29,32 @@ func NewKey() string {
 	return base64.StdEncoding.EncodeToString(b[:])
 }
 
-// Handshake connects to addr and sends an opening handshake for path written
-// by hand: GET, Host addr, a fresh key and version 13, then header's lines
-// (sorted). It returns the response (its Request holds the headers sent) and,
-// after a 101, the connection in the client role; otherwise the connection is
-// closed and the body left unread.
-func Handshake(addr, path string, header http.Header) (*Conn, *http.Response, error) {
+// UpgradeHeader is the header of a valid opening handshake to host: Host,
+// Upgrade, Connection, a fresh Sec-WebSocket-Key and Sec-WebSocket-Version 13.
+func UpgradeHeader(host string) http.Header {
+	return http.Header{
+		"Host":                  {host},
+		"Upgrade":               {"websocket"},
+		"Connection":            {"Upgrade"},
+		"Sec-Websocket-Key":     {NewKey()},
+		"Sec-Websocket-Version": {"13"},
+	}
+}
+
+// RawHandshake connects to addr and writes the request line (method, target)
+// and header's lines (sorted; an entry without values sends nothing) by hand,
+// so that any header can be sent: hop-by-hop, Sec-WebSocket-*, bad values. It
+// returns the response (its Request holds header) and, after a 101, the
+// connection in the client role; otherwise the body, and the connection is closed.
+func RawHandshake(addr, method, target string, header http.Header) (*Conn, *http.Response, string, error) {
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	req := &http.Request{Method: http.MethodGet, Header: header.Clone()}
-	if req.Header == nil {
-		req.Header = http.Header{}
-	}
-	req.Header.Set("Sec-WebSocket-Key", NewKey())
 	var b strings.Builder
-	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n", path, addr)
-	for _, k := range slices.Sorted(maps.Keys(req.Header)) {
-		for _, v := range req.Header[k] {
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\n", method, target)
+	for _, k := range slices.Sorted(maps.Keys(header)) {
+		for _, v := range header[k] {
 			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
 		}
 	}
@@ -56,41 +62,32 @@ func Handshake(addr, path string, header http.Header) (*Conn, *http.Response, er
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(nc, b.String()); err != nil {
 		nc.Close()
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, req)
+	resp, err := http.ReadResponse(br, &http.Request{Method: method, Header: header})
 	if err != nil {
 		nc.Close()
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		nc.Close()
-		return nil, resp, nil
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		nc.SetDeadline(time.Time{})
+		return NewConn(nc, br, true), resp, "", nil
 	}
-	nc.SetDeadline(time.Time{})
-	return NewConn(nc, br, true), resp, nil
+	body, err := io.ReadAll(resp.Body)
+	nc.Close()
+	return nil, resp, string(body), err
 }
 
-// DialRaw performs a hand-written opening handshake with url (ws://host/path)
-// and fails the test unless it gets a 101 with the right Sec-WebSocket-Accept.
-// The connection is closed when the test ends.
-func DialRaw(t testing.TB, url string) *Conn {
-	t.Helper()
-	host, path, _ := strings.Cut(strings.TrimPrefix(url, "ws://"), "/")
-	c, resp, err := Handshake(host, "/"+path, nil)
-	if err != nil {
-		t.Fatalf("raw dial %s: %v", url, err)
+// Handshake is RawHandshake of a valid opening handshake for path on addr,
+// with header's lines added.
+func Handshake(addr, path string, header http.Header) (*Conn, *http.Response, error) {
+	h := UpgradeHeader(addr)
+	for k, vs := range header {
+		h[http.CanonicalHeaderKey(k)] = vs
 	}
-	if c == nil {
-		t.Fatalf("raw dial %s: status %s", url, resp.Status)
-	}
-	t.Cleanup(func() { c.Close() })
-	key := resp.Request.Header.Get("Sec-WebSocket-Key")
-	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != AcceptKey(key) {
-		t.Fatalf("raw dial %s: Sec-WebSocket-Accept %q, want %q", url, got, AcceptKey(key))
-	}
-	return c
+	c, resp, _, err := RawHandshake(addr, http.MethodGet, path, h)
+	return c, resp, err
 }
 
 // acceptHandshake reads an opening handshake from nc within 5 s and answers
