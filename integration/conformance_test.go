@@ -69,10 +69,13 @@ func closeCodeOf(p []byte) int {
 	return code
 }
 
-// dialRaw opens a raw client connection to addr for path (testkit.DialRaw).
+// dialRaw opens a raw client connection to addr for path (testkit.DialRaw)
+// that reads frames of up to 1 MiB.
 func dialRaw(t testing.TB, addr, path string) *testkit.Conn {
 	t.Helper()
-	return testkit.DialRaw(t, "ws://"+addr+path)
+	c := testkit.DialRaw(t, "ws://"+addr+path)
+	c.MaxFrame = 1 << 20
+	return c
 }
 
 // waitEOF waits up to d for the server to close the TCP connection, discarding what arrives.
@@ -263,7 +266,6 @@ func (c *conformanceCase) violation() bool {
 // runCase runs one case against a target.
 func runCase(t *testing.T, tg target, cs *conformanceCase, path string) {
 	c := dialRaw(t, tg.addr, path)
-	c.MaxFrame = 1 << 20
 
 	var (
 		msgs      []message
