@@ -4,15 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	"github.com/caddyserver/certmagic"
+	"github.com/wsgate/wsgate/internal/testkit/caddytest"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
@@ -34,15 +31,14 @@ func run(m *testing.M) int {
 	for _, k := range []string{"HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"} {
 		os.Setenv(k, dir)
 	}
-	caddy.DefaultStorage = &certmagic.FileStorage{Path: filepath.Join(dir, "storage")}
-	caddy.ConfigAutosavePath = filepath.Join(dir, "autosave.json")
+	caddytest.Isolate(dir)
 	defer caddy.Stop()
 	return m.Run()
 }
 
 // adapt converts a Caddyfile to JSON with the caddyfile adapter.
 func adapt(caddyfile string) ([]byte, error) {
-	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	out, _, err := caddytest.Adapt(caddyfile)
 	return out, err
 }
 
@@ -72,15 +68,4 @@ func decode(t *testing.T, b []byte) any {
 		t.Fatalf("bad JSON %s: %v", b, err)
 	}
 	return v
-}
-
-// freePort returns a TCP port free on 127.0.0.1 at the time of the call.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,9 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/internal/testkit"
+	"github.com/wsgate/wsgate/internal/testkit/caddytest"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -54,32 +54,10 @@ func echoUpstream(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// loadCaddyfile adapts a Caddyfile and runs it in this process, replacing
-// the running configuration (a reload).
-func loadCaddyfile(t *testing.T, caddyfile string) {
-	t.Helper()
-	cfg, err := adapt(caddyfile)
-	if err != nil {
-		t.Fatalf("adapt: %v", err)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatalf("load: %v", err)
-	}
-}
-
-const globalOptions = "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n"
-
+// dialWS dials url with gorilla's default dialer; the connection is closed when the test ends.
 func dialWS(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
-	c, resp, err := websocket.DefaultDialer.Dial(url, nil)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (status %d)", url, err, status)
-	}
-	t.Cleanup(func() { c.Close() })
+	c, _ := testkit.DialGorilla(t, nil, url, nil)
 	return c
 }
 
@@ -118,9 +96,9 @@ func expectClose(t *testing.T, c *websocket.Conn, code int) {
 
 func TestSessionsThroughCaddy(t *testing.T) {
 	up := echoUpstream(t)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	upstream := strings.TrimPrefix(up.URL, "http://")
-	loadCaddyfile(t, globalOptions+fmt.Sprintf(`:%d {
+	caddytest.Load(t, caddytest.Global+fmt.Sprintf(`:%d {
 	ws /chat/* %[2]s
 	ws /small/* %[2]s {
 		max_message_size 1KiB
@@ -210,12 +188,10 @@ func TestSessionsThroughCaddy(t *testing.T) {
 		// after its client saw the close: scrape until the counts are there.
 		wants := []string{"caddy_ws_sessions_total", `caddy_ws_closes_total{code="1009"`, `caddy_ws_handshake_failures_total{reason="upstream_unreachable"}`}
 		var body string
-		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		testkit.Eventually(3*time.Second, func() bool {
 			body = httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-			if containsAll(body, wants) || time.Now().After(deadline) {
-				break
-			}
-		}
+			return containsAll(body, wants)
+		})
 		for _, want := range wants {
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics lack %s in\n%s", want, grepLines(body, "caddy_ws"))
@@ -244,45 +220,27 @@ func grepLines(s, sub string) string {
 // httpGet returns the body of a 200 answer to GET url.
 func httpGet(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
+	status, body := testkit.Get(t, url)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %q", url, status, body)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %q", url, resp.StatusCode, body)
-	}
-	return string(body)
+	return body
 }
 
 // TestTLSUpstream dials a wss:// upstream trusted through
 // tls_trusted_ca_certs, which the active health probes must use too: a
 // probe failing verification would mark the only upstream down (503).
 func TestTLSUpstream(t *testing.T) {
-	up := websocket.Upgrader{}
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			mt, p, err := c.ReadMessage()
-			if err != nil || c.WriteMessage(mt, p) != nil {
-				return
-			}
-		}
-	}))
+	srv := httptest.NewTLSServer(testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
 	defer srv.Close()
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	if err := os.WriteFile(ca, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	upstream := strings.TrimPrefix(srv.URL, "https://")
-	loadCaddyfile(t, globalOptions+fmt.Sprintf(`:%d {
+	caddytest.Load(t, caddytest.Global+fmt.Sprintf(`:%d {
 	ws /trusted/* %[2]s {
 		tls_trusted_ca_certs %[3]s
 		health_interval 50ms
@@ -309,9 +267,9 @@ func TestTLSUpstream(t *testing.T) {
 // session on route B is closed with the drain code.
 func TestReloadKeepsUnchangedRoutes(t *testing.T) {
 	upA, upB := echoUpstream(t), echoUpstream(t)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	config := func(bSize string) string {
-		return globalOptions + fmt.Sprintf(`:%d {
+		return caddytest.Global + fmt.Sprintf(`:%d {
 	ws /a/* %s {
 		max_message_size 1MiB
 		drain_code 1012
@@ -329,19 +287,19 @@ func TestReloadKeepsUnchangedRoutes(t *testing.T) {
 	}
 	base := fmt.Sprintf("ws://127.0.0.1:%d", port)
 
-	loadCaddyfile(t, config("64KiB"))
+	caddytest.Load(t, config("64KiB"))
 	a := dialWS(t, base+"/a/1")
 	b1 := dialWS(t, base+"/b/1")
 	roundTrip(t, a, websocket.TextMessage, "a0")
 	roundTrip(t, b1, websocket.TextMessage, "b0")
 
-	loadCaddyfile(t, config("128KiB")) // reload 1: B changes
+	caddytest.Load(t, config("128KiB")) // reload 1: B changes
 	expectClose(t, b1, 1012)
 	roundTrip(t, a, websocket.TextMessage, "a1")
 	b2 := dialWS(t, base+"/b/2") // the new B serves at once
 	roundTrip(t, b2, websocket.TextMessage, strings.Repeat("x", 100<<10))
 
-	loadCaddyfile(t, config("256KiB")) // reload 2: B changes again
+	caddytest.Load(t, config("256KiB")) // reload 2: B changes again
 	expectClose(t, b2, 1012)
 	roundTrip(t, a, websocket.TextMessage, "a2")
 	roundTrip(t, a, websocket.BinaryMessage, strings.Repeat("y", 512<<10))
@@ -366,9 +324,9 @@ func TestReloadKeepsUnchangedRoutes(t *testing.T) {
 // closes are spread over drain_window rather than sent at once.
 func TestDrainWindowSpreadsCloses(t *testing.T) {
 	up := echoUpstream(t)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	upstream := strings.TrimPrefix(up.URL, "http://")
-	loadCaddyfile(t, globalOptions+fmt.Sprintf(`:%d {
+	caddytest.Load(t, caddytest.Global+fmt.Sprintf(`:%d {
 	ws /d/* %s {
 		drain_code 1001
 		drain_window 900ms
@@ -383,7 +341,7 @@ func TestDrainWindowSpreadsCloses(t *testing.T) {
 		conns = append(conns, c)
 	}
 	start := time.Now()
-	loadCaddyfile(t, globalOptions+fmt.Sprintf(":%d {\n\trespond \"gone\"\n}\n", port))
+	caddytest.Load(t, caddytest.Global+fmt.Sprintf(":%d {\n\trespond \"gone\"\n}\n", port))
 	closed := make(chan time.Duration, len(conns))
 	for _, c := range conns {
 		go func() {

@@ -9,45 +9,47 @@ package integration
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/proxy"
 )
 
 const (
-	peerChromium   = "/usr/bin/chromium"
-	peerScreenshot = "/tmp/wsgate-browser.png"
+	chromiumPath   = "/usr/bin/chromium"
+	screenshotPath = "/tmp/wsgate-browser.png"
 )
 
-// peerReceived is one entry of window.wsgate.received.
-type peerReceived struct {
+// pageReceived is one entry of window.wsgate.received.
+type pageReceived struct {
 	Type   string `json:"type"`
 	Data   any    `json:"data"` // text, or the first 64 bytes of a binary message
 	Length int    `json:"length"`
 }
 
-// peerClosed is window.wsgate.closed, from the page's onclose.
-type peerClosed struct {
+// pageClosed is window.wsgate.closed, from the page's onclose.
+type pageClosed struct {
 	Code     int    `json:"code"`
 	Reason   string `json:"reason"`
 	WasClean bool   `json:"wasClean"`
 }
 
 func TestBrowserChromium(t *testing.T) {
-	leakCheck(t)
-	_, err := os.Stat(peerChromium)
-	peerRequire(t, err == nil, "chromium not installed at %s: run integration/setup.sh", peerChromium)
+	checkLeaks(t)
+	_, err := os.Stat(chromiumPath)
+	testkit.RequirePeer(t, err == nil, "chromium not installed at %s: run integration/setup.sh", chromiumPath)
 
-	up := peerGorillaUpstream(t, 0)
+	up := gorillaUpstream(t, 0)
 	// MaxMessageSize 1000: the echoes below are small, the page's #sendBig is not.
-	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
+	front := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(peerChromium),
+		chromedp.ExecPath(chromiumPath),
 		chromedp.Headless,
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
@@ -75,26 +77,26 @@ func TestBrowserChromium(t *testing.T) {
 	}
 	poll := func(what, expr string) {
 		t.Helper()
-		run(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(peerTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
+		run(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(waitTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
 	}
-	received := func() []peerReceived {
+	received := func() []pageReceived {
 		t.Helper()
-		r, err := chromedp.Run(bctx, chromedp.Evaluate[[]peerReceived](`window.wsgate.received`))
+		r, err := chromedp.Run(bctx, chromedp.Evaluate[[]pageReceived](`window.wsgate.received`))
 		if err != nil {
 			t.Fatalf("reading window.wsgate.received: %v", err)
 		}
 		return r
 	}
-	closed := func() peerClosed {
+	closed := func() pageClosed {
 		t.Helper()
-		c, err := chromedp.Run(bctx, chromedp.Poll[peerClosed](`window.wsgate.closed`,
-			chromedp.WithPollingTimeout(peerTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
+		c, err := chromedp.Run(bctx, chromedp.Poll[pageClosed](`window.wsgate.closed`,
+			chromedp.WithPollingTimeout(waitTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
 		if err != nil {
 			t.Fatalf("waiting for onclose: %v", err)
 		}
 		return c
 	}
-	connect := func() *peerUpConn {
+	connect := func() *upConn {
 		t.Helper()
 		run("connecting", chromedp.Click(chromedp.ID("connect")))
 		poll("waiting for onopen", `window.wsgate.closed === null && document.getElementById("status").textContent === "connected"`)
@@ -119,7 +121,7 @@ func TestBrowserChromium(t *testing.T) {
 	poll("waiting for the text echo", `window.wsgate.received.length === 1`)
 	run("sending binary", chromedp.Click(chromedp.ID("sendBinary")))
 	poll("waiting for the binary echo", `window.wsgate.received.length === 2`)
-	run("sending utf-8", chromedp.SetValue(chromedp.ID("message"), peerUTF8), chromedp.Click(chromedp.ID("sendText")))
+	run("sending utf-8", chromedp.SetValue(chromedp.ID("message"), utf8Text), chromedp.Click(chromedp.ID("sendText")))
 	poll("waiting for the utf-8 echo", `window.wsgate.received.length === 3`)
 	got := received()
 	if got[0].Type != "text" || got[0].Data != "hello from chromium" || got[0].Length != 19 {
@@ -129,25 +131,25 @@ func TestBrowserChromium(t *testing.T) {
 	for _, b := range []byte("hello from chromium") {
 		wantBytes = append(wantBytes, float64(b))
 	}
-	if gotBytes, _ := got[1].Data.([]any); got[1].Type != "binary" || got[1].Length != 19 || !peerSameAny(gotBytes, wantBytes) {
+	if gotBytes, _ := got[1].Data.([]any); got[1].Type != "binary" || got[1].Length != 19 || !slices.Equal(gotBytes, wantBytes) {
 		t.Errorf("binary echo %+v, want the 19 bytes of the text", got[1])
 	}
-	if got[2].Type != "text" || got[2].Data != peerUTF8 {
-		t.Errorf("utf-8 echo %+v, want %q", got[2], peerUTF8)
+	if got[2].Type != "text" || got[2].Data != utf8Text {
+		t.Errorf("utf-8 echo %+v, want %q", got[2], utf8Text)
 	}
 
 	// (a) A 100000-byte text over MaxMessageSize 1000: the page gets 1009.
 	run("sending the big text", chromedp.Click(chromedp.ID("sendBig")))
-	if c := closed(); c.Code != 1009 || c.Reason != peerReasonTooBig || !c.WasClean {
-		t.Errorf("after #sendBig the page saw close %+v, want 1009 %q, clean", c, peerReasonTooBig)
+	if c := closed(); c.Code != 1009 || c.Reason != reasonTooBig || !c.WasClean {
+		t.Errorf("after #sendBig the page saw close %+v, want 1009 %q, clean", c, reasonTooBig)
 	}
-	peerWaitClose(t, uc, 1001, peerReasonViolation)
+	waitClose(t, uc, 1001, reasonViolation)
 
 	// (c) The page closes with 4000: the upstream sees exactly that.
 	uc = connect()
 	run("closing with 4000", chromedp.SetValue(chromedp.ID("code"), "4000"),
 		chromedp.SetValue(chromedp.ID("reason"), "page bye"), chromedp.Click(chromedp.ID("disconnect")))
-	peerWaitClose(t, uc, 4000, "page bye")
+	waitClose(t, uc, 4000, "page bye")
 	if c := closed(); c.Code != 4000 || c.Reason != "" || !c.WasClean { // gorilla echoes the code alone
 		t.Errorf("after the page's close the page saw %+v, want 4000 \"\", clean", c)
 	}
@@ -155,14 +157,14 @@ func TestBrowserChromium(t *testing.T) {
 	// (b) The upstream dies: the page gets 1014.
 	connect()
 	up.Kill()
-	if c := closed(); c.Code != 1014 || c.Reason != peerReasonUpstreamGone || !c.WasClean {
-		t.Errorf("after the upstream died the page saw close %+v, want 1014 %q, clean", c, peerReasonUpstreamGone)
+	if c := closed(); c.Code != 1014 || c.Reason != reasonUpstreamGone || !c.WasClean {
+		t.Errorf("after the upstream died the page saw close %+v, want 1014 %q, clean", c, reasonUpstreamGone)
 	}
 
 	// (d) Compression in terminate mode: Chromium always offers permessage-deflate;
 	// the proxy accepts it on the browser's leg and talks plain to the upstream.
-	up2 := peerGorillaUpstream(t, 0)
-	zfront := peerStartFront(t, proxy.Config{Upstreams: []string{up2.URL}, Compression: proxy.CompressionTerminate})
+	up2 := gorillaUpstream(t, 0)
+	zfront := startDemoFront(t, proxy.Config{Upstreams: []string{up2.URL}, Compression: proxy.CompressionTerminate})
 	run("loading the page (compression)", chromedp.Navigate(zfront.URL+"/"), chromedp.WaitVisible(chromedp.ID("connect")))
 	run("connecting (compression)", chromedp.Click(chromedp.ID("connect")))
 	poll("waiting for onopen (compression)", `document.getElementById("status").textContent === "connected"`)
@@ -177,28 +179,16 @@ func TestBrowserChromium(t *testing.T) {
 	run("sending a big compressible text", chromedp.SetValue(chromedp.ID("size"), "100000"), chromedp.Click(chromedp.ID("sendBig")))
 	poll("waiting for the big echo", `window.wsgate.received.length === 1 && window.wsgate.received[0].length === 100000`)
 	run("closing (compression)", chromedp.SetValue(chromedp.ID("code"), "4000"), chromedp.Click(chromedp.ID("disconnect")))
-	peerWaitClose(t, zuc, 4000, "bye") // the page's default reason
+	waitClose(t, zuc, 4000, "bye") // the page's default reason
 
 	// One screenshot of the page and its log, to look at (not kept in the repository).
 	png, err := chromedp.Run(bctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		t.Fatalf("taking a screenshot: %v", err)
 	}
-	if err := os.WriteFile(peerScreenshot, png, 0o644); err != nil {
+	if err := os.WriteFile(screenshotPath, png, 0o644); err != nil {
 		t.Errorf("writing the screenshot: %v", err)
 	} else {
-		t.Logf("screenshot: %s (%d bytes)", peerScreenshot, len(png))
+		t.Logf("screenshot: %s (%d bytes)", screenshotPath, len(png))
 	}
-}
-
-func peerSameAny(a, b []any) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -8,56 +8,57 @@ package integration
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/testkit"
+	"github.com/wsgate/wsgate/wsmw"
 )
 
 // Frame constructors.
 
-func confText(s string) confFrame { return confFrame{fin: true, op: confOpText, payload: []byte(s)} }
-
-func confBin(p []byte) confFrame { return confFrame{fin: true, op: confOpBinary, payload: p} }
-
-func confFr(fin bool, op byte, p string) confFrame {
-	return confFrame{fin: fin, op: op, payload: []byte(p)}
+func frag(fin bool, op wsmw.OpCode, p string) testkit.Frame {
+	return testkit.Frame{Fin: fin, Op: op, Payload: []byte(p)}
 }
 
-func confPing(p string) confFrame { return confFrame{fin: true, op: confOpPing, payload: []byte(p)} }
-
-func confPong(p string) confFrame { return confFrame{fin: true, op: confOpPong, payload: []byte(p)} }
-
-// confCloseFrame is a close frame with code (any 16-bit value, even 1005) and reason.
-func confCloseFrame(code int, reason string) confFrame {
-	body := binary.BigEndian.AppendUint16(nil, uint16(code))
-	return confFrame{fin: true, op: confOpClose, payload: append(body, reason...)}
+// byteFragments is the text message s in fragments of one byte each.
+func byteFragments(s string) []testkit.Frame {
+	var fs []testkit.Frame
+	for i := range len(s) {
+		op := wsmw.OpContinuation
+		if i == 0 {
+			op = wsmw.OpText
+		}
+		fs = append(fs, frag(i == len(s)-1, op, s[i:i+1]))
+	}
+	return fs
 }
 
 // Step constructors.
 
-func confOK(fs ...confFrame) []confStep {
-	out := make([]confStep, len(fs))
+func okSteps(fs ...testkit.Frame) []step {
+	out := make([]step, len(fs))
 	for i, f := range fs {
-		out[i] = confStep{f: f}
+		out[i] = step{f: f}
 	}
 	return out
 }
 
-func confBad(f confFrame) confStep { return confStep{f: f, bad: true} }
+func badStep(f testkit.Frame) step { return step{f: f, bad: true} }
 
-func confSteps(parts ...any) []confStep {
-	var out []confStep
+func stepsOf(parts ...any) []step {
+	var out []step
 	for _, p := range parts {
 		switch v := p.(type) {
-		case confFrame:
-			out = append(out, confStep{f: v})
-		case confStep:
+		case testkit.Frame:
+			out = append(out, step{f: v})
+		case step:
 			out = append(out, v)
-		case []confStep:
+		case []step:
 			out = append(out, v...)
 		default:
-			panic(fmt.Sprintf("confSteps: %T", p))
+			panic(fmt.Sprintf("stepsOf: %T", p))
 		}
 	}
 	return out
@@ -65,11 +66,11 @@ func confSteps(parts ...any) []confStep {
 
 // Expected message constructors.
 
-func confTextMsg(s string) confMsg { return confMsg{op: confOpText, payload: []byte(s)} }
+func textMsg(s string) message { return message{Op: wsmw.OpText, Payload: []byte(s)} }
 
-func confBinMsg(p []byte) confMsg { return confMsg{op: confOpBinary, payload: p} }
+func binMsg(p []byte) message { return message{Op: wsmw.OpBinary, Payload: p} }
 
-func confPongs(ps ...string) [][]byte {
+func payloads(ps ...string) [][]byte {
 	out := make([][]byte, len(ps))
 	for i, p := range ps {
 		out[i] = []byte(p)
@@ -77,208 +78,188 @@ func confPongs(ps ...string) [][]byte {
 	return out
 }
 
-// confPattern returns n bytes of a deterministic pattern (binary) or ASCII (text).
-func confPattern(n int, text bool) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		if text {
-			b[i] = 'a' + byte(i%26)
-		} else {
-			b[i] = byte(i*7 + i/251)
-		}
-	}
-	return b
-}
-
-func confCases() []confCase {
-	var cs []confCase
-	add := func(c confCase) { cs = append(cs, c) }
+func conformanceCases() []conformanceCase {
+	var cs []conformanceCase
+	add := func(c conformanceCase) { cs = append(cs, c) }
 
 	// ---- 1 Framing: each payload length class, text and binary.
 	const g1 = "1-framing"
 	for _, n := range []int{0, 1, 125, 126, 127, 128, 65535, 65536} {
-		txt := confPattern(n, true)
-		add(confCase{group: g1, name: fmt.Sprintf("text-%d", n),
-			steps: confOK(confFrame{fin: true, op: confOpText, payload: txt}),
-			msgs:  []confMsg{{confOpText, txt}}})
-		bin := confPattern(n, false)
-		add(confCase{group: g1, name: fmt.Sprintf("binary-%d", n),
-			steps: confOK(confBin(bin)),
-			msgs:  []confMsg{confBinMsg(bin)}})
+		txt := testkit.Pattern(n, true)
+		add(conformanceCase{group: g1, name: fmt.Sprintf("text-%d", n),
+			steps: okSteps(testkit.Frame{Fin: true, Op: wsmw.OpText, Payload: txt}),
+			msgs:  []message{{wsmw.OpText, txt}}})
+		bin := testkit.Pattern(n, false)
+		add(conformanceCase{group: g1, name: fmt.Sprintf("binary-%d", n),
+			steps: okSteps(testkit.Binary(bin)),
+			msgs:  []message{binMsg(bin)}})
 	}
 	{
-		txt := confPattern(65535, true)
-		add(confCase{group: g1, name: "text-65535-in-997-byte-chops",
-			steps: []confStep{{f: confFrame{fin: true, op: confOpText, payload: txt}, chop: 997}},
-			msgs:  []confMsg{{confOpText, txt}}})
-		bin := confPattern(65536, false)
-		add(confCase{group: g1, name: "binary-65536-in-4093-byte-chops-then-text",
-			steps: []confStep{{f: confBin(bin), chop: 4093}, {f: confText("after")}},
-			msgs:  []confMsg{confBinMsg(bin), confTextMsg("after")}})
+		txt := testkit.Pattern(65535, true)
+		add(conformanceCase{group: g1, name: "text-65535-in-997-byte-chops",
+			steps: []step{{f: testkit.Frame{Fin: true, Op: wsmw.OpText, Payload: txt}, chop: 997}},
+			msgs:  []message{{wsmw.OpText, txt}}})
+		bin := testkit.Pattern(65536, false)
+		add(conformanceCase{group: g1, name: "binary-65536-in-4093-byte-chops-then-text",
+			steps: []step{{f: testkit.Binary(bin), chop: 4093}, {f: testkit.Text("after")}},
+			msgs:  []message{binMsg(bin), textMsg("after")}})
 		var hdr []byte
-		hdr = confAppendFrame(hdr, confText("chopped header"), true)
-		add(confCase{group: g1, name: "frame-sent-byte-by-byte",
-			steps: []confStep{{raw: hdr, chop: 1}},
-			msgs:  []confMsg{confTextMsg("chopped header")}})
+		hdr = appendFrame(hdr, testkit.Text("chopped header"), true)
+		add(conformanceCase{group: g1, name: "frame-sent-byte-by-byte",
+			steps: []step{{raw: hdr, chop: 1}},
+			msgs:  []message{textMsg("chopped header")}})
 	}
-	add(confCase{group: g1, name: "messages-in-order",
-		steps: confOK(confText("one"), confBin([]byte("two")), confText("three"), confBin(nil), confText("")),
-		msgs:  []confMsg{confTextMsg("one"), confBinMsg([]byte("two")), confTextMsg("three"), confBinMsg(nil), confTextMsg("")}})
+	add(conformanceCase{group: g1, name: "messages-in-order",
+		steps: okSteps(testkit.Text("one"), testkit.Binary([]byte("two")), testkit.Text("three"), testkit.Binary(nil), testkit.Text("")),
+		msgs:  []message{textMsg("one"), binMsg([]byte("two")), textMsg("three"), binMsg(nil), textMsg("")}})
 	{
 		// §5.1: a server must fail a connection on an unmasked client frame.
-		raw := confAppendFrame(nil, confText("unmasked"), false)
-		add(confCase{group: g1, name: "unmasked-client-frame",
-			steps: []confStep{{raw: raw, bad: true}}, close: 1002})
+		raw := appendFrame(nil, testkit.Text("unmasked"), false)
+		add(conformanceCase{group: g1, name: "unmasked-client-frame",
+			steps: []step{{raw: raw, bad: true}}, close: 1002})
 	}
 
 	// ---- 2 Pings and pongs.
 	const g2 = "2-pingpong"
-	add(confCase{group: g2, name: "ping-empty",
-		steps: confOK(confPing("")), pongs: confPongs("")})
-	add(confCase{group: g2, name: "ping-text",
-		steps: confOK(confPing("Hello, world!")), pongs: confPongs("Hello, world!")})
+	add(conformanceCase{group: g2, name: "ping-empty",
+		steps: okSteps(testkit.Ping("")), pongs: payloads("")})
+	add(conformanceCase{group: g2, name: "ping-text",
+		steps: okSteps(testkit.Ping("Hello, world!")), pongs: payloads("Hello, world!")})
 	{
-		p := string(confPattern(125, false))
-		add(confCase{group: g2, name: "ping-binary-125",
-			steps: confOK(confPing(p)), pongs: confPongs(p)})
-		p126 := string(confPattern(126, false))
-		add(confCase{group: g2, name: "ping-126-is-1002",
-			steps: []confStep{confBad(confPing(p126))}, close: 1002})
-		add(confCase{group: g2, name: "ping-126-after-text-is-1002",
-			steps: confSteps(confText("before"), confBad(confPing(p126))),
-			msgs:  []confMsg{confTextMsg("before")}, close: 1002})
+		p := string(testkit.Pattern(125, false))
+		add(conformanceCase{group: g2, name: "ping-binary-125",
+			steps: okSteps(testkit.Ping(p)), pongs: payloads(p)})
+		p126 := string(testkit.Pattern(126, false))
+		add(conformanceCase{group: g2, name: "ping-126-is-1002",
+			steps: []step{badStep(testkit.Ping(p126))}, close: 1002})
+		add(conformanceCase{group: g2, name: "ping-126-after-text-is-1002",
+			steps: stepsOf(testkit.Text("before"), badStep(testkit.Ping(p126))),
+			msgs:  []message{textMsg("before")}, close: 1002})
 	}
-	add(confCase{group: g2, name: "unsolicited-pong-empty-ignored",
-		steps: confOK(confPong(""), confText("after pong")), msgs: []confMsg{confTextMsg("after pong")}})
-	add(confCase{group: g2, name: "unsolicited-pong-payload-ignored",
-		steps: confOK(confPong("unsolicited"), confText("after pong"), confPong("again")),
-		msgs:  []confMsg{confTextMsg("after pong")}})
-	add(confCase{group: g2, name: "unsolicited-pong-then-ping",
-		steps: confOK(confPong("unsolicited"), confPing("solicited")), pongs: confPongs("solicited")})
+	add(conformanceCase{group: g2, name: "unsolicited-pong-empty-ignored",
+		steps: okSteps(testkit.Pong(""), testkit.Text("after pong")), msgs: []message{textMsg("after pong")}})
+	add(conformanceCase{group: g2, name: "unsolicited-pong-payload-ignored",
+		steps: okSteps(testkit.Pong("unsolicited"), testkit.Text("after pong"), testkit.Pong("again")),
+		msgs:  []message{textMsg("after pong")}})
+	add(conformanceCase{group: g2, name: "unsolicited-pong-then-ping",
+		steps: okSteps(testkit.Pong("unsolicited"), testkit.Ping("solicited")), pongs: payloads("solicited")})
 	{
-		var pings []confFrame
+		var pings []testkit.Frame
 		var want []string
 		for i := range 10 {
-			pings = append(pings, confPing(fmt.Sprintf("ping-%d", i)))
+			pings = append(pings, testkit.Ping(fmt.Sprintf("ping-%d", i)))
 			want = append(want, fmt.Sprintf("ping-%d", i))
 		}
-		add(confCase{group: g2, name: "ten-pings-answered-in-order",
-			steps: confOK(pings...), pongs: confPongs(want...)})
-		var chopped []confStep
+		add(conformanceCase{group: g2, name: "ten-pings-answered-in-order",
+			steps: okSteps(pings...), pongs: payloads(want...)})
+		var chopped []step
 		for _, p := range pings {
-			chopped = append(chopped, confStep{f: p, chop: 2})
+			chopped = append(chopped, step{f: p, chop: 2})
 		}
-		add(confCase{group: g2, name: "ten-pings-chopped",
-			steps: chopped, pongs: confPongs(want...)})
+		add(conformanceCase{group: g2, name: "ten-pings-chopped",
+			steps: chopped, pongs: payloads(want...)})
 	}
-	add(confCase{group: g2, name: "ping-message-ping",
-		steps: confOK(confPing("first"), confText("message"), confPing("second")),
-		msgs:  []confMsg{confTextMsg("message")}, pongs: confPongs("first", "second")})
+	add(conformanceCase{group: g2, name: "ping-message-ping",
+		steps: okSteps(testkit.Ping("first"), testkit.Text("message"), testkit.Ping("second")),
+		msgs:  []message{textMsg("message")}, pongs: payloads("first", "second")})
 
 	// ---- 3 Reserved bits: no extension is negotiated, so any RSV bit fails with 1002.
 	const g3 = "3-rsv"
 	rsvCases := []struct {
 		name string
-		f    confFrame
+		f    testkit.Frame
 	}{
-		{"text-rsv1", confFrame{fin: true, rsv: confRSV1, op: confOpText, payload: []byte("rsv1")}},
-		{"text-rsv2", confFrame{fin: true, rsv: confRSV2, op: confOpText, payload: []byte("rsv2")}},
-		{"text-rsv3", confFrame{fin: true, rsv: confRSV3, op: confOpText, payload: []byte("rsv3")}},
-		{"binary-rsv1-rsv3", confFrame{fin: true, rsv: confRSV1 | confRSV3, op: confOpBinary, payload: []byte("rsv5")}},
-		{"binary-rsv-all", confFrame{fin: true, rsv: confRSV1 | confRSV2 | confRSV3, op: confOpBinary, payload: []byte("rsv7")}},
-		{"ping-rsv2", confFrame{fin: true, rsv: confRSV2, op: confOpPing, payload: []byte("rsv ping")}},
-		{"pong-rsv3", confFrame{fin: true, rsv: confRSV3, op: confOpPong, payload: []byte("rsv pong")}},
-		{"close-rsv1", confFrame{fin: true, rsv: confRSV1, op: confOpClose, payload: []byte{0x03, 0xE8}}},
+		{"text-rsv1", testkit.Frame{Fin: true, Rsv: wsmw.RSV1, Op: wsmw.OpText, Payload: []byte("rsv1")}},
+		{"text-rsv2", testkit.Frame{Fin: true, Rsv: wsmw.RSV2, Op: wsmw.OpText, Payload: []byte("rsv2")}},
+		{"text-rsv3", testkit.Frame{Fin: true, Rsv: wsmw.RSV3, Op: wsmw.OpText, Payload: []byte("rsv3")}},
+		{"binary-rsv1-rsv3", testkit.Frame{Fin: true, Rsv: wsmw.RSV1 | wsmw.RSV3, Op: wsmw.OpBinary, Payload: []byte("rsv5")}},
+		{"binary-rsv-all", testkit.Frame{Fin: true, Rsv: wsmw.RSV1 | wsmw.RSV2 | wsmw.RSV3, Op: wsmw.OpBinary, Payload: []byte("rsv7")}},
+		{"ping-rsv2", testkit.Frame{Fin: true, Rsv: wsmw.RSV2, Op: wsmw.OpPing, Payload: []byte("rsv ping")}},
+		{"pong-rsv3", testkit.Frame{Fin: true, Rsv: wsmw.RSV3, Op: wsmw.OpPong, Payload: []byte("rsv pong")}},
+		{"close-rsv1", testkit.Frame{Fin: true, Rsv: wsmw.RSV1, Op: wsmw.OpClose, Payload: []byte{0x03, 0xE8}}},
 	}
 	for _, rc := range rsvCases {
-		add(confCase{group: g3, name: rc.name, steps: []confStep{confBad(rc.f)}, close: 1002})
+		add(conformanceCase{group: g3, name: rc.name, steps: []step{badStep(rc.f)}, close: 1002})
 	}
-	add(confCase{group: g3, name: "text-then-rsv-then-ping",
-		steps: confSteps(confText("hello"), confBad(confFrame{fin: true, rsv: confRSV2, op: confOpText, payload: []byte("rsv frame")}), confPing("after rsv")),
-		msgs:  []confMsg{confTextMsg("hello")}, close: 1002})
-	add(confCase{group: g3, name: "continuation-rsv1",
-		steps: confSteps(confFr(false, confOpText, "first "), confBad(confFrame{fin: true, rsv: confRSV1, op: confOpCont, payload: []byte("rsv continuation")})),
+	add(conformanceCase{group: g3, name: "text-then-rsv-then-ping",
+		steps: stepsOf(testkit.Text("hello"), badStep(testkit.Frame{Fin: true, Rsv: wsmw.RSV2, Op: wsmw.OpText, Payload: []byte("rsv frame")}), testkit.Ping("after rsv")),
+		msgs:  []message{textMsg("hello")}, close: 1002})
+	add(conformanceCase{group: g3, name: "continuation-rsv1",
+		steps: stepsOf(frag(false, wsmw.OpText, "first "), badStep(testkit.Frame{Fin: true, Rsv: wsmw.RSV1, Op: wsmw.OpContinuation, Payload: []byte("rsv continuation")})),
 		close: 1002})
 
 	// ---- 4 Opcodes: reserved data (3-7) and control (11-15) opcodes fail with 1002.
 	const g4 = "4-opcodes"
-	for _, op := range []byte{3, 4, 5, 6, 7, 11, 12, 13, 14, 15} {
-		add(confCase{group: g4, name: fmt.Sprintf("opcode-%d", op),
-			steps: []confStep{confBad(confFrame{fin: true, op: op, payload: []byte(fmt.Sprintf("reserved %d", op))})}, close: 1002})
+	for _, op := range []wsmw.OpCode{3, 4, 5, 6, 7, 11, 12, 13, 14, 15} {
+		add(conformanceCase{group: g4, name: fmt.Sprintf("opcode-%d", op),
+			steps: []step{badStep(testkit.Frame{Fin: true, Op: op, Payload: []byte(fmt.Sprintf("reserved %d", op))})}, close: 1002})
 	}
-	add(confCase{group: g4, name: "opcode-5-empty-after-text",
-		steps: confSteps(confText("before"), confBad(confFrame{fin: true, op: 5}), confPing("after")),
-		msgs:  []confMsg{confTextMsg("before")}, close: 1002})
-	add(confCase{group: g4, name: "opcode-11-after-text",
-		steps: confSteps(confText("before"), confBad(confFrame{fin: true, op: 11, payload: []byte("ctl 11")}), confPing("after")),
-		msgs:  []confMsg{confTextMsg("before")}, close: 1002})
+	add(conformanceCase{group: g4, name: "opcode-5-empty-after-text",
+		steps: stepsOf(testkit.Text("before"), badStep(testkit.Frame{Fin: true, Op: 5}), testkit.Ping("after")),
+		msgs:  []message{textMsg("before")}, close: 1002})
+	add(conformanceCase{group: g4, name: "opcode-11-after-text",
+		steps: stepsOf(testkit.Text("before"), badStep(testkit.Frame{Fin: true, Op: 11, Payload: []byte("ctl 11")}), testkit.Ping("after")),
+		msgs:  []message{textMsg("before")}, close: 1002})
 
 	// ---- 5 Fragmentation.
 	const g5 = "5-fragmentation"
-	add(confCase{group: g5, name: "fragmented-ping-is-1002",
-		steps: confSteps(confBad(confFr(false, confOpPing, "ping frag 1")), confFr(true, confOpCont, "ping frag 2")), close: 1002})
-	add(confCase{group: g5, name: "fragmented-pong-is-1002",
-		steps: confSteps(confBad(confFr(false, confOpPong, "pong frag 1")), confFr(true, confOpCont, "pong frag 2")), close: 1002})
-	add(confCase{group: g5, name: "fragmented-close-is-1002",
-		steps: confSteps(confBad(confFrame{fin: false, op: confOpClose, payload: []byte{0x03, 0xE8, 'a'}}), confFr(true, confOpCont, "close frag 2")), close: 1002})
-	add(confCase{group: g5, name: "text-2-fragments",
-		steps: confOK(confFr(false, confOpText, "fragment1"), confFr(true, confOpCont, "fragment2")),
-		msgs:  []confMsg{confTextMsg("fragment1fragment2")}})
-	add(confCase{group: g5, name: "binary-3-fragments",
-		steps: confOK(confFrame{op: confOpBinary, payload: []byte{1, 2, 3}}, confFrame{op: confOpCont, payload: []byte{4, 5}}, confFrame{fin: true, op: confOpCont, payload: []byte{6}}),
-		msgs:  []confMsg{confBinMsg([]byte{1, 2, 3, 4, 5, 6})}})
+	add(conformanceCase{group: g5, name: "fragmented-ping-is-1002",
+		steps: stepsOf(badStep(frag(false, wsmw.OpPing, "ping frag 1")), frag(true, wsmw.OpContinuation, "ping frag 2")), close: 1002})
+	add(conformanceCase{group: g5, name: "fragmented-pong-is-1002",
+		steps: stepsOf(badStep(frag(false, wsmw.OpPong, "pong frag 1")), frag(true, wsmw.OpContinuation, "pong frag 2")), close: 1002})
+	add(conformanceCase{group: g5, name: "fragmented-close-is-1002",
+		steps: stepsOf(badStep(testkit.Frame{Fin: false, Op: wsmw.OpClose, Payload: []byte{0x03, 0xE8, 'a'}}), frag(true, wsmw.OpContinuation, "close frag 2")), close: 1002})
+	add(conformanceCase{group: g5, name: "text-2-fragments",
+		steps: okSteps(frag(false, wsmw.OpText, "fragment1"), frag(true, wsmw.OpContinuation, "fragment2")),
+		msgs:  []message{textMsg("fragment1fragment2")}})
+	add(conformanceCase{group: g5, name: "binary-3-fragments",
+		steps: okSteps(testkit.Frame{Op: wsmw.OpBinary, Payload: []byte{1, 2, 3}}, testkit.Frame{Op: wsmw.OpContinuation, Payload: []byte{4, 5}}, testkit.Frame{Fin: true, Op: wsmw.OpContinuation, Payload: []byte{6}}),
+		msgs:  []message{binMsg([]byte{1, 2, 3, 4, 5, 6})}})
 	{
 		s := "fragmented-1-byte"
-		var fs []confFrame
-		for i := range len(s) {
-			op := confOpCont
-			if i == 0 {
-				op = confOpText
-			}
-			fs = append(fs, confFr(i == len(s)-1, op, s[i:i+1]))
-		}
-		add(confCase{group: g5, name: "text-1-byte-fragments", steps: confOK(fs...), msgs: []confMsg{confTextMsg(s)}})
-		big := confPattern(3*20000, false)
-		add(confCase{group: g5, name: "binary-60000-in-3-fragments",
-			steps: confOK(confFrame{op: confOpBinary, payload: big[:20000]}, confFrame{op: confOpCont, payload: big[20000:40000]}, confFrame{fin: true, op: confOpCont, payload: big[40000:]}),
-			msgs:  []confMsg{confBinMsg(big)}})
+		fs := byteFragments(s)
+		add(conformanceCase{group: g5, name: "text-1-byte-fragments", steps: okSteps(fs...), msgs: []message{textMsg(s)}})
+		big := testkit.Pattern(3*20000, false)
+		add(conformanceCase{group: g5, name: "binary-60000-in-3-fragments",
+			steps: okSteps(testkit.Frame{Op: wsmw.OpBinary, Payload: big[:20000]}, testkit.Frame{Op: wsmw.OpContinuation, Payload: big[20000:40000]}, testkit.Frame{Fin: true, Op: wsmw.OpContinuation, Payload: big[40000:]}),
+			msgs:  []message{binMsg(big)}})
 	}
-	add(confCase{group: g5, name: "empty-fragments",
-		steps: confOK(confFr(false, confOpText, ""), confFr(false, confOpCont, ""), confFr(true, confOpCont, "")),
-		msgs:  []confMsg{confTextMsg("")}})
-	add(confCase{group: g5, name: "empty-fragment-in-the-middle",
-		steps: confOK(confFr(false, confOpText, "a"), confFr(false, confOpCont, ""), confFr(true, confOpCont, "b")),
-		msgs:  []confMsg{confTextMsg("ab")}})
-	add(confCase{group: g5, name: "ping-between-fragments",
-		steps: confOK(confFr(false, confOpText, "fragment1"), confPing("between"), confFr(true, confOpCont, "fragment2")),
-		msgs:  []confMsg{confTextMsg("fragment1fragment2")}, pongs: confPongs("between")})
-	add(confCase{group: g5, name: "pong-between-fragments",
-		steps: confOK(confFr(false, confOpText, "fragment1"), confPong("between"), confFr(true, confOpCont, "fragment2")),
-		msgs:  []confMsg{confTextMsg("fragment1fragment2")}})
-	add(confCase{group: g5, name: "five-fragments-two-pings-with-pauses",
-		steps: []confStep{
-			{f: confFr(false, confOpText, "f1-")}, {f: confPing("p1"), pause: 10 * time.Millisecond},
-			{f: confFr(false, confOpCont, "f2-"), pause: 10 * time.Millisecond}, {f: confFr(false, confOpCont, "f3-")},
-			{f: confPing("p2"), pause: 10 * time.Millisecond}, {f: confFr(false, confOpCont, "f4-")},
-			{f: confFr(true, confOpCont, "f5"), pause: 10 * time.Millisecond},
+	add(conformanceCase{group: g5, name: "empty-fragments",
+		steps: okSteps(frag(false, wsmw.OpText, ""), frag(false, wsmw.OpContinuation, ""), frag(true, wsmw.OpContinuation, "")),
+		msgs:  []message{textMsg("")}})
+	add(conformanceCase{group: g5, name: "empty-fragment-in-the-middle",
+		steps: okSteps(frag(false, wsmw.OpText, "a"), frag(false, wsmw.OpContinuation, ""), frag(true, wsmw.OpContinuation, "b")),
+		msgs:  []message{textMsg("ab")}})
+	add(conformanceCase{group: g5, name: "ping-between-fragments",
+		steps: okSteps(frag(false, wsmw.OpText, "fragment1"), testkit.Ping("between"), frag(true, wsmw.OpContinuation, "fragment2")),
+		msgs:  []message{textMsg("fragment1fragment2")}, pongs: payloads("between")})
+	add(conformanceCase{group: g5, name: "pong-between-fragments",
+		steps: okSteps(frag(false, wsmw.OpText, "fragment1"), testkit.Pong("between"), frag(true, wsmw.OpContinuation, "fragment2")),
+		msgs:  []message{textMsg("fragment1fragment2")}})
+	add(conformanceCase{group: g5, name: "five-fragments-two-pings-with-pauses",
+		steps: []step{
+			{f: frag(false, wsmw.OpText, "f1-")}, {f: testkit.Ping("p1"), pause: 10 * time.Millisecond},
+			{f: frag(false, wsmw.OpContinuation, "f2-"), pause: 10 * time.Millisecond}, {f: frag(false, wsmw.OpContinuation, "f3-")},
+			{f: testkit.Ping("p2"), pause: 10 * time.Millisecond}, {f: frag(false, wsmw.OpContinuation, "f4-")},
+			{f: frag(true, wsmw.OpContinuation, "f5"), pause: 10 * time.Millisecond},
 		},
-		msgs: []confMsg{confTextMsg("f1-f2-f3-f4-f5")}, pongs: confPongs("p1", "p2")})
-	add(confCase{group: g5, name: "fragmented-then-whole-messages",
-		steps: confOK(confFr(false, confOpBinary, "b1"), confFr(true, confOpCont, "b2"), confText("whole"), confFr(false, confOpText, "t1"), confFr(true, confOpCont, "t2")),
-		msgs:  []confMsg{confBinMsg([]byte("b1b2")), confTextMsg("whole"), confTextMsg("t1t2")}})
-	add(confCase{group: g5, name: "continuation-fin-without-start",
-		steps: []confStep{confBad(confFr(true, confOpCont, "orphan final"))}, close: 1002})
-	add(confCase{group: g5, name: "continuation-nonfin-without-start",
-		steps: confSteps(confBad(confFr(false, confOpCont, "orphan 1")), confFr(true, confOpCont, "orphan 2")), close: 1002})
-	add(confCase{group: g5, name: "continuation-after-final",
-		steps: confSteps(confText("complete"), confBad(confFr(true, confOpCont, "late continuation"))),
-		msgs:  []confMsg{confTextMsg("complete")}, close: 1002})
-	add(confCase{group: g5, name: "text-inside-fragmented-text",
-		steps: confSteps(confFr(false, confOpText, "outer 1"), confBad(confFr(true, confOpText, "inner text"))), close: 1002})
-	add(confCase{group: g5, name: "binary-inside-fragmented-text",
-		steps: confSteps(confFr(false, confOpText, "outer 1"), confFr(false, confOpCont, "outer 2"), confBad(confFr(true, confOpBinary, "inner binary"))), close: 1002})
-	add(confCase{group: g5, name: "text-inside-fragmented-binary-nonfin",
-		steps: confSteps(confFr(false, confOpBinary, "outer b"), confBad(confFr(false, confOpText, "inner nonfin")), confFr(true, confOpCont, "tail")), close: 1002})
+		msgs: []message{textMsg("f1-f2-f3-f4-f5")}, pongs: payloads("p1", "p2")})
+	add(conformanceCase{group: g5, name: "fragmented-then-whole-messages",
+		steps: okSteps(frag(false, wsmw.OpBinary, "b1"), frag(true, wsmw.OpContinuation, "b2"), testkit.Text("whole"), frag(false, wsmw.OpText, "t1"), frag(true, wsmw.OpContinuation, "t2")),
+		msgs:  []message{binMsg([]byte("b1b2")), textMsg("whole"), textMsg("t1t2")}})
+	add(conformanceCase{group: g5, name: "continuation-fin-without-start",
+		steps: []step{badStep(frag(true, wsmw.OpContinuation, "orphan final"))}, close: 1002})
+	add(conformanceCase{group: g5, name: "continuation-nonfin-without-start",
+		steps: stepsOf(badStep(frag(false, wsmw.OpContinuation, "orphan 1")), frag(true, wsmw.OpContinuation, "orphan 2")), close: 1002})
+	add(conformanceCase{group: g5, name: "continuation-after-final",
+		steps: stepsOf(testkit.Text("complete"), badStep(frag(true, wsmw.OpContinuation, "late continuation"))),
+		msgs:  []message{textMsg("complete")}, close: 1002})
+	add(conformanceCase{group: g5, name: "text-inside-fragmented-text",
+		steps: stepsOf(frag(false, wsmw.OpText, "outer 1"), badStep(frag(true, wsmw.OpText, "inner text"))), close: 1002})
+	add(conformanceCase{group: g5, name: "binary-inside-fragmented-text",
+		steps: stepsOf(frag(false, wsmw.OpText, "outer 1"), frag(false, wsmw.OpContinuation, "outer 2"), badStep(frag(true, wsmw.OpBinary, "inner binary"))), close: 1002})
+	add(conformanceCase{group: g5, name: "text-inside-fragmented-binary-nonfin",
+		steps: stepsOf(frag(false, wsmw.OpBinary, "outer b"), badStep(frag(false, wsmw.OpText, "inner nonfin")), frag(true, wsmw.OpContinuation, "tail")), close: 1002})
 
 	// ---- 6 UTF-8.
 	const g6 = "6-utf8"
@@ -300,30 +281,23 @@ func confCases() []confCase {
 		{"all-lengths", "a\u00e9\u20ac\U0001d11e"},
 	}
 	for _, v := range valid {
-		add(confCase{group: g6, name: "valid-" + v.name, steps: confOK(confText(v.s)), msgs: []confMsg{confTextMsg(v.s)}})
+		add(conformanceCase{group: g6, name: "valid-" + v.name, steps: okSteps(testkit.Text(v.s)), msgs: []message{textMsg(v.s)}})
 	}
 	{
 		// Valid text split into two fragments at every byte position, then into 1-byte fragments.
 		s := "κόσμε-€-𝄞-\U0010ffff"
 		for i := 1; i < len(s); i++ {
-			add(confCase{group: g6, name: fmt.Sprintf("valid-split-at-%02d", i),
-				steps: confOK(confFr(false, confOpText, s[:i]), confFr(true, confOpCont, s[i:])),
-				msgs:  []confMsg{confTextMsg(s)}})
+			add(conformanceCase{group: g6, name: fmt.Sprintf("valid-split-at-%02d", i),
+				steps: okSteps(frag(false, wsmw.OpText, s[:i]), frag(true, wsmw.OpContinuation, s[i:])),
+				msgs:  []message{textMsg(s)}})
 		}
-		var fs []confFrame
-		for i := range len(s) {
-			op := confOpCont
-			if i == 0 {
-				op = confOpText
-			}
-			fs = append(fs, confFr(i == len(s)-1, op, s[i:i+1]))
-		}
-		add(confCase{group: g6, name: "valid-1-byte-fragments", steps: confOK(fs...), msgs: []confMsg{confTextMsg(s)}})
+		fs := byteFragments(s)
+		add(conformanceCase{group: g6, name: "valid-1-byte-fragments", steps: okSteps(fs...), msgs: []message{textMsg(s)}})
 		// Split into three fragments with a ping in the middle of a 4-byte sequence.
 		cut := strings.Index(s, "𝄞") + 2
-		add(confCase{group: g6, name: "valid-split-with-ping-inside-character",
-			steps: confOK(confFr(false, confOpText, s[:cut]), confPing("mid-char"), confFr(true, confOpCont, s[cut:])),
-			msgs:  []confMsg{confTextMsg(s)}, pongs: confPongs("mid-char")})
+		add(conformanceCase{group: g6, name: "valid-split-with-ping-inside-character",
+			steps: okSteps(frag(false, wsmw.OpText, s[:cut]), testkit.Ping("mid-char"), frag(true, wsmw.OpContinuation, s[cut:])),
+			msgs:  []message{textMsg(s)}, pongs: payloads("mid-char")})
 	}
 	invalid := []struct{ name, s string }{
 		{"overlong-slash-2", "\xc0\xaf"},
@@ -358,11 +332,11 @@ func confCases() []confCase {
 		{"truncated-3-byte-in-middle", "\xe2\x82("},
 	}
 	for _, v := range invalid {
-		add(confCase{group: g6, name: "invalid-" + v.name, steps: []confStep{confBad(confText(v.s))}, close: 1007})
+		add(conformanceCase{group: g6, name: "invalid-" + v.name, steps: []step{badStep(testkit.Text(v.s))}, close: 1007})
 	}
-	add(confCase{group: g6, name: "invalid-after-valid-message",
-		steps: confSteps(confText("valid first"), confBad(confText("\xed\xa0\x80 invalid"))),
-		msgs:  []confMsg{confTextMsg("valid first")}, close: 1007})
+	add(conformanceCase{group: g6, name: "invalid-after-valid-message",
+		steps: stepsOf(testkit.Text("valid first"), badStep(testkit.Text("\xed\xa0\x80 invalid"))),
+		msgs:  []message{textMsg("valid first")}, close: 1007})
 	// Invalid across fragments: the close must arrive before the final fragment is sent.
 	failFast := []struct {
 		name      string
@@ -377,13 +351,13 @@ func confCases() []confCase {
 		{"invalid-split-overlong-3", []string{"x\xe0", "\x80", "\xaf", "edited"}, 1},
 	}
 	for _, ff := range failFast {
-		var steps []confStep
+		var steps []step
 		for i, p := range ff.frags {
-			op := confOpCont
+			op := wsmw.OpContinuation
 			if i == 0 {
-				op = confOpText
+				op = wsmw.OpText
 			}
-			st := confStep{f: confFr(i == len(ff.frags)-1, op, p)}
+			st := step{f: frag(i == len(ff.frags)-1, op, p)}
 			if i == ff.violating {
 				st.bad = true
 			}
@@ -393,19 +367,19 @@ func confCases() []confCase {
 			steps = append(steps, st)
 		}
 		// The steps between the violating fragment and the final one (if any) may be in flight.
-		add(confCase{group: g6, name: "fail-fast-" + ff.name, steps: steps, close: 1007})
+		add(conformanceCase{group: g6, name: "fail-fast-" + ff.name, steps: steps, close: 1007})
 	}
-	add(confCase{group: g6, name: "truncated-at-end-of-fragmented-message",
-		steps: confSteps(confFr(false, confOpText, "κόσμ"), confBad(confFr(true, confOpCont, "\xce"))), close: 1007})
+	add(conformanceCase{group: g6, name: "truncated-at-end-of-fragmented-message",
+		steps: stepsOf(frag(false, wsmw.OpText, "κόσμ"), badStep(frag(true, wsmw.OpContinuation, "\xce"))), close: 1007})
 	{
 		// Fail fast inside one frame: a 60000-byte text frame whose second chop
 		// holds an invalid byte; the close must arrive before the rest is sent.
-		payload := confPattern(60000, true)
+		payload := testkit.Pattern(60000, true)
 		copy(payload[150:], "\xed\xa0\x80") // a surrogate
-		frame := confAppendFrame(nil, confFrame{fin: true, op: confOpText, payload: payload}, true)
+		frame := appendFrame(nil, testkit.Frame{Fin: true, Op: wsmw.OpText, Payload: payload}, true)
 		hdrLen := len(frame) - len(payload)
-		add(confCase{group: g6, name: "fail-fast-inside-a-frame",
-			steps: []confStep{
+		add(conformanceCase{group: g6, name: "fail-fast-inside-a-frame",
+			steps: []step{
 				{raw: frame[:hdrLen+100], bad: true},
 				{raw: frame[hdrLen+100 : hdrLen+200], pause: 20 * time.Millisecond},
 				{raw: frame[hdrLen+200:], waitClose: true},
@@ -416,62 +390,62 @@ func confCases() []confCase {
 	// ---- 7 Close handling.
 	const g7 = "7-close"
 	for _, code := range []int{1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999} {
-		add(confCase{group: g7, name: fmt.Sprintf("close-%d-echoed", code),
-			steps: confOK(confCloseFrame(code, "reason")), close: code, clientClosed: true})
+		add(conformanceCase{group: g7, name: fmt.Sprintf("close-%d-echoed", code),
+			steps: okSteps(testkit.CloseFrame(code, "reason")), close: code, clientClosed: true})
 	}
-	add(confCase{group: g7, name: "close-empty-echoed-empty",
-		steps: confOK(confFrame{fin: true, op: confOpClose}), close: confEmptyClose, clientClosed: true})
-	add(confCase{group: g7, name: "close-1000-without-reason",
-		steps: confOK(confCloseFrame(1000, "")), close: 1000, clientClosed: true})
-	add(confCase{group: g7, name: "close-after-message",
-		steps: confOK(confText("last words"), confCloseFrame(1000, "bye")),
-		msgs:  []confMsg{confTextMsg("last words")}, close: 1000, clientClosed: true})
-	add(confCase{group: g7, name: "close-1-byte-is-1002",
-		steps: []confStep{confBad(confFrame{fin: true, op: confOpClose, payload: []byte{0x03}})}, close: 1002})
+	add(conformanceCase{group: g7, name: "close-empty-echoed-empty",
+		steps: okSteps(testkit.Frame{Fin: true, Op: wsmw.OpClose}), close: emptyClose, clientClosed: true})
+	add(conformanceCase{group: g7, name: "close-1000-without-reason",
+		steps: okSteps(testkit.CloseFrame(1000, "")), close: 1000, clientClosed: true})
+	add(conformanceCase{group: g7, name: "close-after-message",
+		steps: okSteps(testkit.Text("last words"), testkit.CloseFrame(1000, "bye")),
+		msgs:  []message{textMsg("last words")}, close: 1000, clientClosed: true})
+	add(conformanceCase{group: g7, name: "close-1-byte-is-1002",
+		steps: []step{badStep(testkit.Frame{Fin: true, Op: wsmw.OpClose, Payload: []byte{0x03}})}, close: 1002})
 	for _, code := range []int{0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535} {
-		add(confCase{group: g7, name: fmt.Sprintf("close-code-%d-is-1002", code),
-			steps: []confStep{confBad(confCloseFrame(code, "bad code"))}, close: 1002})
+		add(conformanceCase{group: g7, name: fmt.Sprintf("close-code-%d-is-1002", code),
+			steps: []step{badStep(testkit.CloseFrame(code, "bad code"))}, close: 1002})
 	}
-	add(confCase{group: g7, name: "close-invalid-utf8-reason-is-1002",
-		steps: []confStep{confBad(confCloseFrame(1000, "bad \xed\xa0\x80 reason"))}, close: 1002})
-	add(confCase{group: g7, name: "close-truncated-utf8-reason-is-1002",
-		steps: []confStep{confBad(confCloseFrame(1000, "cut \xce"))}, close: 1002})
-	add(confCase{group: g7, name: "close-123-byte-reason",
-		steps: confOK(confCloseFrame(1000, strings.Repeat("r", 123))), close: 1000, clientClosed: true})
-	add(confCase{group: g7, name: "close-124-byte-reason-is-1002",
-		steps: []confStep{confBad(confCloseFrame(1000, strings.Repeat("r", 124)))}, close: 1002})
-	add(confCase{group: g7, name: "close-multibyte-reason",
-		steps: confOK(confCloseFrame(4000, "κόσμε €")), close: 4000, clientClosed: true})
-	add(confCase{group: g7, name: "data-after-close-ignored",
-		steps: []confStep{{f: confCloseFrame(1000, "")}, {f: confText("after close"), dropped: true}},
+	add(conformanceCase{group: g7, name: "close-invalid-utf8-reason-is-1002",
+		steps: []step{badStep(testkit.CloseFrame(1000, "bad \xed\xa0\x80 reason"))}, close: 1002})
+	add(conformanceCase{group: g7, name: "close-truncated-utf8-reason-is-1002",
+		steps: []step{badStep(testkit.CloseFrame(1000, "cut \xce"))}, close: 1002})
+	add(conformanceCase{group: g7, name: "close-123-byte-reason",
+		steps: okSteps(testkit.CloseFrame(1000, strings.Repeat("r", 123))), close: 1000, clientClosed: true})
+	add(conformanceCase{group: g7, name: "close-124-byte-reason-is-1002",
+		steps: []step{badStep(testkit.CloseFrame(1000, strings.Repeat("r", 124)))}, close: 1002})
+	add(conformanceCase{group: g7, name: "close-multibyte-reason",
+		steps: okSteps(testkit.CloseFrame(4000, "κόσμε €")), close: 4000, clientClosed: true})
+	add(conformanceCase{group: g7, name: "data-after-close-ignored",
+		steps: []step{{f: testkit.CloseFrame(1000, "")}, {f: testkit.Text("after close"), dropped: true}},
 		close: 1000, clientClosed: true})
-	add(confCase{group: g7, name: "ping-after-close-ignored",
-		steps: []confStep{{f: confCloseFrame(3000, "")}, {f: confPing("after close"), dropped: true}},
+	add(conformanceCase{group: g7, name: "ping-after-close-ignored",
+		steps: []step{{f: testkit.CloseFrame(3000, "")}, {f: testkit.Ping("after close"), dropped: true}},
 		close: 3000, clientClosed: true})
-	add(confCase{group: g7, name: "close-in-the-middle-of-fragmented-message",
-		steps: confOK(confFr(false, confOpText, "unfinished"), confCloseFrame(1000, "")),
+	add(conformanceCase{group: g7, name: "close-in-the-middle-of-fragmented-message",
+		steps: okSteps(frag(false, wsmw.OpText, "unfinished"), testkit.CloseFrame(1000, "")),
 		close: 1000, clientClosed: true})
 
 	// ---- 9 Limits: 64 KiB frames and messages.
 	const g9 = "9-limits"
 	{
-		big := confAppendHeader(nil, true, 0, confOpBinary, confLimit+1, []byte{1, 2, 3, 4})
-		add(confCase{group: g9, name: "frame-over-max-header-only",
-			steps: []confStep{{raw: append(big, bytes.Repeat([]byte{0}, 100)...), bad: true}}, close: 1009, abandon: true})
-		txt := confAppendHeader(nil, true, 0, confOpText, 1<<30, []byte{1, 2, 3, 4})
-		add(confCase{group: g9, name: "text-frame-1GiB-header-only",
-			steps: []confStep{{raw: txt, bad: true}}, close: 1009, abandon: true})
-		half := confPattern(40000, false)
-		add(confCase{group: g9, name: "message-over-max-in-2-fragments",
-			steps: confSteps(confFrame{op: confOpBinary, payload: half}, confBad(confFrame{fin: true, op: confOpCont, payload: confPattern(30000, false)})),
+		big := appendHeader(nil, true, wsmw.OpBinary, frameLimit+1, []byte{1, 2, 3, 4})
+		add(conformanceCase{group: g9, name: "frame-over-max-header-only",
+			steps: []step{{raw: append(big, bytes.Repeat([]byte{0}, 100)...), bad: true}}, close: 1009, abandon: true})
+		txt := appendHeader(nil, true, wsmw.OpText, 1<<30, []byte{1, 2, 3, 4})
+		add(conformanceCase{group: g9, name: "text-frame-1GiB-header-only",
+			steps: []step{{raw: txt, bad: true}}, close: 1009, abandon: true})
+		half := testkit.Pattern(40000, false)
+		add(conformanceCase{group: g9, name: "message-over-max-in-2-fragments",
+			steps: stepsOf(testkit.Frame{Op: wsmw.OpBinary, Payload: half}, badStep(testkit.Frame{Fin: true, Op: wsmw.OpContinuation, Payload: testkit.Pattern(30000, false)})),
 			close: 1009})
-		full := confPattern(confLimit, false)
-		add(confCase{group: g9, name: "message-at-max-in-2-fragments",
-			steps: confOK(confFrame{op: confOpBinary, payload: full[:confLimit/2]}, confFrame{fin: true, op: confOpCont, payload: full[confLimit/2:]}),
-			msgs:  []confMsg{confBinMsg(full)}})
-		add(confCase{group: g9, name: "frame-over-max-after-message",
-			steps: confSteps(confText("small first"), confStep{raw: confAppendHeader(nil, true, 0, confOpText, confLimit+1, []byte{9, 9, 9, 9}), bad: true}),
-			msgs:  []confMsg{confTextMsg("small first")}, close: 1009, abandon: true})
+		full := testkit.Pattern(frameLimit, false)
+		add(conformanceCase{group: g9, name: "message-at-max-in-2-fragments",
+			steps: okSteps(testkit.Frame{Op: wsmw.OpBinary, Payload: full[:frameLimit/2]}, testkit.Frame{Fin: true, Op: wsmw.OpContinuation, Payload: full[frameLimit/2:]}),
+			msgs:  []message{binMsg(full)}})
+		add(conformanceCase{group: g9, name: "frame-over-max-after-message",
+			steps: stepsOf(testkit.Text("small first"), step{raw: appendHeader(nil, true, wsmw.OpText, frameLimit+1, []byte{9, 9, 9, 9}), bad: true}),
+			msgs:  []message{textMsg("small first")}, close: 1009, abandon: true})
 	}
 	return cs
 }

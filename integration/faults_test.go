@@ -2,13 +2,12 @@ package integration
 
 // Fault tests: the proxy between misbehaving peers. Everything runs on
 // loopback, every test is bounded in time and stops by itself, and each one
-// checks with leakCheck that its goroutines and descriptors are gone at the end.
+// checks with checkLeaks that its goroutines and descriptors are gone at the end.
 // Clients are gorilla/websocket or the raw conformance client; upstreams are
-// raw TCP servers (confStartRaw), so that they can misbehave in any way.
+// raw servers (testkit.RawServer), so that they can misbehave in any way.
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -17,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,13 +25,15 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/proxy"
+	"github.com/wsgate/wsgate/wsmw"
 )
 
-// faultFront serves a proxy for cfg on a chi router behind srv (a fresh
+// proxyFront serves a proxy for cfg on a chi router behind srv (a fresh
 // http.Server if nil). When the test ends it waits for the sessions to end,
-// then shuts the proxy and the server down.
-func faultFront(t testing.TB, cfg proxy.Config, srv *http.Server) (*proxy.Proxy, string) {
+// then shuts the proxy down, then the server.
+func proxyFront(t testing.TB, cfg proxy.Config, srv *http.Server) (*proxy.Proxy, string) {
 	t.Helper()
 	p, err := proxy.New(cfg)
 	if err != nil {
@@ -42,54 +42,36 @@ func faultFront(t testing.TB, cfg proxy.Config, srv *http.Server) (*proxy.Proxy,
 	r := chi.NewRouter()
 	r.Use(p.Middleware)
 	r.Get("/*", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "not a websocket", http.StatusTeapot) })
-	if srv == nil {
-		srv = &http.Server{ReadHeaderTimeout: 5 * time.Second}
-	}
-	srv.Handler = r
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		if !faultWaitSessions(p, 10*time.Second) {
-			t.Errorf("%d sessions still active when the test ended", p.ActiveSessions())
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("proxy shutdown: %v", err)
-		}
-		srv.Close()
-	})
-	return p, ln.Addr().String()
+	addr := testkit.Serve(t, r, srv)
+	testkit.StopAtEnd(t, p, 10*time.Second)
+	return p, addr
 }
 
-// faultWaitSessions polls until the proxy has no active session. Sessions run in
+// echoFront is proxyFront for cfg in front of a gorilla echo upstream.
+func echoFront(t testing.TB, cfg proxy.Config) (*proxy.Proxy, string) {
+	t.Helper()
+	cfg.Upstreams = []string{testkit.StartGorillaEcho(t).URL}
+	return proxyFront(t, cfg, nil)
+}
+
+// idle polls until the proxy has no active session. Sessions run in
 // goroutines of their own after ServeHTTP returns, so this is how a test knows
 // they are over.
-func faultWaitSessions(p *proxy.Proxy, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for p.ActiveSessions() != 0 {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
+func idle(p *proxy.Proxy, d time.Duration) bool {
+	return testkit.Eventually(d, func() bool { return p.ActiveSessions() == 0 })
 }
 
-// faultDial dials addr with gorilla/websocket. The handshake timeout is
+// dial dials addr with gorilla/websocket. The handshake timeout is
 // generous: under -race on a busy machine, the load tests' handshakes queue
 // behind hundreds of streaming sessions.
-func faultDial(addr, path string) (*websocket.Conn, *http.Response, error) {
+func dial(addr, path string) (*websocket.Conn, *http.Response, error) {
 	d := websocket.Dialer{HandshakeTimeout: 20 * time.Second}
 	return d.Dial("ws://"+addr+path, nil)
 }
 
-// faultReadClose reads until the connection ends and returns the close code
-// (confNoClose if it ended without a close frame) and how long it took.
-func faultReadClose(c *websocket.Conn, limit time.Duration) (int, time.Duration, error) {
+// readClose reads until the connection ends and returns the close code
+// (noClose if it ended without a close frame) and how long it took.
+func readClose(c *websocket.Conn, limit time.Duration) (int, time.Duration, error) {
 	start := time.Now()
 	c.SetReadDeadline(start.Add(limit))
 	for {
@@ -105,122 +87,133 @@ func faultReadClose(c *websocket.Conn, limit time.Duration) (int, time.Duration,
 		if errors.As(err, &ne) && ne.Timeout() {
 			return 0, time.Since(start), err
 		}
-		return confNoClose, time.Since(start), err
+		return noClose, time.Since(start), err
 	}
 }
 
-// faultRawClose reads frames from a raw client until the server's close and
+// closeClean sends a close (1000) from a gorilla client and expects 1000 back.
+func closeClean(c *websocket.Conn) error {
+	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(5*time.Second)); err != nil {
+		return err
+	}
+	code, _, err := readClose(c, 10*time.Second)
+	if code != 1000 {
+		return fmt.Errorf("close reply %d (%v)", code, err)
+	}
+	return nil
+}
+
+// rawClose reads frames from a raw client until the server's close and
 // returns its code (gorilla/websocket v1.5 refuses 1014 as a close code, so the
 // 1014 checks use the raw client). It answers the close and waits for the
 // server to close the TCP connection.
-func faultRawClose(c *confClient, limit time.Duration) (code int, data []confFrame, d time.Duration, err error) {
+func rawClose(c *testkit.Conn, limit time.Duration) (code int, data []testkit.Frame, d time.Duration, err error) {
 	start := time.Now()
 	deadline := start.Add(limit)
 	for {
-		f, err := c.read(time.Until(deadline))
+		f, err := c.ReadFrameTimeout(time.Until(deadline))
 		if err != nil {
-			return confNoClose, data, time.Since(start), err
+			return noClose, data, time.Since(start), err
 		}
-		if f.op == confOpClose {
-			code = confCloseCode(f.payload)
+		if f.Op == wsmw.OpClose {
+			code = closeCodeOf(f.Payload)
 			d = time.Since(start)
-			body := f.payload[:min(2, len(f.payload))]
-			c.write(confFrame{fin: true, op: confOpClose, payload: body}, 0)
-			return code, data, d, c.waitEOF(3 * time.Second)
+			body := f.Payload[:min(2, len(f.Payload))]
+			c.Send(testkit.Frame{Fin: true, Op: wsmw.OpClose, Payload: body})
+			return code, data, d, waitEOF(c, 3*time.Second)
 		}
 		data = append(data, f)
 	}
 }
 
-// faultHold returns a channel that raw upstream handlers block on; release
+// dialRefused dials addr with gorilla/websocket and fails the test unless the
+// handshake is refused with a response, which it returns.
+func dialRefused(t *testing.T, addr, path string) *http.Response {
+	t.Helper()
+	c, resp, err := dial(addr, path)
+	if err == nil {
+		c.Close()
+		t.Fatal("handshake succeeded")
+	}
+	if resp == nil {
+		t.Fatalf("no response: %v", err)
+	}
+	return resp
+}
+
+// holdHandlers returns a channel that raw upstream handlers block on; release
 // must be called after the upstream is started, so that the channel is closed
 // (by a Cleanup) before the upstream waits for its handlers.
-func faultHold() (hold chan struct{}, release func(testing.TB)) {
+func holdHandlers() (hold chan struct{}, release func(testing.TB)) {
 	hold = make(chan struct{})
 	return hold, func(t testing.TB) { t.Cleanup(func() { close(hold) }) }
+}
+
+// killedUpstream runs a proxy (CloseTimeout 1s) in front of a raw upstream
+// that sends the client sent, waits 50ms and closes the TCP connection without
+// a close frame; it returns the proxy and the raw client.
+func killedUpstream(t *testing.T, sent []byte) (*proxy.Proxy, *testkit.Conn) {
+	up := testkit.StartRawServer(t, func(uc *testkit.Conn) {
+		uc.Write(sent)
+		time.Sleep(50 * time.Millisecond)
+		// The handler returns: the connection is closed without a close frame.
+	})
+	p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}, CloseTimeout: time.Second}, nil)
+	return p, dialRaw(t, addr, "/")
+}
+
+// wantIdle checks that p's sessions end within 5 s.
+func wantIdle(t *testing.T, p *proxy.Proxy) {
+	t.Helper()
+	if !idle(p, 5*time.Second) {
+		t.Error("session did not end")
+	}
 }
 
 // TestFaultUpstreamKilledMidMessage: the upstream's TCP connection ends in the
 // middle of a message; the client gets 1014 (bad gateway).
 func TestFaultUpstreamKilledMidMessage(t *testing.T) {
 	t.Run("while-sending-a-fragmented-message", func(t *testing.T) {
-		leakCheck(t)
-		up := confStartRaw(t, true, func(nc net.Conn, br *bufio.Reader, _ *http.Request) {
-			var b []byte
-			b = confAppendFrame(b, confFrame{op: confOpText, payload: []byte("first fragment")}, false)
-			b = confAppendHeader(b, false, 0, confOpCont, 100, nil) // a frame of 100 bytes ...
-			b = append(b, "only ten b"...)                          // ... of which 10 are sent
-			nc.Write(b)
-			time.Sleep(50 * time.Millisecond)
-			// The handler returns: the connection is closed without a close frame.
-		})
-		p, addr := faultFront(t, proxy.Config{Upstreams: []string{up.addr()}, CloseTimeout: time.Second}, nil)
-		c, err := confDial(addr, "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.nc.Close()
-		code, data, d, err := faultRawClose(c, 5*time.Second)
+		checkLeaks(t)
+		b := appendFrame(nil, testkit.Frame{Op: wsmw.OpText, Payload: []byte("first fragment")}, false)
+		b = appendHeader(b, false, wsmw.OpContinuation, 100, nil) // a frame of 100 bytes ...
+		b = append(b, "only ten b"...)                            // ... of which 10 are sent
+		p, c := killedUpstream(t, b)
+		code, data, d, err := rawClose(c, 5*time.Second)
 		if code != 1014 || err != nil {
 			t.Fatalf("client got close %d (%v), want 1014", code, err)
 		}
-		if len(data) != 1 || data[0].op != confOpText || data[0].fin || string(data[0].payload) != "first fragment" {
+		if len(data) != 1 || data[0].Op != wsmw.OpText || data[0].Fin || string(data[0].Payload) != "first fragment" {
 			t.Errorf("client got %v before the close, want the first fragment", data)
 		}
 		t.Logf("client got 1014 after %v", d.Round(time.Millisecond))
-		if !faultWaitSessions(p, 5*time.Second) {
-			t.Error("session did not end")
-		}
+		wantIdle(t, p)
 	})
 	t.Run("inside-a-frame-after-a-message", func(t *testing.T) {
-		leakCheck(t)
-		up := confStartRaw(t, true, func(nc net.Conn, br *bufio.Reader, _ *http.Request) {
-			var b []byte
-			b = confAppendFrame(b, confText("whole message"), false)
-			b = confAppendHeader(b, true, 0, confOpBinary, 5000, nil)
-			b = append(b, make([]byte, 1000)...)
-			nc.Write(b)
-			time.Sleep(50 * time.Millisecond)
-		})
-		p, addr := faultFront(t, proxy.Config{Upstreams: []string{up.addr()}, CloseTimeout: time.Second}, nil)
-		c, err := confDial(addr, "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.nc.Close()
-		code, data, _, err := faultRawClose(c, 5*time.Second)
+		checkLeaks(t)
+		b := appendFrame(nil, testkit.Text("whole message"), false)
+		b = appendHeader(b, true, wsmw.OpBinary, 5000, nil)
+		p, c := killedUpstream(t, append(b, make([]byte, 1000)...))
+		code, data, _, err := rawClose(c, 5*time.Second)
 		if code != 1014 || err != nil {
 			t.Fatalf("client got close %d (%v), want 1014", code, err)
 		}
-		if len(data) != 1 || string(data[0].payload) != "whole message" {
+		if len(data) != 1 || string(data[0].Payload) != "whole message" {
 			t.Errorf("client got %v before the close, want the whole message only", data)
 		}
-		if !faultWaitSessions(p, 5*time.Second) {
-			t.Error("session did not end")
-		}
+		wantIdle(t, p)
 	})
 	t.Run("inside-a-large-frame-partly-forwarded", func(t *testing.T) {
 		// The proxy streams frames: once part of a frame went to the client, a
 		// close frame cannot follow (it would be read as payload), so the only
 		// correct ending is to close the client's connection. It must do so
 		// promptly, and the session must end.
-		leakCheck(t)
-		up := confStartRaw(t, true, func(nc net.Conn, br *bufio.Reader, _ *http.Request) {
-			var b []byte
-			b = confAppendHeader(b, true, 0, confOpBinary, 1<<20, nil)
-			b = append(b, make([]byte, 200<<10)...)
-			nc.Write(b)
-			time.Sleep(50 * time.Millisecond)
-		})
-		p, addr := faultFront(t, proxy.Config{Upstreams: []string{up.addr()}, CloseTimeout: time.Second}, nil)
-		c, err := confDial(addr, "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.nc.Close()
+		checkLeaks(t)
+		b := appendHeader(nil, true, wsmw.OpBinary, 1<<20, nil)
+		p, c := killedUpstream(t, append(b, make([]byte, 200<<10)...))
 		start := time.Now()
-		c.nc.SetReadDeadline(start.Add(5 * time.Second))
-		n, err := io.Copy(io.Discard, c.br)
+		c.SetReadDeadline(start.Add(5 * time.Second))
+		n, err := io.Copy(io.Discard, c.R)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			t.Fatalf("the client connection was not closed within 5s (%d bytes read)", n)
@@ -229,54 +222,46 @@ func TestFaultUpstreamKilledMidMessage(t *testing.T) {
 		if n >= 1<<20 {
 			t.Errorf("the client got %d bytes: more than the upstream sent", n)
 		}
-		if !faultWaitSessions(p, 5*time.Second) {
-			t.Error("session did not end")
-		}
+		wantIdle(t, p)
 	})
 	t.Run("while-the-client-sends-a-fragmented-message", func(t *testing.T) {
-		leakCheck(t)
-		got := make(chan confFrame, 1)
-		up := confStartRaw(t, true, func(nc net.Conn, br *bufio.Reader, _ *http.Request) {
-			f, err := confReadFrame(br, 1<<20)
+		checkLeaks(t)
+		got := make(chan testkit.Frame, 1)
+		up := testkit.StartRawServer(t, func(uc *testkit.Conn) {
+			f, err := testkit.ReadFrame(uc.R, 1<<20)
 			if err == nil {
 				got <- f
 			}
 			// Killed after the first fragment: return closes the connection.
 		})
-		p, addr := faultFront(t, proxy.Config{Upstreams: []string{up.addr()}, CloseTimeout: time.Second}, nil)
-		c, err := confDial(addr, "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.nc.Close()
-		if err := c.write(confFr(false, confOpText, "fragment 1 of 3"), 0); err != nil {
+		p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}, CloseTimeout: time.Second}, nil)
+		c := dialRaw(t, addr, "/")
+		if err := c.Send(frag(false, wsmw.OpText, "fragment 1 of 3")); err != nil {
 			t.Fatal(err)
 		}
 		select {
 		case f := <-got:
-			if string(f.payload) != "fragment 1 of 3" || f.fin {
+			if string(f.Payload) != "fragment 1 of 3" || f.Fin {
 				t.Errorf("upstream got %v", f)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("upstream did not get the first fragment")
 		}
-		f, err := c.read(5 * time.Second)
-		for err == nil && f.op != confOpClose {
-			f, err = c.read(5 * time.Second)
+		f, err := c.ReadFrameTimeout(5 * time.Second)
+		for err == nil && f.Op != wsmw.OpClose {
+			f, err = c.ReadFrameTimeout(5 * time.Second)
 		}
 		if err != nil {
 			t.Fatalf("no close: %v", err)
 		}
-		if code := confCloseCode(f.payload); code != 1014 {
+		if code := closeCodeOf(f.Payload); code != 1014 {
 			t.Fatalf("client got close %d, want 1014", code)
 		}
-		c.write(confCloseFrame(1014, ""), 0)
-		if err := c.waitEOF(3 * time.Second); err != nil {
+		c.Send(testkit.CloseFrame(1014, ""))
+		if err := waitEOF(c, 3*time.Second); err != nil {
 			t.Error(err)
 		}
-		if !faultWaitSessions(p, 5*time.Second) {
-			t.Error("session did not end")
-		}
+		wantIdle(t, p)
 	})
 }
 
@@ -284,25 +269,21 @@ func TestFaultUpstreamKilledMidMessage(t *testing.T) {
 // reads. The client keeps sending; with WriteTimeout 300ms the proxy gives up
 // on the upstream and the client gets 1014, within a few seconds.
 func TestFaultUpstreamHangs(t *testing.T) {
-	leakCheck(t)
-	hold, release := faultHold()
-	up := confStartRaw(t, true, func(nc net.Conn, br *bufio.Reader, _ *http.Request) {
-		if tc, ok := nc.(*net.TCPConn); ok {
+	checkLeaks(t)
+	hold, release := holdHandlers()
+	up := testkit.StartRawServer(t, func(uc *testkit.Conn) {
+		if tc, ok := uc.Conn.(*net.TCPConn); ok {
 			tc.SetReadBuffer(16 << 10)
 		}
 		<-hold // never reads
 	})
 	release(t)
-	p, addr := faultFront(t, proxy.Config{
-		Upstreams:    []string{up.addr()},
+	p, addr := proxyFront(t, proxy.Config{
+		Upstreams:    []string{up.Addr()},
 		WriteTimeout: 300 * time.Millisecond,
 		CloseTimeout: time.Second,
 	}, nil)
-	c, err := confDial(addr, "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.nc.Close()
+	c := dialRaw(t, addr, "/")
 
 	start := time.Now()
 	var sent atomic.Int64
@@ -310,15 +291,15 @@ func TestFaultUpstreamHangs(t *testing.T) {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		frame := confAppendFrame(nil, confBin(make([]byte, 64<<10)), true)
+		frame := appendFrame(nil, testkit.Binary(make([]byte, 64<<10)), true)
 		for time.Since(start) < 10*time.Second {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			n, err := c.nc.Write(frame)
+			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			n, err := c.Write(frame)
 			sent.Add(int64(n))
 			if err != nil {
 				var ne net.Error
@@ -334,30 +315,30 @@ func TestFaultUpstreamHangs(t *testing.T) {
 	var rerr error
 	deadline := time.Now().Add(8 * time.Second)
 	for {
-		f, err := c.read(time.Until(deadline))
+		f, err := c.ReadFrameTimeout(time.Until(deadline))
 		if err != nil {
-			code, d, rerr = confNoClose, time.Since(start), err
+			code, d, rerr = noClose, time.Since(start), err
 			break
 		}
-		if f.op == confOpClose {
-			code, d = confCloseCode(f.payload), time.Since(start)
+		if f.Op == wsmw.OpClose {
+			code, d = closeCodeOf(f.Payload), time.Since(start)
 			break
 		}
 	}
 	close(stop)
 	<-writerDone
-	c.nc.Close()
+	c.Close()
 	var ne net.Error
 	if errors.As(rerr, &ne) && ne.Timeout() {
 		t.Fatalf("the client got neither a close nor the end of the connection within 8s")
 	}
-	if code != 1014 && code != confNoClose {
+	if code != 1014 && code != noClose {
 		t.Fatalf("client got close %d (%v), want 1014 or the connection closed", code, rerr)
 	}
 	if d > 5*time.Second {
 		t.Errorf("the session took %v to close", d)
 	}
-	if !faultWaitSessions(p, 5*time.Second) {
+	if !idle(p, 5*time.Second) {
 		t.Fatal("session did not end")
 	}
 	t.Logf("client got %d (%v) after %v, having sent %d KiB; session over after %v", code, rerr, d.Round(time.Millisecond), sent.Load()>>10, time.Since(start).Round(time.Millisecond))
@@ -387,29 +368,22 @@ func TestFaultUpstreamGarbageHandshake(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			leakCheck(t)
-			hold, release := faultHold()
-			up := confStartRaw(t, false, func(nc net.Conn, br *bufio.Reader, _ *http.Request) {
-				nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if _, err := http.ReadRequest(br); err != nil {
+			checkLeaks(t)
+			hold, release := holdHandlers()
+			up := testkit.StartTCPServer(t, func(uc *testkit.Conn) {
+				uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := http.ReadRequest(uc.R); err != nil {
 					return
 				}
-				nc.Write(tc.answer)
+				uc.Write(tc.answer)
 				if tc.keep {
 					<-hold
 				}
 			})
 			release(t)
-			p, addr := faultFront(t, proxy.Config{Upstreams: []string{up.addr()}, DialTimeout: 2 * time.Second}, nil)
+			p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}, DialTimeout: 2 * time.Second}, nil)
 			start := time.Now()
-			c, resp, err := faultDial(addr, "/")
-			if err == nil {
-				c.Close()
-				t.Fatal("handshake succeeded")
-			}
-			if resp == nil {
-				t.Fatalf("no response: %v", err)
-			}
+			resp := dialRefused(t, addr, "/")
 			if resp.StatusCode != http.StatusBadGateway {
 				t.Errorf("status %d, want 502", resp.StatusCode)
 			}
@@ -427,7 +401,7 @@ func TestFaultUpstreamGarbageHandshake(t *testing.T) {
 func TestFaultUpstreamRefuses(t *testing.T) {
 	for _, status := range []int{http.StatusUnauthorized, http.StatusServiceUnavailable} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
-			leakCheck(t)
+			checkLeaks(t)
 			body := fmt.Sprintf("refused with %d: go away", status)
 			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if status == http.StatusUnauthorized {
@@ -438,15 +412,8 @@ func TestFaultUpstreamRefuses(t *testing.T) {
 				io.WriteString(w, body)
 			}))
 			t.Cleanup(up.Close)
-			_, addr := faultFront(t, proxy.Config{Upstreams: []string{up.URL}}, nil)
-			c, resp, err := faultDial(addr, "/")
-			if err == nil {
-				c.Close()
-				t.Fatal("handshake succeeded")
-			}
-			if resp == nil {
-				t.Fatalf("no response: %v", err)
-			}
+			_, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.URL}}, nil)
+			resp := dialRefused(t, addr, "/")
 			got, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != status || string(got) != body {
 				t.Errorf("got %d %q, want %d %q", resp.StatusCode, got, status, body)
@@ -465,20 +432,17 @@ func TestFaultClientVanishes(t *testing.T) {
 		name string
 		send []byte
 	}{
-		{"after-a-fragment", confAppendFrame(nil, confFr(false, confOpText, "fragment one"), true)},
-		{"inside-a-frame", append(confAppendFrame(nil, confFr(false, confOpBinary, "fragment one"), true),
-			confAppendHeader(nil, false, 0, confOpCont, 1000, []byte{1, 2, 3, 4})...)},
+		{"after-a-fragment", appendFrame(nil, frag(false, wsmw.OpText, "fragment one"), true)},
+		{"inside-a-frame", append(appendFrame(nil, frag(false, wsmw.OpBinary, "fragment one"), true),
+			appendHeader(nil, false, wsmw.OpContinuation, 1000, []byte{1, 2, 3, 4})...)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			leakCheck(t)
-			up := confStartLenient(t)
-			p, addr := faultFront(t, proxy.Config{Upstreams: []string{up.addr()}, CloseTimeout: time.Second}, nil)
-			c, err := confDial(addr, "/vanish")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.writeRaw(tc.send, 0); err != nil {
+			checkLeaks(t)
+			up := startLenient(t)
+			p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}, CloseTimeout: time.Second}, nil)
+			c := dialRaw(t, addr, "/vanish")
+			if err := c.WriteChopped(tc.send, 0); err != nil {
 				t.Fatal(err)
 			}
 			rec := up.record("/vanish")
@@ -494,7 +458,7 @@ func TestFaultClientVanishes(t *testing.T) {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			c.nc.Close()
+			c.Close()
 			select {
 			case <-rec.done:
 			case <-time.After(5 * time.Second):
@@ -503,9 +467,7 @@ func TestFaultClientVanishes(t *testing.T) {
 			if _, code := rec.snapshot(); code != 1001 {
 				t.Errorf("upstream got close %d, want 1001", code)
 			}
-			if !faultWaitSessions(p, 5*time.Second) {
-				t.Error("session did not end")
-			}
+			wantIdle(t, p)
 		})
 	}
 }
@@ -515,7 +477,7 @@ func TestFaultClientVanishes(t *testing.T) {
 // reading the upstream while the client's socket is full) and the session ends
 // after WriteTimeout.
 func TestFaultSlowClient(t *testing.T) {
-	leakCheck(t)
+	checkLeaks(t)
 	const (
 		msgSize      = 64 << 10
 		pushLimit    = 64 << 20
@@ -523,28 +485,28 @@ func TestFaultSlowClient(t *testing.T) {
 	)
 	var pushed atomic.Int64
 	upResult := make(chan string, 1)
-	up := confStartRaw(t, true, func(nc net.Conn, br *bufio.Reader, _ *http.Request) {
+	up := testkit.StartRawServer(t, func(uc *testkit.Conn) {
 		// The upstream: a reader that records the close, and a writer that pushes.
 		closed := make(chan int, 1)
 		go func() {
 			for {
-				f, err := confReadFrame(br, 1<<20)
+				f, err := testkit.ReadFrame(uc.R, 1<<20)
 				if err != nil {
-					closed <- confNoClose
+					closed <- noClose
 					return
 				}
-				if f.op == confOpClose {
-					closed <- confCloseCode(f.payload)
+				if f.Op == wsmw.OpClose {
+					closed <- closeCodeOf(f.Payload)
 					return
 				}
 			}
 		}()
-		frame := confAppendFrame(nil, confBin(make([]byte, msgSize)), false)
+		frame := appendFrame(nil, testkit.Binary(make([]byte, msgSize)), false)
 		for pushed.Load() < pushLimit {
-			nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := nc.Write(frame); err != nil {
+			uc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := uc.Write(frame); err != nil {
 				upResult <- "write failed: " + err.Error()
-				nc.Close()
+				uc.Close()
 				<-closed
 				return
 			}
@@ -559,52 +521,23 @@ func TestFaultSlowClient(t *testing.T) {
 		upResult <- "pushed everything"
 		<-closed
 	})
-	p, addr := faultFront(t, proxy.Config{
-		Upstreams:    []string{up.addr()},
+	p, addr := proxyFront(t, proxy.Config{
+		Upstreams:    []string{up.Addr()},
 		WriteTimeout: writeTimeout,
 		CloseTimeout: time.Second,
 	}, nil)
 
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	peak.Store(base)
-	sampleDone := make(chan struct{})
-	stopSampling := make(chan struct{})
-	go func() {
-		defer close(sampleDone)
-		var ms runtime.MemStats
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-tick.C:
-			}
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-		}
-	}()
+	heapGrowth := testkit.HeapGrowth()
 
 	start := time.Now()
-	c, err := confDial(addr, "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.nc.Close()
-	if tc, ok := c.nc.(*net.TCPConn); ok {
+	c := dialRaw(t, addr, "/")
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
 		tc.SetReadBuffer(4 << 10)
 	}
 	// Never read. The session must end by itself.
-	ended := faultWaitSessions(p, 10*time.Second)
+	ended := idle(p, 10*time.Second)
 	took := time.Since(start)
-	close(stopSampling)
-	<-sampleDone
+	growth := heapGrowth()
 	if !ended {
 		t.Fatal("session did not end within 10s")
 	}
@@ -614,7 +547,6 @@ func TestFaultSlowClient(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("upstream writer did not finish")
 	}
-	growth := int64(peak.Load()) - int64(base)
 	t.Logf("session ended after %v; upstream pushed %d MiB and %s; heap in use grew by at most %.1f MiB",
 		took.Round(time.Millisecond), pushed.Load()>>20, result, float64(growth)/(1<<20))
 	if growth >= 32<<20 {
@@ -634,9 +566,9 @@ func TestFaultSlowClient(t *testing.T) {
 // TestFaultHandshakeSlowloris: a client that sends its handshake one byte per
 // 100ms is cut off by the server's ReadHeaderTimeout (1s); no session starts.
 func TestFaultHandshakeSlowloris(t *testing.T) {
-	leakCheck(t)
-	up := confStartLenient(t)
-	p, addr := faultFront(t, proxy.Config{Upstreams: []string{up.addr()}}, &http.Server{ReadHeaderTimeout: time.Second})
+	checkLeaks(t)
+	up := startLenient(t)
+	p, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}}, &http.Server{ReadHeaderTimeout: time.Second})
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -680,7 +612,7 @@ loop:
 	if sent >= len(req) {
 		t.Error("the whole handshake was sent")
 	}
-	if n := up.connections(); n != 0 {
+	if n := up.Connections(); n != 0 {
 		t.Errorf("upstream got %d connections", n)
 	}
 	if p.ActiveSessions() != 0 {
@@ -691,9 +623,9 @@ loop:
 // TestFaultOversizedHeaders: a handshake with headers beyond the server's
 // MaxHeaderBytes is refused with 431 before the proxy sees it.
 func TestFaultOversizedHeaders(t *testing.T) {
-	leakCheck(t)
-	up := confStartLenient(t)
-	_, addr := faultFront(t, proxy.Config{Upstreams: []string{up.addr()}}, &http.Server{ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 4 << 10})
+	checkLeaks(t)
+	up := startLenient(t)
+	_, addr := proxyFront(t, proxy.Config{Upstreams: []string{up.Addr()}}, &http.Server{ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 4 << 10})
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -715,46 +647,21 @@ func TestFaultOversizedHeaders(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("status %d, want 431", resp.StatusCode)
 	}
-	if n := up.connections(); n != 0 {
+	if n := up.Connections(); n != 0 {
 		t.Errorf("upstream got %d connections", n)
 	}
-}
-
-// faultEchoUpstream is a gorilla/websocket echo server.
-func faultEchoUpstream(t testing.TB) *httptest.Server {
-	t.Helper()
-	upg := websocket.Upgrader{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := upg.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			mt, p, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			if err := c.WriteMessage(mt, p); err != nil {
-				return
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
 }
 
 // TestFaultConnectionChurn: 10,000 sessions through the proxy, 50 at a time,
 // each opening, exchanging one message and closing. Sessions and descriptors
 // return to zero and baseline.
 func TestFaultConnectionChurn(t *testing.T) {
-	leakCheck(t)
+	checkLeaks(t)
 	const (
 		total       = 10000
 		concurrency = 50
 	)
-	up := faultEchoUpstream(t)
-	p, addr := faultFront(t, proxy.Config{Upstreams: []string{up.URL}}, nil)
+	p, addr := echoFront(t, proxy.Config{})
 
 	start := time.Now()
 	var next atomic.Int64
@@ -770,7 +677,7 @@ func TestFaultConnectionChurn(t *testing.T) {
 				if i >= total || time.Since(start) > 60*time.Second {
 					return
 				}
-				if err := faultChurnOne(addr, int(i)); err != nil {
+				if err := churnOne(addr, int(i)); err != nil {
 					failures.Add(1)
 					firstErr.Do(func() { t.Errorf("session %d: %v", i, err) })
 				}
@@ -783,7 +690,7 @@ func TestFaultConnectionChurn(t *testing.T) {
 	if done > total {
 		done = total
 	}
-	if !faultWaitSessions(p, 10*time.Second) {
+	if !idle(p, 10*time.Second) {
 		t.Fatalf("%d sessions still active", p.ActiveSessions())
 	}
 	t.Logf("%d sessions in %v (%.0f sessions/s), %d failures", done, d.Round(time.Millisecond), float64(done)/d.Seconds(), failures.Load())
@@ -798,8 +705,8 @@ func TestFaultConnectionChurn(t *testing.T) {
 	}
 }
 
-func faultChurnOne(addr string, i int) error {
-	c, _, err := faultDial(addr, "/churn")
+func churnOne(addr string, i int) error {
+	c, _, err := dial(addr, "/churn")
 	if err != nil {
 		return err
 	}
@@ -817,12 +724,5 @@ func faultChurnOne(addr string, i int) error {
 	if string(got) != string(msg) {
 		return fmt.Errorf("echo %q, want %q", got, msg)
 	}
-	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(5*time.Second)); err != nil {
-		return err
-	}
-	code, _, err := faultReadClose(c, 10*time.Second)
-	if code != 1000 {
-		return fmt.Errorf("close reply %d (%v)", code, err)
-	}
-	return nil
+	return closeClean(c)
 }

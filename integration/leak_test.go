@@ -1,8 +1,8 @@
 package integration
 
-// leakCheck: a per-test goroutine and file-descriptor leak check. The package is
+// checkLeaks: a per-test goroutine and file-descriptor leak check. The package is
 // shared with other test files, so a TestMain with goleak.VerifyTestMain is not
-// an option; instead each test that wants the check calls leakCheck(t) first
+// an option; instead each test that wants the check calls checkLeaks(t) first
 // thing, and the check runs in the test's last Cleanup (Cleanups run in reverse
 // order, so every server the test started has been shut down by then).
 
@@ -20,16 +20,16 @@ import (
 	"time"
 )
 
-// leakSettle is how long goroutines and descriptors get to return to baseline.
-const leakSettle = 5 * time.Second
+// settle is how long goroutines and descriptors get to return to baseline.
+const settle = 5 * time.Second
 
-// leakIgnored are stack fragments of goroutines that are not leaks: other
+// ignoredStacks are stack fragments of goroutines that are not leaks: other
 // tests paused in t.Parallel, and process-wide goroutines that libraries start
 // and keep (or end on their own schedule): Go's signal handling, Caddy's
 // signal trap and certmagic's cache maintenance, and certmagic's lock-file
 // refresher, which notices within 5 s that Caddy's storage-cleaning lock is
 // gone. Nothing of wsmw, proxy or caddymodule is ignored.
-var leakIgnored = []string{
+var ignoredStacks = []string{
 	"testing.(*T).Parallel",
 	"testing.runTests",
 	"testing.(*M).",
@@ -42,13 +42,13 @@ var leakIgnored = []string{
 	"github.com/caddyserver/certmagic.keepLockfileFresh",
 }
 
-var leakWarm sync.Once
+var warmOnce sync.Once
 
-// leakWarmup makes the runtime create what it creates once per process (the
+// warmup makes the runtime create what it creates once per process (the
 // network poller's epoll descriptor and its wakeup pipe), so that it is part of
 // the first test's baseline instead of counting as its leak.
-func leakWarmup() {
-	leakWarm.Do(func() {
+func warmup() {
+	warmOnce.Do(func() {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return
@@ -65,8 +65,8 @@ func leakWarmup() {
 	})
 }
 
-// leakGoroutines returns the stacks of all goroutines by id.
-func leakGoroutines() map[int]string {
+// goroutines returns the stacks of all goroutines by id.
+func goroutines() map[int]string {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -96,8 +96,8 @@ func leakGoroutines() map[int]string {
 	return out
 }
 
-func leakIgnoredStack(s string) bool {
-	for _, frag := range leakIgnored {
+func ignoredStack(s string) bool {
+	for _, frag := range ignoredStacks {
 		if strings.Contains(s, frag) {
 			return true
 		}
@@ -105,8 +105,8 @@ func leakIgnoredStack(s string) bool {
 	return false
 }
 
-// leakFDs returns the open file descriptors of the process with their targets.
-func leakFDs() map[string]string {
+// openFDs returns the open file descriptors of the process with their targets.
+func openFDs() map[string]string {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return nil
@@ -119,28 +119,28 @@ func leakFDs() map[string]string {
 	return out
 }
 
-// leakCheck snapshots the goroutines and open file descriptors now, and checks
+// checkLeaks snapshots the goroutines and open file descriptors now, and checks
 // when the test ends that no goroutine started since is still running (apart
 // from known background ones) and that the descriptor count is back to the
-// baseline, allowing leakSettle for sessions to wind down.
-func leakCheck(t testing.TB) {
+// baseline, allowing settle for sessions to wind down.
+func checkLeaks(t testing.TB) {
 	t.Helper()
-	leakWarmup()
+	warmup()
 	runtime.GC()
-	baseG := leakGoroutines()
-	baseFD := leakFDs()
+	baseG := goroutines()
+	baseFD := openFDs()
 	t.Cleanup(func() {
 		start := time.Now()
-		deadline := start.Add(leakSettle)
+		deadline := start.Add(settle)
 		for {
 			var extra []string
-			for id, s := range leakGoroutines() {
-				if _, ok := baseG[id]; ok || leakIgnoredStack(s) {
+			for id, s := range goroutines() {
+				if _, ok := baseG[id]; ok || ignoredStack(s) {
 					continue
 				}
 				extra = append(extra, s)
 			}
-			fds := leakFDs()
+			fds := openFDs()
 			if len(extra) == 0 && len(fds) <= len(baseFD) {
 				if d := time.Since(start); d > time.Second {
 					t.Logf("leak check: settled after %v", d.Round(time.Millisecond))

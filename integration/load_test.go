@@ -26,15 +26,15 @@ import (
 	"github.com/wsgate/wsgate/proxy"
 )
 
-// loadSizes are the payload sizes the sessions cycle through.
-var loadSizes = []int{16, 200, 1000, 4000, 100, 9000, 0, 60}
+// sizeCycle are the payload sizes the sessions cycle through.
+var sizeCycle = []int{16, 200, 1000, 4000, 100, 9000, 0, 60}
 
-// loadHeader is the length of a message's "session:seq|" prefix.
-const loadHeader = 16
+// seqHeader is the length of a message's "session:seq|" prefix.
+const seqHeader = 16
 
-// loadSeq returns the session and sequence numbers of a message (-1 if malformed).
-func loadSeq(p []byte) (int, int) {
-	if len(p) < loadHeader || p[7] != ':' || p[15] != '|' {
+// parseSeq returns the session and sequence numbers of a message (-1 if malformed).
+func parseSeq(p []byte) (int, int) {
+	if len(p) < seqHeader || p[7] != ':' || p[15] != '|' {
 		return -1, -1
 	}
 	s, err1 := strconv.Atoi(string(p[:7]))
@@ -45,11 +45,11 @@ func loadSeq(p []byte) (int, int) {
 	return s, seq
 }
 
-// loadMessage is message seq of session s: its type alternates, its payload
+// seqMessage is message seq of session s: its type alternates, its payload
 // starts with the session and sequence numbers (ASCII) and is padded to its size.
-func loadMessage(s, seq int) (int, []byte) {
-	n := loadSizes[(s+seq)%len(loadSizes)]
-	p := make([]byte, 0, max(n, loadHeader))
+func seqMessage(s, seq int) (int, []byte) {
+	n := sizeCycle[(s+seq)%len(sizeCycle)]
+	p := make([]byte, 0, max(n, seqHeader))
 	p = fmt.Appendf(p, "%07d:%07d|", s, seq)
 	for i := len(p); i < n; i++ {
 		p = append(p, 'a'+byte((i+seq)%26))
@@ -60,8 +60,8 @@ func loadMessage(s, seq int) (int, []byte) {
 	return websocket.BinaryMessage, p
 }
 
-// loadGather returns the value of metric name{direction=dir} in reg.
-func loadGather(t testing.TB, reg *prometheus.Registry, name, dir string) float64 {
+// counter returns the value of metric name{direction=dir} in reg.
+func counter(t testing.TB, reg *prometheus.Registry, name, dir string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -87,23 +87,22 @@ func loadGather(t testing.TB, reg *prometheus.Registry, name, dir string) float6
 // proxy to a gorilla echo upstream. Every echo arrives once, in order,
 // byte-identical; the metrics count exactly the messages and bytes forwarded.
 func TestLoadConcurrentSessions(t *testing.T) {
-	leakCheck(t)
+	checkLeaks(t)
 	const (
 		sessions = 200
 		perSess  = 200
 	)
-	up := faultEchoUpstream(t)
 	reg := prometheus.NewRegistry()
 	m, err := proxy.NewMetrics(reg, "loadtest")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, addr := faultFront(t, proxy.Config{Upstreams: []string{up.URL}, Metrics: m}, nil)
+	p, addr := echoFront(t, proxy.Config{Metrics: m})
 
 	var wantBytes int64
 	for s := range sessions {
 		for seq := range perSess {
-			_, msg := loadMessage(s, seq)
+			_, msg := seqMessage(s, seq)
 			wantBytes += int64(len(msg))
 		}
 	}
@@ -115,7 +114,7 @@ func TestLoadConcurrentSessions(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := loadSession(addr, s, perSess); err != nil {
+			if err := runSession(addr, s, perSess); err != nil {
 				errs <- fmt.Errorf("session %d: %w", s, err)
 			}
 		}()
@@ -132,7 +131,7 @@ func TestLoadConcurrentSessions(t *testing.T) {
 	if n > 0 {
 		t.Fatalf("%d sessions failed", n)
 	}
-	if !faultWaitSessions(p, 10*time.Second) {
+	if !idle(p, 10*time.Second) {
 		t.Fatalf("%d sessions still active", p.ActiveSessions())
 	}
 	total := sessions * perSess
@@ -140,18 +139,18 @@ func TestLoadConcurrentSessions(t *testing.T) {
 		sessions, perSess, d.Round(time.Millisecond), float64(total)/d.Seconds(), float64(wantBytes)/(1<<20))
 
 	for _, dir := range []string{"up", "down"} {
-		if got := loadGather(t, reg, "loadtest_messages_total", dir); got != float64(total) {
+		if got := counter(t, reg, "loadtest_messages_total", dir); got != float64(total) {
 			t.Errorf("messages_total{direction=%q} = %v, want %d", dir, got, total)
 		}
-		if got := loadGather(t, reg, "loadtest_bytes_total", dir); got != float64(wantBytes) {
+		if got := counter(t, reg, "loadtest_bytes_total", dir); got != float64(wantBytes) {
 			t.Errorf("bytes_total{direction=%q} = %v, want %d", dir, got, wantBytes)
 		}
 	}
 }
 
-// loadSession sends n messages while reading the echoes, checks them, and closes.
-func loadSession(addr string, s, n int) error {
-	c, _, err := faultDial(addr, "/load/"+strconv.Itoa(s))
+// runSession sends n messages while reading the echoes, checks them, and closes.
+func runSession(addr string, s, n int) error {
+	c, _, err := dial(addr, "/load/"+strconv.Itoa(s))
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
@@ -160,7 +159,7 @@ func loadSession(addr string, s, n int) error {
 	go func() {
 		c.SetWriteDeadline(time.Now().Add(60 * time.Second))
 		for seq := range n {
-			mt, msg := loadMessage(s, seq)
+			mt, msg := seqMessage(s, seq)
 			if err := c.WriteMessage(mt, msg); err != nil {
 				werr <- err
 				return
@@ -174,33 +173,26 @@ func loadSession(addr string, s, n int) error {
 		if err != nil {
 			return fmt.Errorf("reading echo %d: %w", seq, err)
 		}
-		wantType, want := loadMessage(s, seq)
+		wantType, want := seqMessage(s, seq)
 		if mt != wantType || !bytes.Equal(got, want) {
-			gs, gq := loadSeq(got)
+			gs, gq := parseSeq(got)
 			return fmt.Errorf("echo %d: got type %d, session %d seq %d, %d bytes; want type %d, %d bytes", seq, mt, gs, gq, len(got), wantType, len(want))
 		}
 	}
 	if err := <-werr; err != nil {
 		return err
 	}
-	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(5*time.Second)); err != nil {
-		return err
-	}
-	code, _, err := faultReadClose(c, 10*time.Second)
-	if code != 1000 {
-		return fmt.Errorf("close reply %d (%v)", code, err)
-	}
-	return nil
+	return closeClean(c)
 }
 
-// loadRecorder is a gorilla echo upstream that records, per session path, the
+// echoRecorder is a gorilla echo upstream that records, per session path, the
 // sequence numbers it echoed (the echo handed to the kernel).
-type loadRecorder struct {
+type echoRecorder struct {
 	mu     sync.Mutex
 	echoed map[string][]int
 }
 
-func (l *loadRecorder) handler() http.Handler {
+func (l *echoRecorder) handler() http.Handler {
 	upg := websocket.Upgrader{}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := upg.Upgrade(w, r, nil)
@@ -218,7 +210,7 @@ func (l *loadRecorder) handler() http.Handler {
 				return
 			}
 			l.mu.Lock()
-			_, seq := loadSeq(p)
+			_, seq := parseSeq(p)
 			l.echoed[r.URL.Path] = append(l.echoed[r.URL.Path], seq)
 			l.mu.Unlock()
 		}
@@ -230,12 +222,12 @@ func (l *loadRecorder) handler() http.Handler {
 // client before the close: the client's received sequence is a gap-free prefix
 // of what it sent, as long as what the upstream echoed.
 func TestLoadGracefulShutdown(t *testing.T) {
-	leakCheck(t)
+	checkLeaks(t)
 	const sessions = 20
-	rec := &loadRecorder{echoed: make(map[string][]int)}
+	rec := &echoRecorder{echoed: make(map[string][]int)}
 	upSrv := httptest.NewServer(rec.handler())
 	t.Cleanup(upSrv.Close)
-	p, addr := faultFront(t, proxy.Config{Upstreams: []string{upSrv.URL}, CloseTimeout: 2 * time.Second}, nil)
+	p, addr := proxyFront(t, proxy.Config{Upstreams: []string{upSrv.URL}, CloseTimeout: 2 * time.Second}, nil)
 
 	type result struct {
 		received []int
@@ -253,7 +245,7 @@ func TestLoadGracefulShutdown(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			res := &results[s]
-			c, _, err := faultDial(addr, "/drain/"+strconv.Itoa(s))
+			c, _, err := dial(addr, "/drain/"+strconv.Itoa(s))
 			if err != nil {
 				res.err = err
 				streaming.Done()
@@ -271,7 +263,7 @@ func TestLoadGracefulShutdown(t *testing.T) {
 						return
 					default:
 					}
-					mt, msg := loadMessage(s, seq)
+					mt, msg := seqMessage(s, seq)
 					c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 					if err := c.WriteMessage(mt, msg); err != nil {
 						return
@@ -295,7 +287,7 @@ func TestLoadGracefulShutdown(t *testing.T) {
 					}
 					break
 				}
-				gs, seq := loadSeq(got)
+				gs, seq := parseSeq(got)
 				if gs != s {
 					res.err = fmt.Errorf("malformed echo %q", got[:min(len(got), 20)])
 					break

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,65 +21,58 @@ import (
 	coder "github.com/coder/websocket"
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/proxy"
 )
 
 // Close reasons the proxy sends (proxy/session.go, wsmw/read.go).
 const (
-	peerReasonUpstreamGone = "upstream went away"
-	peerReasonClientGone   = "client went away"
-	peerReasonTooBig       = "message too big"
-	peerReasonViolation    = "peer violated the protocol"
+	reasonUpstreamGone = "upstream went away"
+	reasonClientGone   = "client went away"
+	reasonTooBig       = "message too big"
+	reasonViolation    = "peer violated the protocol"
 )
 
-// peerUTF8 is a text message with 2-, 3- and 4-byte UTF-8 sequences.
-const peerUTF8 = "héllo, wörld ✓ 🎉 ∑"
+// utf8Text is a text message with 2-, 3- and 4-byte UTF-8 sequences.
+const utf8Text = "héllo, wörld ✓ 🎉 ∑"
 
 // ---------------------------------------------------------------------------
 // Go clients.
 
-// peerGorillaDial connects a gorilla/websocket client. A non-zero writeBuf makes
+// gorillaDial connects a gorilla/websocket client. A non-zero writeBuf makes
 // it send messages larger than that in several frames.
-func peerGorillaDial(t testing.TB, url string, writeBuf int) *websocket.Conn {
+func gorillaDial(t testing.TB, url string, writeBuf int) *websocket.Conn {
 	t.Helper()
 	d := websocket.Dialer{
-		HandshakeTimeout: peerTimeout,
+		HandshakeTimeout: waitTimeout,
 		WriteBufferSize:  writeBuf,
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
-			return &peerSniffConn{Conn: c}, nil // records what the client receives
+			return &sniffConn{Conn: c}, nil // records what the client receives
 		},
 	}
-	c, resp, err := d.Dial(url, nil)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("gorilla dial %s: %v (status %d)", url, err, status)
-	}
+	c, resp := testkit.DialGorilla(t, &d, url, nil)
 	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
 		t.Errorf("handshake answered extensions %q; the proxy negotiates none", ext)
 	}
 	c.SetReadLimit(64 << 20)
-	t.Cleanup(func() { c.Close() })
 	return c
 }
 
-// peerGorillaRead reads one message within peerTimeout.
-func peerGorillaRead(t testing.TB, c *websocket.Conn) (int, []byte, error) {
+// gorillaRead reads one message within waitTimeout.
+func gorillaRead(t testing.TB, c *websocket.Conn) (int, []byte, error) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(peerTimeout))
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
 	return c.ReadMessage()
 }
 
-// peerGorillaExpectClose reads until the close and checks its code and reason.
-func peerGorillaExpectClose(t testing.TB, c *websocket.Conn, code int, reason string) {
+// gorillaExpectClose reads until the close and checks its code and reason.
+func gorillaExpectClose(t testing.TB, c *websocket.Conn, code int, reason string) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(peerTimeout))
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
 	for {
 		_, p, err := c.ReadMessage()
 		if err == nil {
@@ -96,51 +90,51 @@ func peerGorillaExpectClose(t testing.TB, c *websocket.Conn, code int, reason st
 	}
 }
 
-// peerGorillaExpect1014 checks how a gorilla client takes the proxy's 1014:
+// gorillaExpect1014 checks how a gorilla client takes the proxy's 1014:
 // gorilla/websocket (v1.5.3) only accepts the close codes it knows, and 1014
 // (Bad Gateway, registered after RFC 6455) is not among them, so it reports a
 // protocol error instead of a close. The frame on the wire must still be
 // 1014 "upstream went away".
-func peerGorillaExpect1014(t testing.TB, c *websocket.Conn) {
+func gorillaExpect1014(t testing.TB, c *websocket.Conn) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(peerTimeout))
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
 	_, _, err := c.ReadMessage()
 	if err == nil || err.Error() != "websocket: bad close code 1014" {
 		t.Errorf("gorilla read ended with %v, want its protocol error for close code 1014", err)
 	}
-	closes := c.NetConn().(*peerSniffConn).closes()
-	if len(closes) != 1 || closes[0].Code != 1014 || closes[0].Payload != peerReasonUpstreamGone {
-		t.Errorf("close frames on the wire to the client: %+v, want one: 1014 %q", closes, peerReasonUpstreamGone)
+	closes := c.NetConn().(*sniffConn).closes()
+	if len(closes) != 1 || closes[0].Code != 1014 || closes[0].Payload != reasonUpstreamGone {
+		t.Errorf("close frames on the wire to the client: %+v, want one: 1014 %q", closes, reasonUpstreamGone)
 	}
 }
 
-// peerMsg is one message (or the read error) of a coder client.
-type peerMsg struct {
+// coderMsg is one message (or the read error) of a coder client.
+type coderMsg struct {
 	text bool
 	p    []byte
 	err  error
 }
 
-// peerCoderClient is a coder/websocket client whose reader runs all the time,
+// coderClient is a coder/websocket client whose reader runs all the time,
 // as coder requires for pings and for the close handshake.
-type peerCoderClient struct {
+type coderClient struct {
 	c     *coder.Conn
-	msgs  chan peerMsg
-	sniff *peerSniffConn // records the frames the client receives
+	msgs  chan coderMsg
+	sniff *sniffConn // records the frames the client receives
 }
 
-func peerCoderDial(t testing.TB, url string) *peerCoderClient {
+func coderDial(t testing.TB, url string) *coderClient {
 	t.Helper()
-	cc := &peerCoderClient{msgs: make(chan peerMsg, 64)}
+	cc := &coderClient{msgs: make(chan coderMsg, 64)}
 	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		cc.sniff = &peerSniffConn{Conn: c}
+		cc.sniff = &sniffConn{Conn: c}
 		return cc.sniff, nil
 	}}
-	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	c, resp, err := coder.Dial(ctx, url, &coder.DialOptions{HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {
@@ -154,7 +148,7 @@ func peerCoderDial(t testing.TB, url string) *peerCoderClient {
 	go func() {
 		for {
 			mt, p, err := c.Read(context.Background())
-			cc.msgs <- peerMsg{text: mt == coder.MessageText, p: p, err: err}
+			cc.msgs <- coderMsg{text: mt == coder.MessageText, p: p, err: err}
 			if err != nil {
 				return
 			}
@@ -167,27 +161,21 @@ func peerCoderDial(t testing.TB, url string) *peerCoderClient {
 	return cc
 }
 
-func (cc *peerCoderClient) write(t testing.TB, text bool, p []byte) {
+func (cc *coderClient) write(t testing.TB, text bool, p []byte) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := cc.c.Write(ctx, peerCoderType(text), p); err != nil {
+	if err := cc.c.Write(ctx, coderType(text), p); err != nil {
 		t.Fatalf("coder write: %v", err)
 	}
 }
 
-func (cc *peerCoderClient) read(t testing.TB) peerMsg {
+func (cc *coderClient) read(t testing.TB) coderMsg {
 	t.Helper()
-	select {
-	case m := <-cc.msgs:
-		return m
-	case <-time.After(peerTimeout):
-		t.Fatal("coder client: no message within the timeout")
-		return peerMsg{}
-	}
+	return testkit.Recv(t, cc.msgs, waitTimeout, "a message to the coder client")
 }
 
-func (cc *peerCoderClient) expectClose(t testing.TB, code int, reason string) {
+func (cc *coderClient) expectClose(t testing.TB, code int, reason string) {
 	t.Helper()
 	for {
 		m := cc.read(t)
@@ -195,7 +183,7 @@ func (cc *peerCoderClient) expectClose(t testing.TB, code int, reason string) {
 			t.Errorf("unexpected message of %d bytes while waiting for close %d", len(m.p), code)
 			continue
 		}
-		got := peerCloseOfCoder(m.err)
+		got := closeOfCoder(m.err)
 		if got.Code != code || got.Reason != reason {
 			t.Errorf("client got close %d %q (%v), want %d %q", got.Code, got.Reason, m.err, code, reason)
 		}
@@ -203,24 +191,24 @@ func (cc *peerCoderClient) expectClose(t testing.TB, code int, reason string) {
 	}
 }
 
-// peerEchoCase is one message of the echo tests.
-type peerEchoCase struct {
+// echoCase is one message of the echo tests.
+type echoCase struct {
 	name string
 	text bool
 	p    []byte
 }
 
-func peerEchoCases() []peerEchoCase {
-	cases := []peerEchoCase{{"text utf-8", true, []byte(peerUTF8)}}
-	for _, n := range peerSizes {
+func echoCases() []echoCase {
+	cases := []echoCase{{"text utf-8", true, []byte(utf8Text)}}
+	for _, n := range sizeClasses {
 		cases = append(cases,
-			peerEchoCase{"text " + peerSizeName(n), true, peerPattern(n, true)},
-			peerEchoCase{"binary " + peerSizeName(n), false, peerPattern(n, false)})
+			echoCase{"text " + sizeName(n), true, testkit.Pattern(n, true)},
+			echoCase{"binary " + sizeName(n), false, testkit.Pattern(n, false)})
 	}
 	return cases
 }
 
-func peerSizeName(n int) string {
+func sizeName(n int) string {
 	if n == 1<<20 {
 		return "1MiB"
 	}
@@ -231,38 +219,21 @@ func peerSizeName(n int) string {
 // gorilla client → proxy → coder upstream.
 
 func TestPeersGorillaClientCoderUpstream(t *testing.T) {
-	leakCheck(t)
-	up := peerCoderUpstream(t)
-	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
+	checkLeaks(t)
+	up := coderUpstream(t)
+	front := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
 
 	t.Run("echo", func(t *testing.T) {
-		c := peerGorillaDial(t, front.WSURL, 0)
-		uc := up.Next(t)
-		if uc.Path != "/ws" {
-			t.Errorf("upstream saw path %q, want /ws", uc.Path)
-		}
-		for _, tc := range peerEchoCases() {
-			if err := c.WriteMessage(peerGorillaType(tc.text), tc.p); err != nil {
-				t.Fatalf("%s: write: %v", tc.name, err)
-			}
-			mt, p, err := peerGorillaRead(t, c)
-			if err != nil {
-				t.Fatalf("%s: read: %v", tc.name, err)
-			}
-			if mt != peerGorillaType(tc.text) || !bytes.Equal(p, tc.p) {
-				t.Errorf("%s: echo is type %d, %d bytes; want type %d, %d bytes, equal", tc.name, mt, len(p), peerGorillaType(tc.text), len(tc.p))
-			}
-		}
-		peerGorillaClose(t, c, uc, 1000, "done")
+		gorillaEchoThrough(t, front.WSURL, up, "/ws", 1000, "done")
 	})
 
 	t.Run("fragmented with a ping inside", func(t *testing.T) {
-		c := peerGorillaDial(t, front.WSURL, 512) // frames of at most 512 bytes
+		c := gorillaDial(t, front.WSURL, 512) // frames of at most 512 bytes
 		uc := up.Next(t)
 		pongs := make(chan string, 4)
 		c.SetPongHandler(func(s string) error { pongs <- s; return nil })
 		before := len(uc.Frames())
-		msg := peerPattern(3500, true)
+		msg := testkit.Pattern(3500, true)
 		w, err := c.NextWriter(websocket.TextMessage)
 		if err != nil {
 			t.Fatal(err)
@@ -272,7 +243,7 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 				t.Fatal(err)
 			}
 			if off == 700 { // a control frame between two fragments of the message
-				if err := c.WriteControl(websocket.PingMessage, []byte("mid-message"), time.Now().Add(peerTimeout)); err != nil {
+				if err := c.WriteControl(websocket.PingMessage, []byte("mid-message"), time.Now().Add(waitTimeout)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -280,21 +251,18 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		mt, p, err := peerGorillaRead(t, c)
+		mt, p, err := gorillaRead(t, c)
 		if err != nil || mt != websocket.TextMessage || !bytes.Equal(p, msg) {
 			t.Fatalf("echo: type %d, %d bytes, err %v; want the 3500-byte text", mt, len(p), err)
 		}
-		select {
-		case s := <-pongs:
-			if s != "mid-message" {
-				t.Errorf("pong payload %q, want %q", s, "mid-message")
-			}
-		default:
+		if s, ok := testkit.Ready(pongs); !ok {
 			t.Error("no pong came back for the ping sent between fragments")
+		} else if s != "mid-message" {
+			t.Errorf("pong payload %q, want %q", s, "mid-message")
 		}
 		// What the upstream received: the message in several frames, the ping among them.
 		frames := uc.Frames()[before:]
-		var data []peerFrame
+		var data []wireFrame
 		pingAt, total := -1, int64(0)
 		for i, f := range frames {
 			switch f.Op {
@@ -318,34 +286,24 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 		if pingAt <= 0 || pingAt >= len(data) {
 			t.Errorf("the ping came after data frame %d of %d; want it between two fragments", pingAt, len(data))
 		}
-		peerGorillaClose(t, c, uc, 1000, "")
+		gorillaClose(t, c, uc, 1000, "")
 	})
 
 	t.Run("ping and pong both ways", func(t *testing.T) {
-		c := peerGorillaDial(t, front.WSURL, 0)
+		c := gorillaDial(t, front.WSURL, 0)
 		uc := up.Next(t)
 		pongs := make(chan string, 4)
 		c.SetPongHandler(func(s string) error { pongs <- s; return nil })
 		// client ping → the upstream's pong comes back
-		if err := c.WriteControl(websocket.PingMessage, []byte("gorilla-ping"), time.Now().Add(peerTimeout)); err != nil {
+		if err := c.WriteControl(websocket.PingMessage, []byte("gorilla-ping"), time.Now().Add(waitTimeout)); err != nil {
 			t.Fatal(err)
 		}
 		c.WriteMessage(websocket.TextMessage, []byte("after ping"))
-		if _, p, err := peerGorillaRead(t, c); err != nil || string(p) != "after ping" {
-			t.Fatalf("echo after ping: %q, %v", p, err)
-		}
-		select {
-		case s := <-pongs:
-			if s != "gorilla-ping" {
-				t.Errorf("pong payload %q, want gorilla-ping", s)
-			}
-		default:
-			t.Error("the upstream's pong did not come back before the next message")
-		}
+		readThenPong(t, c, pongs, "after ping", "gorilla-ping")
 		// upstream ping (coder waits for the matching pong) → the client answers
 		pingErr := make(chan error, 1)
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
 			err := uc.Ping(ctx, "")
 			pingErr <- err
@@ -353,88 +311,144 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 				uc.Send(true, []byte("pong received"))
 			}
 		}()
-		if _, p, err := peerGorillaRead(t, c); err != nil || string(p) != "pong received" {
+		if _, p, err := gorillaRead(t, c); err != nil || string(p) != "pong received" {
 			t.Fatalf("message after the upstream's ping: %q, %v", p, err)
 		}
 		if err := <-pingErr; err != nil {
 			t.Errorf("upstream ping: %v", err)
 		}
-		peerGorillaClose(t, c, uc, 1000, "")
+		gorillaClose(t, c, uc, 1000, "")
 	})
 
 	t.Run("close", func(t *testing.T) {
 		t.Run("client closes 4001", func(t *testing.T) {
-			c := peerGorillaDial(t, front.WSURL, 0)
+			c := gorillaDial(t, front.WSURL, 0)
 			uc := up.Next(t)
-			peerGorillaClose(t, c, uc, 4001, "bye")
+			gorillaClose(t, c, uc, 4001, "bye")
 		})
-		t.Run("upstream closes 4002", func(t *testing.T) {
-			c := peerGorillaDial(t, front.WSURL, 0)
-			uc := up.Next(t)
-			done := make(chan error, 1)
-			go func() { done <- uc.Close(4002, "upstream bye") }()
-			peerGorillaExpectClose(t, c, 4002, "upstream bye")
-			// gorilla echoes the code without the reason; coder's Close checks the code.
-			if err := peerWaitErr(done); err != nil {
-				t.Errorf("upstream Close: %v", err)
-			}
-		})
-		t.Run("upstream killed gives 1014", func(t *testing.T) {
-			c := peerGorillaDial(t, front.WSURL, 0)
-			up.Next(t)
-			up.Kill()
-			peerGorillaExpect1014(t, c)
-		})
-		t.Run("client killed gives 1001 upstream", func(t *testing.T) {
-			c := peerGorillaDial(t, front.WSURL, 0)
-			uc := up.Next(t)
-			c.NetConn().Close()
-			peerWaitClose(t, uc, 1001, peerReasonClientGone)
-		})
-		small := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
+		gorillaCloseSubtests(t, front.WSURL, up)
+		small := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
 		t.Run("client message over the limit gives 1009", func(t *testing.T) {
-			c := peerGorillaDial(t, small.WSURL, 0)
+			c := gorillaDial(t, small.WSURL, 0)
 			uc := up.Next(t)
-			if err := c.WriteMessage(websocket.BinaryMessage, peerPattern(1000, false)); err != nil {
+			if err := c.WriteMessage(websocket.BinaryMessage, testkit.Pattern(1000, false)); err != nil {
 				t.Fatal(err)
 			}
-			if _, p, err := peerGorillaRead(t, c); err != nil || len(p) != 1000 {
+			if _, p, err := gorillaRead(t, c); err != nil || len(p) != 1000 {
 				t.Fatalf("a message of exactly the limit: %d bytes, %v", len(p), err)
 			}
-			if err := c.WriteMessage(websocket.BinaryMessage, peerPattern(1001, false)); err != nil {
+			if err := c.WriteMessage(websocket.BinaryMessage, testkit.Pattern(1001, false)); err != nil {
 				t.Fatal(err)
 			}
-			peerGorillaExpectClose(t, c, 1009, peerReasonTooBig)
-			peerWaitClose(t, uc, 1001, peerReasonViolation)
+			gorillaExpectClose(t, c, 1009, reasonTooBig)
+			waitClose(t, uc, 1001, reasonViolation)
 		})
 		t.Run("upstream message over the limit gives 1009 upstream", func(t *testing.T) {
-			c := peerGorillaDial(t, small.WSURL, 0)
+			c := gorillaDial(t, small.WSURL, 0)
 			uc := up.Next(t)
-			if err := uc.Send(true, peerPattern(5000, true)); err != nil {
+			if err := uc.Send(true, testkit.Pattern(5000, true)); err != nil {
 				t.Fatal(err)
 			}
-			peerGorillaExpectClose(t, c, 1001, peerReasonViolation)
-			peerWaitClose(t, uc, 1009, peerReasonTooBig)
+			gorillaExpectClose(t, c, 1001, reasonViolation)
+			waitClose(t, uc, 1009, reasonTooBig)
 		})
 	})
 }
 
-// peerGorillaClose closes from the gorilla client with code and reason; the
-// upstream must see exactly them, and the client the upstream's echo.
-func peerGorillaClose(t testing.TB, c *websocket.Conn, uc *peerUpConn, code int, reason string) {
+// readThenPong reads the next message of c, which must be msg, and checks
+// that the pong with payload pong came in before it.
+func readThenPong(t *testing.T, c *websocket.Conn, pongs <-chan string, msg, pong string) {
 	t.Helper()
-	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(peerTimeout)); err != nil {
-		t.Fatal(err)
+	if _, p, err := gorillaRead(t, c); err != nil || string(p) != msg {
+		t.Fatalf("message %q, %v; want %q", p, err, msg)
 	}
-	peerWaitClose(t, uc, code, reason)
-	peerGorillaExpectClose(t, c, code, reason) // coder echoes code and reason
+	if s, ok := testkit.Ready(pongs); !ok {
+		t.Errorf("the pong to %q did not come back before the message", pong)
+	} else if s != pong {
+		t.Errorf("pong payload %q, want %q", s, pong)
+	}
 }
 
-func peerWaitErr(ch chan error) error {
+// gorillaEchoThrough dials url with gorilla, checks that up's connection saw
+// path, echoes every echo case and closes with code and reason.
+func gorillaEchoThrough(t *testing.T, url string, up *echoUpstream, path string, code int, reason string) {
+	t.Helper()
+	c := gorillaDial(t, url, 0)
+	uc := up.Next(t)
+	if uc.Path != path {
+		t.Errorf("upstream saw path %q, want %s", uc.Path, path)
+	}
+	gorillaEchoAll(t, c, nil)
+	gorillaClose(t, c, uc, code, reason)
+}
+
+// gorillaEchoAll sends every echo case from the gorilla client c and checks
+// that each comes back with its type and bytes; sent, if set, runs after each
+// message is sent.
+func gorillaEchoAll(t *testing.T, c *websocket.Conn, sent func(tc echoCase)) {
+	t.Helper()
+	for _, tc := range echoCases() {
+		if err := c.WriteMessage(gorillaType(tc.text), tc.p); err != nil {
+			t.Fatalf("%s: write: %v", tc.name, err)
+		}
+		if sent != nil {
+			sent(tc)
+		}
+		mt, p, err := gorillaRead(t, c)
+		if err != nil {
+			t.Fatalf("%s: read: %v", tc.name, err)
+		}
+		if mt != gorillaType(tc.text) || !bytes.Equal(p, tc.p) {
+			t.Errorf("%s: echo is type %d, %d bytes; want type %d, %d bytes, equal", tc.name, mt, len(p), gorillaType(tc.text), len(tc.p))
+		}
+	}
+}
+
+// gorillaCloseSubtests runs the close subtests common to every front, with a
+// gorilla client of url and up's connections: the upstream closes with 4002,
+// the upstream is killed (1014), the client is killed (1001 upstream).
+func gorillaCloseSubtests(t *testing.T, url string, up *echoUpstream) {
+	t.Run("upstream closes 4002", func(t *testing.T) {
+		c := gorillaDial(t, url, 0)
+		uc := up.Next(t)
+		done := make(chan error, 1)
+		go func() { done <- uc.Close(4002, "upstream bye") }()
+		gorillaExpectClose(t, c, 4002, "upstream bye")
+		// gorilla echoes the code without the reason; coder's Close checks the code.
+		if err := waitErr(done); err != nil {
+			t.Errorf("upstream Close: %v", err)
+		}
+	})
+	t.Run("upstream killed gives 1014", func(t *testing.T) {
+		c := gorillaDial(t, url, 0)
+		up.Next(t)
+		up.Kill()
+		gorillaExpect1014(t, c)
+	})
+	t.Run("client killed gives 1001 upstream", func(t *testing.T) {
+		c := gorillaDial(t, url, 0)
+		uc := up.Next(t)
+		c.NetConn().Close()
+		waitClose(t, uc, 1001, reasonClientGone)
+	})
+}
+
+// gorillaClose closes from the gorilla client with code and reason; the
+// upstream must see exactly them, and the client the upstream's echo.
+func gorillaClose(t testing.TB, c *websocket.Conn, uc *upConn, code int, reason string) {
+	t.Helper()
+	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(waitTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	waitClose(t, uc, code, reason)
+	gorillaExpectClose(t, c, code, reason) // coder echoes code and reason
+}
+
+func waitErr(ch chan error) error {
 	select {
 	case err := <-ch:
 		return err
-	case <-time.After(peerTimeout):
+	case <-time.After(waitTimeout):
 		return errors.New("timed out")
 	}
 }
@@ -443,14 +457,14 @@ func peerWaitErr(ch chan error) error {
 // coder client → proxy → gorilla upstream.
 
 func TestPeersCoderClientGorillaUpstream(t *testing.T) {
-	leakCheck(t)
-	up := peerGorillaUpstream(t, 1024) // echoes in frames of at most 1 KiB
-	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
+	checkLeaks(t)
+	up := gorillaUpstream(t, 1024) // echoes in frames of at most 1 KiB
+	front := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
 
 	t.Run("echo", func(t *testing.T) {
-		cc := peerCoderDial(t, front.WSURL)
+		cc := coderDial(t, front.WSURL)
 		uc := up.Next(t)
-		for _, tc := range peerEchoCases() {
+		for _, tc := range echoCases() {
 			before := len(cc.sniff.frames())
 			cc.write(t, tc.text, tc.p)
 			m := cc.read(t)
@@ -469,9 +483,9 @@ func TestPeersCoderClientGorillaUpstream(t *testing.T) {
 	})
 
 	t.Run("ping and pong both ways", func(t *testing.T) {
-		cc := peerCoderDial(t, front.WSURL)
+		cc := coderDial(t, front.WSURL)
 		uc := up.Next(t)
-		ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 		if err := cc.c.Ping(ctx); err != nil { // returns once the upstream's pong came back
 			t.Fatalf("client ping: %v", err)
@@ -484,7 +498,7 @@ func TestPeersCoderClientGorillaUpstream(t *testing.T) {
 			if s != "gorilla-upstream-ping" {
 				t.Errorf("upstream got pong %q, want gorilla-upstream-ping", s)
 			}
-		case <-time.After(peerTimeout):
+		case <-time.After(waitTimeout):
 			t.Error("the client's pong did not reach the upstream")
 		}
 		cc.closeExpect(t, uc, 1000, "")
@@ -492,74 +506,74 @@ func TestPeersCoderClientGorillaUpstream(t *testing.T) {
 
 	t.Run("close", func(t *testing.T) {
 		t.Run("client closes 4001", func(t *testing.T) {
-			cc := peerCoderDial(t, front.WSURL)
+			cc := coderDial(t, front.WSURL)
 			uc := up.Next(t)
 			cc.closeExpect(t, uc, 4001, "bye")
 		})
 		t.Run("upstream closes 4002", func(t *testing.T) {
-			cc := peerCoderDial(t, front.WSURL)
+			cc := coderDial(t, front.WSURL)
 			uc := up.Next(t)
 			done := make(chan error, 1)
 			go func() { done <- uc.Close(4002, "upstream bye") }()
 			cc.expectClose(t, 4002, "upstream bye")
-			if err := peerWaitErr(done); err != nil {
+			if err := waitErr(done); err != nil {
 				t.Errorf("upstream Close: %v", err)
 			}
-			peerWaitClose(t, uc, 4002, "upstream bye") // coder echoes code and reason
+			waitClose(t, uc, 4002, "upstream bye") // coder echoes code and reason
 		})
 		t.Run("upstream killed gives 1014", func(t *testing.T) {
-			cc := peerCoderDial(t, front.WSURL)
+			cc := coderDial(t, front.WSURL)
 			up.Next(t)
 			up.Kill()
-			cc.expectClose(t, 1014, peerReasonUpstreamGone)
+			cc.expectClose(t, 1014, reasonUpstreamGone)
 		})
 		t.Run("client killed gives 1001 upstream", func(t *testing.T) {
-			cc := peerCoderDial(t, front.WSURL)
+			cc := coderDial(t, front.WSURL)
 			uc := up.Next(t)
 			cc.c.CloseNow()
-			peerWaitClose(t, uc, 1001, peerReasonClientGone)
+			waitClose(t, uc, 1001, reasonClientGone)
 		})
-		small := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
+		small := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
 		t.Run("client message over the limit gives 1009", func(t *testing.T) {
-			cc := peerCoderDial(t, small.WSURL)
+			cc := coderDial(t, small.WSURL)
 			uc := up.Next(t)
-			cc.write(t, true, peerPattern(1001, true))
-			cc.expectClose(t, 1009, peerReasonTooBig)
-			peerWaitClose(t, uc, 1001, peerReasonViolation)
+			cc.write(t, true, testkit.Pattern(1001, true))
+			cc.expectClose(t, 1009, reasonTooBig)
+			waitClose(t, uc, 1001, reasonViolation)
 		})
 		t.Run("upstream message over the limit gives 1009 upstream", func(t *testing.T) {
-			cc := peerCoderDial(t, small.WSURL)
+			cc := coderDial(t, small.WSURL)
 			uc := up.Next(t)
-			if err := uc.Send(false, peerPattern(5000, false)); err != nil {
+			if err := uc.Send(false, testkit.Pattern(5000, false)); err != nil {
 				t.Fatal(err)
 			}
-			cc.expectClose(t, 1001, peerReasonViolation)
-			peerWaitClose(t, uc, 1009, peerReasonTooBig)
+			cc.expectClose(t, 1001, reasonViolation)
+			waitClose(t, uc, 1009, reasonTooBig)
 		})
 	})
 }
 
 // closeExpect closes from the coder client; coder's Close returns nil only when
 // the echoed code matches, and the upstream must see the code and reason.
-func (cc *peerCoderClient) closeExpect(t testing.TB, uc *peerUpConn, code int, reason string) {
+func (cc *coderClient) closeExpect(t testing.TB, uc *upConn, code int, reason string) {
 	t.Helper()
 	if err := cc.c.Close(coder.StatusCode(code), reason); err != nil {
 		t.Errorf("coder Close(%d): %v", code, err)
 	}
-	peerWaitClose(t, uc, code, reason)
+	waitClose(t, uc, code, reason)
 }
 
 // ---------------------------------------------------------------------------
 // Node.js ws client → proxy → gorilla upstream.
 
 func TestPeersNodeClient(t *testing.T) {
-	leakCheck(t)
-	peerNodeReady(t)
-	up := peerGorillaUpstream(t, 0)
-	front := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
+	checkLeaks(t)
+	nodeReady(t)
+	up := gorillaUpstream(t, 0)
+	front := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 2 << 20})
 
 	t.Run("messages, pings, close 4001", func(t *testing.T) {
-		node := peerStartNode(t, "client.js", front.WSURL)
+		node := startNode(t, "client.js", front.WSURL)
 		open := node.Expect(t, "open")
 		if open.Extensions != "" {
 			t.Errorf("ws negotiated extensions %q through the proxy, want none", open.Extensions)
@@ -569,22 +583,22 @@ func TestPeersNodeClient(t *testing.T) {
 			t.Errorf("the upstream was offered extensions %q, want none", ua)
 		}
 
-		node.Send(t, map[string]any{"op": "text", "data": peerUTF8})
-		if e := node.Expect(t, "message"); e.Type != "text" || e.Data != peerUTF8 {
+		node.Send(t, map[string]any{"op": "text", "data": utf8Text})
+		if e := node.Expect(t, "message"); e.Type != "text" || e.Data != utf8Text {
 			t.Errorf("utf-8 echo: %+v", e)
 		}
-		for _, n := range peerSizes {
+		for _, n := range sizeClasses {
 			node.Send(t, map[string]any{"op": "text", "size": n})
-			peerExpectMessage(t, node.Expect(t, "message"), true, peerPattern(n, true))
+			expectMessage(t, node.Expect(t, "message"), true, testkit.Pattern(n, true))
 			node.Send(t, map[string]any{"op": "binary", "size": n})
-			peerExpectMessage(t, node.Expect(t, "message"), false, peerPattern(n, false))
+			expectMessage(t, node.Expect(t, "message"), false, testkit.Pattern(n, false))
 		}
 
 		before := len(uc.Frames())
 		node.Send(t, map[string]any{"op": "fragments", "type": "text", "parts": []string{"frag", "mented ", "téxt"}})
-		peerExpectMessage(t, node.Expect(t, "message"), true, []byte("fragmented téxt"))
-		want := []peerFrame{{Op: 0x1, Len: 4}, {Op: 0x0, Len: 7}, {Op: 0x0, Fin: true, Len: 5}}
-		if got := uc.Frames()[before:]; !peerSameFrames(got, want) {
+		expectMessage(t, node.Expect(t, "message"), true, []byte("fragmented téxt"))
+		want := []wireFrame{{Op: 0x1, Len: 4}, {Op: 0x0, Len: 7}, {Op: 0x0, Fin: true, Len: 5}}
+		if got := uc.Frames()[before:]; !slices.Equal(got, want) {
 			t.Errorf("upstream got frames %+v, want %+v", got, want)
 		}
 
@@ -593,17 +607,17 @@ func TestPeersNodeClient(t *testing.T) {
 			t.Errorf("pong %q, want node-ping", e.Data)
 		}
 		node.Send(t, map[string]any{"op": "pong", "data": "unsolicited"})
-		peerExpectPong(t, uc, "unsolicited")
+		expectPong(t, uc, "unsolicited")
 		if err := uc.Ping(context.Background(), "upstream-ping"); err != nil {
 			t.Fatal(err)
 		}
 		if e := node.Expect(t, "ping"); e.Data != "upstream-ping" {
 			t.Errorf("node got ping %q, want upstream-ping", e.Data)
 		}
-		peerExpectPong(t, uc, "upstream-ping") // ws answers pings by itself
+		expectPong(t, uc, "upstream-ping") // ws answers pings by itself
 
 		node.Send(t, map[string]any{"op": "close", "code": 4001, "reason": "bye"})
-		peerWaitClose(t, uc, 4001, "bye")
+		waitClose(t, uc, 4001, "bye")
 		// gorilla echoes the code without the reason.
 		if e := node.Expect(t, "close"); e.Code != 4001 || e.Reason != "" {
 			t.Errorf("node got close %d %q, want 4001 \"\"", e.Code, e.Reason)
@@ -611,7 +625,7 @@ func TestPeersNodeClient(t *testing.T) {
 	})
 
 	t.Run("upstream closes 4002", func(t *testing.T) {
-		node := peerStartNode(t, "client.js", front.WSURL)
+		node := startNode(t, "client.js", front.WSURL)
 		node.Expect(t, "open")
 		uc := up.Next(t)
 		done := make(chan error, 1)
@@ -619,66 +633,54 @@ func TestPeersNodeClient(t *testing.T) {
 		if e := node.Expect(t, "close"); e.Code != 4002 || e.Reason != "upstream bye" {
 			t.Errorf("node got close %d %q, want 4002 \"upstream bye\"", e.Code, e.Reason)
 		}
-		if err := peerWaitErr(done); err != nil {
+		if err := waitErr(done); err != nil {
 			t.Errorf("upstream Close: %v", err)
 		}
-		peerWaitClose(t, uc, 4002, "upstream bye") // ws echoes code and reason
+		waitClose(t, uc, 4002, "upstream bye") // ws echoes code and reason
 	})
 
 	t.Run("upstream killed gives 1014", func(t *testing.T) {
-		node := peerStartNode(t, "client.js", front.WSURL)
+		node := startNode(t, "client.js", front.WSURL)
 		node.Expect(t, "open")
 		up.Next(t)
 		up.Kill()
-		if e := node.Expect(t, "close"); e.Code != 1014 || e.Reason != peerReasonUpstreamGone {
-			t.Errorf("node got close %d %q, want 1014 %q", e.Code, e.Reason, peerReasonUpstreamGone)
+		if e := node.Expect(t, "close"); e.Code != 1014 || e.Reason != reasonUpstreamGone {
+			t.Errorf("node got close %d %q, want 1014 %q", e.Code, e.Reason, reasonUpstreamGone)
 		}
 	})
 
 	t.Run("client terminated gives 1001 upstream", func(t *testing.T) {
-		node := peerStartNode(t, "client.js", front.WSURL)
+		node := startNode(t, "client.js", front.WSURL)
 		node.Expect(t, "open")
 		uc := up.Next(t)
 		node.Send(t, map[string]any{"op": "terminate"})
-		peerWaitClose(t, uc, 1001, peerReasonClientGone)
+		waitClose(t, uc, 1001, reasonClientGone)
 		if e := node.Expect(t, "close"); e.Code != 1006 {
 			t.Errorf("node reported close %d after terminate, want 1006", e.Code)
 		}
 	})
 
 	t.Run("message over the limit gives 1009", func(t *testing.T) {
-		small := peerStartFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
-		node := peerStartNode(t, "client.js", small.WSURL)
+		small := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
+		node := startNode(t, "client.js", small.WSURL)
 		node.Expect(t, "open")
 		uc := up.Next(t)
 		node.Send(t, map[string]any{"op": "text", "size": 100000})
-		if e := node.Expect(t, "close"); e.Code != 1009 || e.Reason != peerReasonTooBig {
-			t.Errorf("node got close %d %q, want 1009 %q", e.Code, e.Reason, peerReasonTooBig)
+		if e := node.Expect(t, "close"); e.Code != 1009 || e.Reason != reasonTooBig {
+			t.Errorf("node got close %d %q, want 1009 %q", e.Code, e.Reason, reasonTooBig)
 		}
-		peerWaitClose(t, uc, 1001, peerReasonViolation)
+		waitClose(t, uc, 1001, reasonViolation)
 	})
 }
 
-func peerSameFrames(a, b []peerFrame) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func peerExpectPong(t testing.TB, uc *peerUpConn, want string) {
+func expectPong(t testing.TB, uc *upConn, want string) {
 	t.Helper()
 	select {
 	case s := <-uc.Pongs:
 		if s != want {
 			t.Errorf("upstream got pong %q, want %q", s, want)
 		}
-	case <-time.After(peerTimeout):
+	case <-time.After(waitTimeout):
 		t.Errorf("upstream got no pong %q", want)
 	}
 }
@@ -686,42 +688,30 @@ func peerExpectPong(t testing.TB, uc *peerUpConn, want string) {
 // ---------------------------------------------------------------------------
 // gorilla client → proxy → Node.js ws upstream.
 
-// peerNodeServer starts node/server.js and returns it with its ws:// URL.
-func peerNodeServer(t testing.TB) (*peerNodeProc, string) {
+// nodeServer starts node/server.js and returns it with its ws:// URL.
+func nodeServer(t testing.TB) (*nodeProc, string) {
 	t.Helper()
-	srv := peerStartNode(t, "server.js")
+	srv := startNode(t, "server.js")
 	e := srv.Expect(t, "listening")
 	return srv, "ws://127.0.0.1:" + strconv.Itoa(e.Port) + "/"
 }
 
 func TestPeersNodeUpstream(t *testing.T) {
-	leakCheck(t)
-	peerNodeReady(t)
-	srv, url := peerNodeServer(t)
-	front := peerStartFront(t, proxy.Config{Upstreams: []string{url}, MaxMessageSize: 2 << 20})
+	checkLeaks(t)
+	nodeReady(t)
+	srv, url := nodeServer(t)
+	front := startDemoFront(t, proxy.Config{Upstreams: []string{url}, MaxMessageSize: 2 << 20})
 
 	t.Run("messages, pings, node closes 4002", func(t *testing.T) {
-		c := peerGorillaDial(t, front.WSURL, 0)
+		c := gorillaDial(t, front.WSURL, 0)
 		if e := srv.Expect(t, "connection"); e.Path != "/ws" {
 			t.Errorf("node saw path %q, want /ws", e.Path)
 		}
-		for _, tc := range peerEchoCases() {
-			if err := c.WriteMessage(peerGorillaType(tc.text), tc.p); err != nil {
-				t.Fatalf("%s: write: %v", tc.name, err)
-			}
-			peerExpectMessage(t, srv.Expect(t, "message"), tc.text, tc.p)
-			mt, p, err := peerGorillaRead(t, c)
-			if err != nil {
-				t.Fatalf("%s: read: %v", tc.name, err)
-			}
-			if mt != peerGorillaType(tc.text) || !bytes.Equal(p, tc.p) {
-				t.Errorf("%s: echo is type %d, %d bytes; want type %d, %d bytes, equal", tc.name, mt, len(p), peerGorillaType(tc.text), len(tc.p))
-			}
-		}
+		gorillaEchoAll(t, c, func(tc echoCase) { expectMessage(t, srv.Expect(t, "message"), tc.text, tc.p) })
 
 		pongs := make(chan string, 4)
 		c.SetPongHandler(func(s string) error { pongs <- s; return nil })
-		if err := c.WriteControl(websocket.PingMessage, []byte("go-ping"), time.Now().Add(peerTimeout)); err != nil {
+		if err := c.WriteControl(websocket.PingMessage, []byte("go-ping"), time.Now().Add(waitTimeout)); err != nil {
 			t.Fatal(err)
 		}
 		if e := srv.Expect(t, "ping"); e.Data != "go-ping" {
@@ -729,23 +719,13 @@ func TestPeersNodeUpstream(t *testing.T) {
 		}
 		srv.Send(t, map[string]any{"op": "ping", "data": "node-ping"})
 		srv.Send(t, map[string]any{"op": "text", "data": "after ping"})
-		if _, p, err := peerGorillaRead(t, c); err != nil || string(p) != "after ping" {
-			t.Fatalf("message after node's ping: %q, %v", p, err)
-		}
-		select {
-		case s := <-pongs:
-			if s != "go-ping" {
-				t.Errorf("pong %q, want go-ping", s)
-			}
-		default:
-			t.Error("node's pong to go-ping did not come back")
-		}
+		readThenPong(t, c, pongs, "after ping", "go-ping")
 		if e := srv.Expect(t, "pong"); e.Data != "node-ping" {
 			t.Errorf("node got pong %q, want node-ping", e.Data)
 		}
 
 		srv.Send(t, map[string]any{"op": "close", "code": 4002, "reason": "node bye"})
-		peerGorillaExpectClose(t, c, 4002, "node bye")
+		gorillaExpectClose(t, c, 4002, "node bye")
 		// gorilla echoes the code without the reason.
 		if e := srv.Expect(t, "close"); e.Code != 4002 || e.Reason != "" {
 			t.Errorf("node saw close %d %q, want 4002 \"\"", e.Code, e.Reason)
@@ -753,7 +733,7 @@ func TestPeersNodeUpstream(t *testing.T) {
 	})
 
 	t.Run("subprotocol chosen by node", func(t *testing.T) {
-		d := websocket.Dialer{HandshakeTimeout: peerTimeout, Subprotocols: []string{"chat.v2", "chat.v1"}}
+		d := websocket.Dialer{HandshakeTimeout: waitTimeout, Subprotocols: []string{"chat.v2", "chat.v1"}}
 		c, _, err := d.Dial(front.WSURL, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -765,41 +745,41 @@ func TestPeersNodeUpstream(t *testing.T) {
 		if got := c.Subprotocol(); got != "chat.v2" {
 			t.Errorf("client got subprotocol %q, want chat.v2", got)
 		}
-		if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(peerTimeout)); err != nil {
+		if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(waitTimeout)); err != nil {
 			t.Fatal(err)
 		}
 		if e := srv.Expect(t, "close"); e.Code != 1000 || e.Reason != "" {
 			t.Errorf("node saw close %d %q, want 1000 \"\"", e.Code, e.Reason)
 		}
-		peerGorillaExpectClose(t, c, 1000, "")
+		gorillaExpectClose(t, c, 1000, "")
 	})
 
 	t.Run("client closes 4003", func(t *testing.T) {
-		c := peerGorillaDial(t, front.WSURL, 0)
+		c := gorillaDial(t, front.WSURL, 0)
 		srv.Expect(t, "connection")
-		if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4003, "go bye"), time.Now().Add(peerTimeout)); err != nil {
+		if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4003, "go bye"), time.Now().Add(waitTimeout)); err != nil {
 			t.Fatal(err)
 		}
 		if e := srv.Expect(t, "close"); e.Code != 4003 || e.Reason != "go bye" {
 			t.Errorf("node saw close %d %q, want 4003 \"go bye\"", e.Code, e.Reason)
 		}
-		peerGorillaExpectClose(t, c, 4003, "go bye") // ws echoes code and reason
+		gorillaExpectClose(t, c, 4003, "go bye") // ws echoes code and reason
 	})
 
 	t.Run("client killed gives 1001 upstream", func(t *testing.T) {
-		c := peerGorillaDial(t, front.WSURL, 0)
+		c := gorillaDial(t, front.WSURL, 0)
 		srv.Expect(t, "connection")
 		c.NetConn().Close()
-		if e := srv.Expect(t, "close"); e.Code != 1001 || e.Reason != peerReasonClientGone {
-			t.Errorf("node saw close %d %q, want 1001 %q", e.Code, e.Reason, peerReasonClientGone)
+		if e := srv.Expect(t, "close"); e.Code != 1001 || e.Reason != reasonClientGone {
+			t.Errorf("node saw close %d %q, want 1001 %q", e.Code, e.Reason, reasonClientGone)
 		}
 	})
 
 	t.Run("node process killed gives 1014", func(t *testing.T) {
-		c := peerGorillaDial(t, front.WSURL, 0)
+		c := gorillaDial(t, front.WSURL, 0)
 		srv.Expect(t, "connection")
 		srv.Kill(t)
-		peerGorillaExpect1014(t, c)
+		gorillaExpect1014(t, c)
 	})
 }
 
@@ -808,12 +788,12 @@ func TestPeersNodeUpstream(t *testing.T) {
 // mode: the extension is negotiated end to end and compressed messages of every
 // size arrive intact in both directions.
 func TestPeersNodeCompression(t *testing.T) {
-	leakCheck(t)
-	peerNodeReady(t)
+	checkLeaks(t)
+	nodeReady(t)
 	t.Setenv("WSGATE_DEFLATE", "1")
-	srv, url := peerNodeServer(t)
-	front := peerStartFront(t, proxy.Config{Upstreams: []string{url}, MaxMessageSize: 2 << 20, Compression: proxy.CompressionPassthrough})
-	node := peerStartNode(t, "client.js", front.WSURL)
+	srv, url := nodeServer(t)
+	front := startDemoFront(t, proxy.Config{Upstreams: []string{url}, MaxMessageSize: 2 << 20, Compression: proxy.CompressionPassthrough})
+	node := startNode(t, "client.js", front.WSURL)
 	open := node.Expect(t, "open")
 	if !strings.Contains(open.Extensions, "permessage-deflate") {
 		t.Fatalf("the ws client negotiated %q through the proxy, want permessage-deflate", open.Extensions)
@@ -821,20 +801,20 @@ func TestPeersNodeCompression(t *testing.T) {
 	if e := srv.Expect(t, "connection"); !strings.Contains(e.Extensions, "permessage-deflate") {
 		t.Fatalf("the ws server negotiated %q, want permessage-deflate", e.Extensions)
 	}
-	node.Send(t, map[string]any{"op": "text", "data": peerUTF8})
-	if e := srv.Expect(t, "message"); e.Type != "text" || e.Data != peerUTF8 {
+	node.Send(t, map[string]any{"op": "text", "data": utf8Text})
+	if e := srv.Expect(t, "message"); e.Type != "text" || e.Data != utf8Text {
 		t.Errorf("upstream got %+v, want the utf-8 text", e)
 	}
-	if e := node.Expect(t, "message"); e.Type != "text" || e.Data != peerUTF8 {
+	if e := node.Expect(t, "message"); e.Type != "text" || e.Data != utf8Text {
 		t.Errorf("utf-8 echo: %+v", e)
 	}
-	for _, n := range peerSizes {
+	for _, n := range sizeClasses {
 		node.Send(t, map[string]any{"op": "text", "size": n})
-		peerExpectMessage(t, srv.Expect(t, "message"), true, peerPattern(n, true))
-		peerExpectMessage(t, node.Expect(t, "message"), true, peerPattern(n, true))
+		expectMessage(t, srv.Expect(t, "message"), true, testkit.Pattern(n, true))
+		expectMessage(t, node.Expect(t, "message"), true, testkit.Pattern(n, true))
 		node.Send(t, map[string]any{"op": "binary", "size": n})
-		peerExpectMessage(t, srv.Expect(t, "message"), false, peerPattern(n, false))
-		peerExpectMessage(t, node.Expect(t, "message"), false, peerPattern(n, false))
+		expectMessage(t, srv.Expect(t, "message"), false, testkit.Pattern(n, false))
+		expectMessage(t, node.Expect(t, "message"), false, testkit.Pattern(n, false))
 	}
 	node.Send(t, map[string]any{"op": "close", "code": 4001, "reason": "bye"})
 	if e := srv.Expect(t, "close"); e.Code != 4001 || e.Reason != "bye" {

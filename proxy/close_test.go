@@ -10,8 +10,8 @@ import (
 
 	coder "github.com/coder/websocket"
 	"github.com/gorilla/websocket"
-	"go.uber.org/goleak"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -19,49 +19,40 @@ import (
 // code and reason each leg sees.
 
 func TestCloseClientInitiatedForwardsCodeAndUpstreamReply(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, func(c *websocket.Conn) {
+	testkit.CheckGoroutines(t)
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		c.SetCloseHandler(func(code int, text string) error {
 			// Reply with a different reason: the client must see the upstream's reply, not an echo by the proxy.
-			return c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "ack"), time.Now().Add(time.Second))
+			return sendClose(c, 4000, "ack")
 		})
-		ssEcho(upGot)(c)
+		return testkit.GorillaEcho(c)
 	})
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{})
-	defer e.Close()
+	e := startSession(t, up.URL, Config{})
 
-	c := ssDial(t, e.URL)
-	defer c.Close()
+	c, _ := mustDial(t, e.URL, nil)
 	if err := c.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {
 		t.Fatal(err)
 	}
 	if _, p, err := c.ReadMessage(); err != nil || string(p) != "hello" {
 		t.Fatalf("echo: %q %v", p, err)
 	}
-	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"), time.Now().Add(time.Second)); err != nil {
+	if err := sendClose(c, 4000, "bye"); err != nil {
 		t.Fatal(err)
 	}
-	ssWantClose(t, "client", ssReadErr(c, 3*time.Second), 4000, "ack")
-	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), 4000, "bye")
+	wantCloses(t, c, upGot, 4000, "ack", 4000, "bye")
 	e.wantEnd(4000, "client")
 }
 
 func TestCloseUpstreamInitiated(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, func(c *websocket.Conn) {
+	testkit.CheckGoroutines(t)
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		if _, _, err := c.ReadMessage(); err != nil {
-			upGot <- err
-			return
+			return err
 		}
-		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4001, "srv"), time.Now().Add(time.Second))
-		upGot <- ssReadErr(c, 3*time.Second)
+		sendClose(c, 4001, "srv")
+		return readErr(c, 3*time.Second)
 	})
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{})
-	defer e.Close()
+	e := startSession(t, up.URL, Config{})
 
 	// A coder/websocket client this time: it answers a close with the same code and reason.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -75,9 +66,9 @@ func TestCloseUpstreamInitiated(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = c.Read(ctx)
-	ssWantCoderClose(t, "client", err, 4001, "srv")
+	wantCoderClose(t, "client", err, 4001, "srv")
 	// The upstream gets the client's answer: coder echoes the code and reason.
-	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), 4001, "srv")
+	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 4001, "srv")
 	e.wantEnd(4001, "upstream")
 }
 
@@ -85,30 +76,27 @@ func TestCloseUpstreamInitiated(t *testing.T) {
 // a body, never as 1005 on the wire.
 func TestCloseEmptyBodyForwardedWithoutStatus(t *testing.T) {
 	t.Run("raw upstream", func(t *testing.T) {
-		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+		testkit.CheckGoroutines(t)
 		type result struct {
-			f   *ssFrame
+			f   *testkit.Frame
 			err error
 		}
 		upGot := make(chan result, 1)
-		up := ssNewRawServer(t, func(c *ssRaw) {
+		up := startRaw(t, func(c *testkit.Conn) {
 			f, _, err := c.ReadUntilClose(3 * time.Second)
 			upGot <- result{f, err}
 			if err == nil {
-				c.Send(ssFrame{Fin: true, Op: ssOpClose}) // reply without a body too
+				c.Send(testkit.Frame{Fin: true, Op: wsmw.OpClose}) // reply without a body too
 			}
 			c.WaitEOF(3 * time.Second)
 		})
-		defer up.Close()
-		e := ssStart(t, up.URL, Config{})
-		defer e.Close()
+		e := startSession(t, up.URL, Config{})
 
-		raw := ssDialRaw(t, e.URL)
-		defer raw.Close()
-		if err := raw.Send(ssFrame{Fin: true, Op: ssOpClose}); err != nil {
+		raw := testkit.DialRaw(t, e.URL)
+		if err := raw.Send(testkit.Frame{Fin: true, Op: wsmw.OpClose}); err != nil {
 			t.Fatal(err)
 		}
-		r := ssRecv(t, upGot, 3*time.Second, "upstream close")
+		r := testkit.Recv(t, upGot, 3*time.Second, "upstream close")
 		if r.err != nil {
 			t.Fatalf("upstream: %v", r.err)
 		}
@@ -125,24 +113,19 @@ func TestCloseEmptyBodyForwardedWithoutStatus(t *testing.T) {
 		if len(f.Payload) != 0 {
 			t.Errorf("client saw close payload %x, want empty", f.Payload)
 		}
-		if !raw.WaitEOF(3 * time.Second) {
-			t.Error("proxy did not close the client connection")
-		}
+		wantEOF(t, raw)
 		e.wantEnd(1005, "client")
 	})
 	t.Run("gorilla upstream", func(t *testing.T) {
-		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+		testkit.CheckGoroutines(t)
 		upGot := make(chan error, 1)
-		up := ssNewGorillaServer(t, ssEcho(upGot))
-		defer up.Close()
-		e := ssStart(t, up.URL, Config{})
-		defer e.Close()
-		raw := ssDialRaw(t, e.URL)
-		defer raw.Close()
-		if err := raw.Send(ssFrame{Fin: true, Op: ssOpClose}); err != nil {
+		up := startGorilla(t, gorillaEcho(upGot))
+		e := startSession(t, up.URL, Config{})
+		raw := testkit.DialRaw(t, e.URL)
+		if err := raw.Send(testkit.Frame{Fin: true, Op: wsmw.OpClose}); err != nil {
 			t.Fatal(err)
 		}
-		ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), websocket.CloseNoStatusReceived, "")
+		wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), websocket.CloseNoStatusReceived, "")
 		// gorilla answers 1005 with an empty body as well.
 		f, _, err := raw.ReadUntilClose(3 * time.Second)
 		if err != nil {
@@ -156,105 +139,94 @@ func TestCloseEmptyBodyForwardedWithoutStatus(t *testing.T) {
 }
 
 func TestCloseUpstreamDiesWithoutClose(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	up := ssNewRawServer(t, func(c *ssRaw) {
+	testkit.CheckGoroutines(t)
+	up := startRaw(t, func(c *testkit.Conn) {
 		f, err := c.ReadFrame()
 		if err != nil {
 			return
 		}
-		c.Send(ssFrame{Fin: true, Op: f.Op, Payload: f.Payload})
+		c.Send(testkit.Frame{Fin: true, Op: f.Op, Payload: f.Payload})
 		// Return: the server closes the TCP connection without a close frame.
 	})
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{})
-	defer e.Close()
+	e := startSession(t, up.URL, Config{})
 	// gorilla 1.5.3 refuses 1014 as a received close code: a coder/websocket client.
-	c, ctx := ssDialCoder(t, e.URL)
-	defer c.CloseNow()
+	c, _, ctx := dialCoder(t, e.URL, coder.CompressionDisabled)
 	c.Write(ctx, coder.MessageText, []byte("x"))
 	if _, p, err := c.Read(ctx); err != nil || string(p) != "x" {
 		t.Fatalf("echo: %q %v", p, err)
 	}
 	_, _, err := c.Read(ctx)
-	ssWantCoderClose(t, "client", err, int(wsmw.StatusBadGateway), "upstream went away")
+	wantCoderClose(t, "client", err, int(wsmw.StatusBadGateway), "upstream went away")
 	e.wantEnd(1006, "upstream")
 }
 
 func TestCloseUpstreamDiesInsideFragmentedMessage(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		send func(c *ssRaw)
+		send func(c *testkit.Conn)
 	}{
-		{"between fragments", func(c *ssRaw) {
-			c.Send(ssFrame{Op: ssOpText, Payload: []byte("part one")})
+		{"between fragments", func(c *testkit.Conn) {
+			c.Send(fragment(false, wsmw.OpText, "part one"))
 		}},
-		{"inside a frame", func(c *ssRaw) {
-			c.Send(ssFrame{Op: ssOpText, Payload: []byte("part one")})
+		{"inside a frame", func(c *testkit.Conn) {
+			c.Send(fragment(false, wsmw.OpText, "part one"))
 			// A continuation announcing 1000 bytes of which 10 arrive.
-			b := ssEncodeFrame(ssFrame{Op: ssOpCont, Payload: make([]byte, 1000)})
+			b := testkit.AppendFrame(nil, testkit.Frame{Op: wsmw.OpContinuation, Payload: make([]byte, 1000)})
 			c.Write(b[:4+10])
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-			up := ssNewRawServer(t, func(c *ssRaw) {
+			testkit.CheckGoroutines(t)
+			up := startRaw(t, func(c *testkit.Conn) {
 				if _, err := c.ReadFrame(); err != nil {
 					return
 				}
 				tc.send(c)
 				time.Sleep(50 * time.Millisecond)
 			})
-			defer up.Close()
-			e := ssStart(t, up.URL, Config{})
-			defer e.Close()
-			raw := ssDialRaw(t, e.URL)
-			defer raw.Close()
-			raw.Send(ssFrame{Fin: true, Op: ssOpText, Payload: []byte("go")})
-			f, seen, err := raw.ReadUntilClose(3 * time.Second)
-			ssCheckRawClose(t, "client", f, err, int(wsmw.StatusBadGateway), "upstream went away")
-			if len(seen) != 1 || seen[0].Op != ssOpText || seen[0].Fin || string(seen[0].Payload) != "part one" {
+			e := startSession(t, up.URL, Config{})
+			raw := testkit.DialRaw(t, e.URL)
+			raw.Send(fragment(true, wsmw.OpText, "go"))
+			seen := clientClose(t, raw, 3*time.Second, int(wsmw.StatusBadGateway), "upstream went away")
+			if len(seen) != 1 || seen[0].Op != wsmw.OpText || seen[0].Fin || string(seen[0].Payload) != "part one" {
 				t.Errorf("client saw %v before the close, want the first fragment only", seen)
 			}
 			raw.SendClose(int(wsmw.StatusBadGateway), "")
-			if !raw.WaitEOF(3 * time.Second) {
-				t.Error("proxy did not close the client connection")
-			}
+			wantEOF(t, raw)
 			e.wantEnd(1006, "upstream")
 		})
 	}
 }
 
 func TestCloseClientVanishes(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	upGot := make(chan error, 1)
 	got := make(chan string, 1)
-	up := ssNewGorillaServer(t, func(c *websocket.Conn) {
+	up := startGorilla(t, func(c *websocket.Conn) {
 		_, p, err := c.ReadMessage()
 		if err != nil {
 			upGot <- err
 			return
 		}
 		got <- string(p)
-		upGot <- ssReadErr(c, 3*time.Second)
+		upGot <- readErr(c, 3*time.Second)
 	})
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{})
-	defer e.Close()
-	raw := ssDialRaw(t, e.URL)
-	raw.Send(ssFrame{Fin: true, Op: ssOpText, Payload: []byte("hi")})
-	if m := ssRecv(t, got, 3*time.Second, "message"); m != "hi" {
+	e := startSession(t, up.URL, Config{})
+	raw := testkit.DialRaw(t, e.URL)
+	raw.Send(fragment(true, wsmw.OpText, "hi"))
+	if m := testkit.Recv(t, got, 3*time.Second, "message"); m != "hi" {
 		t.Fatalf("upstream got %q", m)
 	}
 	raw.Close() // TCP close, no close frame
-	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), int(wsmw.StatusGoingAway), "client went away")
+	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), int(wsmw.StatusGoingAway), "client went away")
 	e.wantEnd(1006, "client")
 }
 
-// ssVerdictInspector closes the session for messages whose first frame is 3 bytes long.
-type ssVerdictInspector struct{ v Verdict }
+// verdictInspector closes the session for messages whose first frame is 3 bytes long.
+type verdictInspector struct{ v Verdict }
 
-func (ssVerdictInspector) NeedsPayload(Direction, wsmw.OpCode) bool { return false }
-func (i ssVerdictInspector) Inspect(m *Message) Verdict {
+func (verdictInspector) NeedsPayload(Direction, wsmw.OpCode) bool { return false }
+func (i verdictInspector) Inspect(m *Message) Verdict {
 	if m.Direction == ClientToUpstream && m.Length == 3 {
 		return i.v
 	}
@@ -272,10 +244,10 @@ func TestClosePolicyVerdict(t *testing.T) {
 		{"custom code", Verdict{Action: Close, Code: 4403, Reason: "forbidden"}, 4403, "forbidden"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+			testkit.CheckGoroutines(t)
 			upGot := make(chan error, 1)
 			var upMsgs []string
-			up := ssNewGorillaServer(t, func(c *websocket.Conn) {
+			up := startGorilla(t, func(c *websocket.Conn) {
 				for {
 					_, p, err := c.ReadMessage()
 					if err != nil {
@@ -285,16 +257,12 @@ func TestClosePolicyVerdict(t *testing.T) {
 					upMsgs = append(upMsgs, string(p))
 				}
 			})
-			defer up.Close()
-			e := ssStart(t, up.URL, Config{Inspectors: Chain{ssVerdictInspector{tc.v}}})
-			defer e.Close()
-			c := ssDial(t, e.URL)
-			defer c.Close()
+			e, c := dialSession(t, up.URL, Config{Inspectors: Chain{verdictInspector{tc.v}}})
 			c.WriteMessage(websocket.TextMessage, []byte("fine"))
 			c.WriteMessage(websocket.TextMessage, []byte("bad"))
 			c.WriteMessage(websocket.TextMessage, []byte("after"))
-			ssWantClose(t, "client", ssReadErr(c, 3*time.Second), tc.wantCode, tc.wantReason)
-			ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), 1001, "")
+			wantClose(t, "client", readErr(c, 3*time.Second), tc.wantCode, tc.wantReason)
+			wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 1001, "")
 			if strings.Join(upMsgs, ",") != "fine" {
 				t.Errorf("upstream received %q, want only \"fine\"", upMsgs)
 			}
@@ -304,64 +272,51 @@ func TestClosePolicyVerdict(t *testing.T) {
 }
 
 func TestCloseMessageTooBig(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, ssEcho(upGot))
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{MaxMessageSize: 1000})
-	defer e.Close()
-	c := ssDial(t, e.URL)
-	defer c.Close()
+	testkit.CheckGoroutines(t)
+	e, c, upGot := dialEcho(t, Config{MaxMessageSize: 1000})
 	c.WriteMessage(websocket.BinaryMessage, make([]byte, 1000)) // at the limit: forwarded
 	if _, p, err := c.ReadMessage(); err != nil || len(p) != 1000 {
 		t.Fatalf("echo: %d %v", len(p), err)
 	}
 	c.WriteMessage(websocket.BinaryMessage, make([]byte, 2000))
-	ssWantClose(t, "client", ssReadErr(c, 3*time.Second), 1009, "message too big")
-	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), 1001, "peer violated the protocol")
+	wantCloses(t, c, upGot, 1009, "message too big", 1001, "peer violated the protocol")
 	e.wantEnd(1009, "proxy")
 }
 
-// ssProtocolViolation runs a raw client that sends bad, expecting code to the
+// checkProtocolViolation runs a raw client that sends bad, expecting code to the
 // client and 1001 to the gorilla upstream.
-func ssProtocolViolation(t *testing.T, bad func(raw *ssRaw), code int, reason string) {
+func checkProtocolViolation(t *testing.T, bad func(raw *testkit.Conn), code int, reason string) {
 	t.Helper()
 	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, ssEcho(upGot))
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{})
-	defer e.Close()
-	raw := ssDialRaw(t, e.URL)
-	defer raw.Close()
-	raw.Send(ssFrame{Fin: true, Op: ssOpText, Payload: []byte("ok")})
+	up := startGorilla(t, gorillaEcho(upGot))
+	e := startSession(t, up.URL, Config{})
+	raw := testkit.DialRaw(t, e.URL)
+	raw.Send(fragment(true, wsmw.OpText, "ok"))
 	if f, err := raw.ReadFrameTimeout(3 * time.Second); err != nil || string(f.Payload) != "ok" {
 		t.Fatalf("echo: %v %v", f, err)
 	}
 	bad(raw)
-	f, seen, err := raw.ReadUntilClose(3 * time.Second)
-	ssCheckRawClose(t, "client", f, err, code, reason)
+	seen := clientClose(t, raw, 3*time.Second, code, reason)
 	if len(seen) != 0 {
 		t.Errorf("client saw %v before the close", seen)
 	}
 	raw.SendClose(code, "")
-	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), 1001, "peer violated the protocol")
-	if !raw.WaitEOF(3 * time.Second) {
-		t.Error("proxy did not close the client connection")
-	}
+	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 1001, "peer violated the protocol")
+	wantEOF(t, raw)
 	e.wantEnd(code, "proxy")
 }
 
 func TestCloseInvalidUTF8FromClient(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	ssProtocolViolation(t, func(raw *ssRaw) {
-		raw.Send(ssFrame{Fin: true, Op: ssOpText, Payload: []byte{'a', 0xff, 0xfe}})
+	testkit.CheckGoroutines(t)
+	checkProtocolViolation(t, func(raw *testkit.Conn) {
+		raw.Send(testkit.Frame{Fin: true, Op: wsmw.OpText, Payload: []byte{'a', 0xff, 0xfe}})
 	}, 1007, "invalid utf-8 in text message")
 }
 
 func TestCloseUnmaskedClientFrame(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	ssProtocolViolation(t, func(raw *ssRaw) {
-		raw.SendRaw(ssFrame{Fin: true, Op: ssOpBinary, Payload: []byte("x")})
+	testkit.CheckGoroutines(t)
+	checkProtocolViolation(t, func(raw *testkit.Conn) {
+		raw.SendRaw(fragment(true, wsmw.OpBinary, "x"))
 	}, 1002, "unmasked frame from client")
 }
 
@@ -375,14 +330,8 @@ func TestCloseShutdown(t *testing.T) {
 		{"drain code 1001", wsmw.StatusGoingAway, 1001},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-			upGot := make(chan error, 1)
-			up := ssNewGorillaServer(t, ssEcho(upGot))
-			defer up.Close()
-			e := ssStart(t, up.URL, Config{DrainCode: tc.code})
-			defer e.Close()
-			c := ssDial(t, e.URL)
-			defer c.Close()
+			testkit.CheckGoroutines(t)
+			e, c, upGot := dialEcho(t, Config{DrainCode: tc.code})
 			c.WriteMessage(websocket.TextMessage, []byte("x"))
 			if _, _, err := c.ReadMessage(); err != nil {
 				t.Fatal(err)
@@ -391,9 +340,8 @@ func TestCloseShutdown(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			go func() { shut <- e.p.Shutdown(ctx) }()
-			ssWantClose(t, "client", ssReadErr(c, 3*time.Second), tc.want, "server shutting down")
-			ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), tc.want, "server shutting down")
-			if err := ssRecv(t, shut, 3*time.Second, "Shutdown"); err != nil {
+			wantCloses(t, c, upGot, tc.want, "server shutting down", tc.want, "server shutting down")
+			if err := testkit.Recv(t, shut, 3*time.Second, "Shutdown"); err != nil {
 				t.Errorf("Shutdown: %v", err)
 			}
 			if n := e.p.ActiveSessions(); n != 0 {
@@ -418,13 +366,10 @@ func TestCloseShutdown(t *testing.T) {
 // Shutdown with no session returns at once; with a session that never answers
 // the close it still returns once the close timeout ended it.
 func TestCloseShutdownUnresponsivePeers(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	up := ssNewRawServer(t, func(c *ssRaw) { c.WaitEOF(5 * time.Second) }) // reads, never answers
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{CloseTimeout: 300 * time.Millisecond})
-	defer e.Close()
-	raw := ssDialRaw(t, e.URL)
-	defer raw.Close()
+	testkit.CheckGoroutines(t)
+	up := startRaw(t, func(c *testkit.Conn) { c.WaitEOF(5 * time.Second) }) // reads, never answers
+	e := startSession(t, up.URL, Config{CloseTimeout: 300 * time.Millisecond})
+	raw := testkit.DialRaw(t, e.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -434,8 +379,7 @@ func TestCloseShutdownUnresponsivePeers(t *testing.T) {
 	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
 		t.Errorf("Shutdown took %v, want about the close timeout (300ms)", d)
 	}
-	f, _, err := raw.ReadUntilClose(time.Second)
-	ssCheckRawClose(t, "client", f, err, 1012, "server shutting down")
+	clientClose(t, raw, time.Second, 1012, "server shutting down")
 	e.wantEnd(1012, "proxy")
 }
 
@@ -443,114 +387,86 @@ func TestCloseShutdownUnresponsivePeers(t *testing.T) {
 // leg cannot answer it (it vanished, or never answers within CloseTimeout), the
 // proxy completes the handshake itself by echoing the close.
 func TestCloseUpstreamVanishesDuringCloseHandshake(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	upGot := make(chan *ssFrame, 1)
-	up := ssNewRawServer(t, func(c *ssRaw) {
+	testkit.CheckGoroutines(t)
+	upGot := make(chan *testkit.Frame, 1)
+	up := startRaw(t, func(c *testkit.Conn) {
 		f, _, _ := c.ReadUntilClose(3 * time.Second)
 		upGot <- f
 		// Return: TCP close without answering the close.
 	})
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{})
-	defer e.Close()
-	raw := ssDialRaw(t, e.URL)
-	defer raw.Close()
+	e := startSession(t, up.URL, Config{})
+	raw := testkit.DialRaw(t, e.URL)
 	raw.SendClose(4000, "bye")
-	f := ssRecv(t, upGot, 3*time.Second, "upstream close")
-	ssCheckRawClose(t, "upstream", f, nil, 4000, "bye")
-	f, _, err := raw.ReadUntilClose(3 * time.Second)
-	ssCheckRawClose(t, "client", f, err, 4000, "bye")
-	if !raw.WaitEOF(3 * time.Second) {
-		t.Error("proxy did not close the client connection")
-	}
+	f := testkit.Recv(t, upGot, 3*time.Second, "upstream close")
+	wantRawClose(t, "upstream", f, nil, 4000, "bye")
+	clientClose(t, raw, 3*time.Second, 4000, "bye")
+	wantEOF(t, raw)
 	e.wantEnd(4000, "client")
 }
 
 func TestCloseClientNeverAnswersUpstreamClose(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, func(c *websocket.Conn) {
-		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4001, "srv"), time.Now().Add(time.Second))
-		upGot <- ssReadErr(c, 3*time.Second)
+	testkit.CheckGoroutines(t)
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
+		sendClose(c, 4001, "srv")
+		return readErr(c, 3*time.Second)
 	})
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{CloseTimeout: 300 * time.Millisecond})
-	defer e.Close()
-	raw := ssDialRaw(t, e.URL)
-	defer raw.Close()
+	e := startSession(t, up.URL, Config{CloseTimeout: 300 * time.Millisecond})
+	raw := testkit.DialRaw(t, e.URL)
 	start := time.Now()
-	f, _, err := raw.ReadUntilClose(3 * time.Second) // and never answer it
-	ssCheckRawClose(t, "client", f, err, 4001, "srv")
-	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), 4001, "srv")
+	clientClose(t, raw, 3*time.Second, 4001, "srv") // and never answer it
+	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 4001, "srv")
 	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
 		t.Errorf("upstream's close answered after %v, want about the close timeout (300ms)", d)
 	}
-	if !raw.WaitEOF(3 * time.Second) {
-		t.Error("proxy did not close the client connection")
-	}
+	wantEOF(t, raw)
 	e.wantEnd(4001, "upstream")
 }
 
 // A policy close for an upstream message: the verdict's code to the upstream, 1001 to the client.
 func TestClosePolicyVerdictDownstream(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, func(c *websocket.Conn) {
+	testkit.CheckGoroutines(t)
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		c.WriteMessage(websocket.TextMessage, []byte("fine"))
 		c.WriteMessage(websocket.TextMessage, []byte("bad"))
-		upGot <- ssReadErr(c, 3*time.Second)
+		return readErr(c, 3*time.Second)
 	})
-	defer up.Close()
-	in := ssInspector{inspect: func(m *Message) Verdict {
+	in := testInspector{inspect: func(m *Message) Verdict {
 		if m.Direction == UpstreamToClient && m.Length == 3 {
 			return Verdict{Action: Close, Reason: "no"}
 		}
 		return Verdict{Action: Pass}
 	}}
-	e := ssStart(t, up.URL, Config{Inspectors: Chain{in}})
-	defer e.Close()
-	c := ssDial(t, e.URL)
-	defer c.Close()
+	e, c := dialSession(t, up.URL, Config{Inspectors: Chain{in}})
 	if _, p, err := c.ReadMessage(); err != nil || string(p) != "fine" {
 		t.Fatalf("first message %q %v", p, err)
 	}
-	ssWantClose(t, "client", ssReadErr(c, 3*time.Second), 1001, "")
-	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), 1008, "no")
+	wantCloses(t, c, upGot, 1001, "", 1008, "no")
 	e.wantEnd(1008, "proxy")
 }
 
 func TestCloseMessageTooBigFromUpstream(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, func(c *websocket.Conn) {
+	testkit.CheckGoroutines(t)
+	up, upGot := startReporting(t, func(c *websocket.Conn) error {
 		c.WriteMessage(websocket.BinaryMessage, make([]byte, 1000))
 		c.WriteMessage(websocket.BinaryMessage, make([]byte, 2000))
-		upGot <- ssReadErr(c, 3*time.Second)
+		return readErr(c, 3*time.Second)
 	})
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{MaxMessageSize: 1000})
-	defer e.Close()
-	c := ssDial(t, e.URL)
-	defer c.Close()
+	e, c := dialSession(t, up.URL, Config{MaxMessageSize: 1000})
 	if _, p, err := c.ReadMessage(); err != nil || len(p) != 1000 {
 		t.Fatalf("first message: %d %v", len(p), err)
 	}
-	ssWantClose(t, "client", ssReadErr(c, 3*time.Second), 1001, "peer violated the protocol")
-	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream close"), 1009, "message too big")
+	wantCloses(t, c, upGot, 1001, "peer violated the protocol", 1009, "message too big")
 	e.wantEnd(1009, "proxy")
 }
 
 // An upstream that reads nothing is dropped after WriteTimeout: the client gets 1014.
 func TestCloseSlowUpstreamIsDropped(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	stop := make(chan struct{})
-	up := ssNewRawServer(t, func(c *ssRaw) { <-stop }) // never reads
-	defer up.Close()
+	up := startRaw(t, func(c *testkit.Conn) { <-stop }) // never reads
 	defer close(stop)
-	e := ssStart(t, up.URL, Config{WriteTimeout: 300 * time.Millisecond})
-	defer e.Close()
-	raw := ssDialRaw(t, e.URL)
-	defer raw.Close()
+	e := startSession(t, up.URL, Config{WriteTimeout: 300 * time.Millisecond})
+	raw := testkit.DialRaw(t, e.URL)
 	var written atomic.Int64
 	var halt atomic.Bool
 	wdone := make(chan struct{})
@@ -558,7 +474,7 @@ func TestCloseSlowUpstreamIsDropped(t *testing.T) {
 		defer close(wdone)
 		msg := make([]byte, 64<<10)
 		for !halt.Load() && written.Load() < 100<<20 {
-			if raw.Send(ssFrame{Fin: true, Op: ssOpBinary, Payload: msg}) != nil {
+			if raw.Send(testkit.Frame{Fin: true, Op: wsmw.OpBinary, Payload: msg}) != nil {
 				return
 			}
 			written.Add(int64(len(msg)))
@@ -568,7 +484,7 @@ func TestCloseSlowUpstreamIsDropped(t *testing.T) {
 	f, seen, err := raw.ReadUntilClose(5 * time.Second)
 	halt.Store(true)
 	<-wdone
-	ssCheckRawClose(t, "client", f, err, 1014, "upstream went away")
+	wantRawClose(t, "client", f, err, 1014, "upstream went away")
 	if len(seen) != 0 {
 		t.Errorf("client got %d frames before the close", len(seen))
 	}
@@ -576,9 +492,7 @@ func TestCloseSlowUpstreamIsDropped(t *testing.T) {
 		t.Errorf("slow upstream dropped after %v", d)
 	}
 	raw.SendClose(1014, "")
-	if !raw.WaitEOF(3 * time.Second) {
-		t.Error("proxy did not close the client connection")
-	}
+	wantEOF(t, raw)
 	e.wantEnd(1006, "upstream")
 	t.Logf("client wrote %d KiB before the upstream was dropped", written.Load()>>10)
 }

@@ -6,7 +6,6 @@ package proxy
 // Every helper name starts with "cz".
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -20,62 +19,57 @@ import (
 
 	coder "github.com/coder/websocket"
 	"github.com/gorilla/websocket"
-	"go.uber.org/goleak"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// czTap is a TCP forwarder to target that records the bytes of its first
+// tap is a TCP forwarder to target that records the bytes of its first
 // connection in each direction: up (towards target) and down.
-type czTap struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
+type tap struct {
+	*testkit.RawServer
 
 	mu       sync.Mutex
-	conns    []net.Conn
+	targets  []net.Conn
 	n        int
 	up, down bytes.Buffer
 }
 
-func czNewTap(t *testing.T, target string) *czTap {
+func startTap(t *testing.T, target string) *tap {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := &czTap{ln: ln, target: target}
-	tp.wg.Add(1)
-	go func() {
-		defer tp.wg.Done()
-		for {
-			a, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", target)
-			if err != nil {
-				a.Close()
-				continue
-			}
-			tp.mu.Lock()
-			tp.conns = append(tp.conns, a, b)
-			first := tp.n == 0
-			tp.n++
-			tp.mu.Unlock()
-			tp.wg.Add(2)
-			go tp.copy(b, a, first, &tp.up)
-			go tp.copy(a, b, first, &tp.down)
+	tp := &tap{}
+	tp.RawServer = testkit.StartTCPServer(t, func(a *testkit.Conn) {
+		b, err := net.Dial("tcp", target)
+		if err != nil {
+			return
 		}
-	}()
+		tp.mu.Lock()
+		tp.targets = append(tp.targets, b)
+		first := tp.n == 0
+		tp.n++
+		tp.mu.Unlock()
+		up := make(chan struct{})
+		go func() {
+			defer close(up)
+			tp.copy(b, a.R, first, &tp.up)
+		}()
+		tp.copy(a.Conn, b, first, &tp.down)
+		<-up
+	})
+	t.Cleanup(func() { // before the RawServer closes the client side and waits
+		tp.mu.Lock()
+		defer tp.mu.Unlock()
+		for _, b := range tp.targets {
+			b.Close()
+		}
+	})
 	return tp
 }
 
-func (tp *czTap) copy(dst, src net.Conn, record bool, buf *bytes.Buffer) {
-	defer tp.wg.Done()
+func (tp *tap) copy(dst net.Conn, src io.Reader, record bool, buf *bytes.Buffer) {
 	var w io.Writer = dst
 	if record {
-		w = io.MultiWriter(dst, czLocked{&tp.mu, buf})
+		w = io.MultiWriter(dst, lockedWriter{&tp.mu, buf})
 	}
 	io.Copy(w, src)
 	// Half-close like a real network would: the peer sees EOF, then the other copy ends.
@@ -84,33 +78,20 @@ func (tp *czTap) copy(dst, src net.Conn, record bool, buf *bytes.Buffer) {
 	}
 }
 
-type czLocked struct {
+type lockedWriter struct {
 	mu *sync.Mutex
 	b  *bytes.Buffer
 }
 
-func (l czLocked) Write(p []byte) (int, error) {
+func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (tp *czTap) Addr() string { return tp.ln.Addr().String() }
-
-// Close stops the tap and waits for its goroutines.
-func (tp *czTap) Close() {
-	tp.ln.Close()
-	tp.mu.Lock()
-	for _, c := range tp.conns {
-		c.Close()
-	}
-	tp.mu.Unlock()
-	tp.wg.Wait()
-}
-
 // frames parses the data frames recorded in one direction, after the HTTP
 // handshake; a frame cut short at the end is left out.
-func (tp *czTap) frames(up bool) []ssFrame {
+func (tp *tap) frames(up bool) []testkit.Frame {
 	tp.mu.Lock()
 	data := tp.up.Bytes()
 	if !up {
@@ -123,9 +104,9 @@ func (tp *czTap) frames(up bool) []ssFrame {
 		return nil
 	}
 	r := bytes.NewReader(data[i+4:])
-	var out []ssFrame
+	var out []testkit.Frame
 	for {
-		f, err := ssReadFrame(r)
+		f, err := testkit.ReadFrame(r, testkit.DefaultMaxFrame)
 		if err != nil {
 			return out
 		}
@@ -135,18 +116,18 @@ func (tp *czTap) frames(up bool) []ssFrame {
 	}
 }
 
-// czMessages groups data frames into messages: the first frame of each with
+// messagesOf groups data frames into messages: the first frame of each with
 // the total wire length of its payload.
-type czMessage struct {
-	first ssFrame
+type wireMessage struct {
+	first testkit.Frame
 	wire  int
 }
 
-func czMessages(frames []ssFrame) []czMessage {
-	var out []czMessage
+func messagesOf(frames []testkit.Frame) []wireMessage {
+	var out []wireMessage
 	for _, f := range frames {
-		if f.Op != ssOpCont {
-			out = append(out, czMessage{first: f})
+		if f.Op != wsmw.OpContinuation {
+			out = append(out, wireMessage{first: f})
 		}
 		if len(out) > 0 {
 			out[len(out)-1].wire += len(f.Payload)
@@ -155,9 +136,40 @@ func czMessages(frames []ssFrame) []czMessage {
 	return out
 }
 
-// czServer is a coder/websocket upstream with the given compression; it
+// wantCompressed checks that messages idx of msgs crossed the leg (up: towards
+// the upstream) compressed: with RSV1, in fewer than under bytes on the wire.
+func wantCompressed(t *testing.T, leg string, up bool, msgs []wireMessage, idx []int, under int) {
+	t.Helper()
+	for _, i := range idx {
+		if m := msgs[i]; m.first.Rsv != 0x40 || m.wire >= under {
+			t.Errorf("%s leg (up=%v) message %d: rsv %#x, %d bytes on the wire; want RSV1 and compressed", leg, up, i, m.first.Rsv, m.wire)
+		}
+	}
+}
+
+// span returns 0, 1, ..., n-1.
+func span(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+// messages returns the messages the tap saw in one direction (up: towards
+// the target) of the leg, failing the test unless there are want.
+func (tp *tap) messages(t *testing.T, leg string, up bool, want int) []wireMessage {
+	t.Helper()
+	msgs := messagesOf(tp.frames(up))
+	if len(msgs) != want {
+		t.Fatalf("%s leg (up=%v): %d messages on the wire, want %d", leg, up, len(msgs), want)
+	}
+	return msgs
+}
+
+// coderUpstream is a coder/websocket upstream with the given compression; it
 // records the handshake requests and runs handle per connection.
-type czServer struct {
+type coderUpstream struct {
 	*httptest.Server
 	URL  string
 	wg   sync.WaitGroup
@@ -166,9 +178,9 @@ type czServer struct {
 	ws   []*coder.Conn
 }
 
-func czNewCoderServer(t *testing.T, mode coder.CompressionMode, handle func(ctx context.Context, c *coder.Conn)) *czServer {
+func startCoderUpstream(t *testing.T, mode coder.CompressionMode, handle func(ctx context.Context, c *coder.Conn)) *coderUpstream {
 	t.Helper()
-	s := &czServer{}
+	s := &coderUpstream{}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.wg.Add(1)
 		defer s.wg.Done()
@@ -188,12 +200,13 @@ func czNewCoderServer(t *testing.T, mode coder.CompressionMode, handle func(ctx 
 		defer cancel()
 		handle(ctx, c)
 	}))
-	s.URL = "ws" + strings.TrimPrefix(s.Server.URL, "http")
+	s.URL = testkit.WSURL(s.Server.URL)
+	t.Cleanup(s.Close)
 	return s
 }
 
 // offered returns the Sec-WebSocket-Extensions the upstream was offered last.
-func (s *czServer) offered() string {
+func (s *coderUpstream) offered() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.reqs) == 0 {
@@ -202,50 +215,30 @@ func (s *czServer) offered() string {
 	return strings.Join(s.reqs[len(s.reqs)-1].Values("Sec-Websocket-Extensions"), ", ")
 }
 
-func (s *czServer) Close() {
+// Close closes the server and every connection and waits for the handlers.
+func (s *coderUpstream) Close() {
 	s.Server.Close()
 	s.mu.Lock()
 	for _, c := range s.ws {
 		c.CloseNow()
 	}
+	s.ws = nil
 	s.mu.Unlock()
 	s.wg.Wait()
 }
 
-// czCoderEcho echoes every message; the error that ended it goes to got.
-func czCoderEcho(got chan<- error) func(ctx context.Context, c *coder.Conn) {
+// coderEcho echoes every message; the error that ended it goes to got.
+func coderEcho(got chan<- error) func(ctx context.Context, c *coder.Conn) {
 	return func(ctx context.Context, c *coder.Conn) {
-		for {
-			typ, p, err := c.Read(ctx)
-			if err == nil {
-				err = c.Write(ctx, typ, p)
-			}
-			if err != nil {
-				if got != nil {
-					got <- err
-				}
-				return
-			}
+		err := testkit.CoderEcho(ctx, c)
+		if got != nil {
+			got <- err
 		}
 	}
 }
 
-// czDial dials url with coder/websocket in the given mode and returns the
-// connection, the extension the proxy answered and a context for the test.
-func czDial(t *testing.T, url string, mode coder.CompressionMode) (*coder.Conn, string, context.Context) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	c, resp, err := coder.Dial(ctx, url, &coder.DialOptions{CompressionMode: mode})
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	c.SetReadLimit(1 << 20)
-	return c, resp.Header.Get("Sec-WebSocket-Extensions"), ctx
-}
-
-// czEcho sends msg and expects it back.
-func czEcho(t *testing.T, ctx context.Context, c *coder.Conn, typ coder.MessageType, msg string) {
+// coderEchoOnce sends msg and expects it back.
+func coderEchoOnce(t *testing.T, ctx context.Context, c *coder.Conn, typ coder.MessageType, msg string) {
 	t.Helper()
 	if err := c.Write(ctx, typ, []byte(msg)); err != nil {
 		t.Fatalf("write: %v", err)
@@ -256,18 +249,18 @@ func czEcho(t *testing.T, ctx context.Context, c *coder.Conn, typ coder.MessageT
 	}
 }
 
-// czCloseCoder closes c normally and waits for the session to end.
-func czCloseCoder(t *testing.T, e *ssEnv, c *coder.Conn) {
+// closeCoder closes c normally and waits for the session to end.
+func closeCoder(t *testing.T, e *proxyEnv, c *coder.Conn) {
 	t.Helper()
 	if err := c.Close(coder.StatusNormalClosure, "done"); err != nil {
 		t.Errorf("close: %v", err)
 	}
-	ssWaitSessions(t, e.p, 5*time.Second)
+	waitSessions(t, e.p, 5*time.Second)
 }
 
-// czParams returns the permessage-deflate parameters of the proxy's one
+// deflateParams returns the permessage-deflate parameters of the proxy's one
 // session: as negotiated with the client and with the upstream.
-func czParams(t *testing.T, p *Proxy) (client, up wsmw.DeflateParams, okClient, okUp bool) {
+func deflateParams(t *testing.T, p *Proxy) (client, up wsmw.DeflateParams, okClient, okUp bool) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
@@ -286,8 +279,8 @@ func czParams(t *testing.T, p *Proxy) (client, up wsmw.DeflateParams, okClient, 
 	}
 }
 
-// czText is compressible text of about n bytes: valid JSON.
-func czText(n int) string {
+// jsonText is compressible text of about n bytes: valid JSON.
+func jsonText(n int) string {
 	var b strings.Builder
 	b.WriteString(`{"items":[`)
 	for i := 0; b.Len() < n; i++ {
@@ -300,9 +293,9 @@ func czText(n int) string {
 	return b.String()
 }
 
-// czWords is text of about n bytes that compresses to about half: a repeat of
+// wordsText is text of about n bytes that compresses to about half: a repeat of
 // it is much smaller again only with context takeover.
-func czWords(n int) string {
+func wordsText(n int) string {
 	words := []string{"alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"}
 	var b strings.Builder
 	x := uint32(2463534242)
@@ -317,8 +310,8 @@ func czWords(n int) string {
 	return b.String()
 }
 
-// czHost returns the host:port of a ws:// URL.
-func czHost(u string) string { return strings.TrimPrefix(u, "ws://") }
+// hostOf returns the host:port of a ws:// URL.
+func hostOf(u string) string { return strings.TrimPrefix(u, "ws://") }
 
 func TestCompressionModeParse(t *testing.T) {
 	for s, want := range map[string]CompressionMode{"": CompressionOff, "off": CompressionOff, "passthrough": CompressionPassthrough, "terminate": CompressionTerminate} {
@@ -347,68 +340,54 @@ func TestCompressionModeParse(t *testing.T) {
 
 // Off (the default): the offer is stripped, neither leg is compressed although both could.
 func TestCompressionOffStripsOffer(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	up := czNewCoderServer(t, coder.CompressionContextTakeover, czCoderEcho(nil))
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{})
-	defer e.Close()
+	testkit.CheckGoroutines(t)
+	up := startCoderUpstream(t, coder.CompressionContextTakeover, coderEcho(nil))
+	e := startSession(t, up.URL, Config{})
 
-	c, ext, ctx := czDial(t, e.URL, coder.CompressionContextTakeover)
-	defer c.CloseNow()
+	c, ext, ctx := dialCoder(t, e.URL, coder.CompressionContextTakeover)
 	if ext != "" {
 		t.Errorf("client got Sec-WebSocket-Extensions %q, want none", ext)
 	}
-	czEcho(t, ctx, c, coder.MessageText, czText(4000))
+	coderEchoOnce(t, ctx, c, coder.MessageText, jsonText(4000))
 	if got := up.offered(); got != "" {
 		t.Errorf("upstream was offered %q, want nothing", got)
 	}
-	if _, _, okC, okU := czParams(t, e.p); okC || okU {
+	if _, _, okC, okU := deflateParams(t, e.p); okC || okU {
 		t.Errorf("compression in effect: client leg %v, upstream leg %v", okC, okU)
 	}
-	czCloseCoder(t, e, c)
+	closeCoder(t, e, c)
 }
 
 // Passthrough without inspectors: negotiated end to end with context takeover,
 // compressed frames cross the upstream leg as the client sent them.
 func TestCompressionPassthroughContextTakeover(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	up := czNewCoderServer(t, coder.CompressionContextTakeover, czCoderEcho(nil))
-	defer up.Close()
-	tap := czNewTap(t, czHost(up.URL))
-	defer tap.Close()
-	e := ssStart(t, "ws://"+tap.Addr(), Config{Compression: CompressionPassthrough})
-	defer e.Close()
+	testkit.CheckGoroutines(t)
+	up := startCoderUpstream(t, coder.CompressionContextTakeover, coderEcho(nil))
+	tap := startTap(t, hostOf(up.URL))
+	e := startSession(t, "ws://"+tap.Addr(), Config{Compression: CompressionPassthrough})
 
-	c, ext, ctx := czDial(t, e.URL, coder.CompressionContextTakeover)
-	defer c.CloseNow()
+	c, ext, ctx := dialCoder(t, e.URL, coder.CompressionContextTakeover)
 	if ext != "permessage-deflate" {
 		t.Errorf("client got Sec-WebSocket-Extensions %q, want the upstream's plain permessage-deflate", ext)
 	}
 	if got := up.offered(); got != "permessage-deflate" {
 		t.Errorf("upstream was offered %q, want the client's offer as it is", got)
 	}
-	msg := czWords(8000)
+	msg := wordsText(8000)
 	for range 3 {
-		czEcho(t, ctx, c, coder.MessageText, msg)
+		coderEchoOnce(t, ctx, c, coder.MessageText, msg)
 	}
-	czEcho(t, ctx, c, coder.MessageBinary, string(bytes.Repeat([]byte{1, 2, 3, 4}, 5000)))
-	czEcho(t, ctx, c, coder.MessageText, "short")
-	pc, pu, okC, okU := czParams(t, e.p)
+	coderEchoOnce(t, ctx, c, coder.MessageBinary, string(bytes.Repeat([]byte{1, 2, 3, 4}, 5000)))
+	coderEchoOnce(t, ctx, c, coder.MessageText, "short")
+	pc, pu, okC, okU := deflateParams(t, e.p)
 	if !okC || !okU || pc.ClientNoContextTakeover || pc.ServerNoContextTakeover || pu != pc {
 		t.Errorf("negotiated: client leg %+v (%v), upstream leg %+v (%v); want the same, with context takeover", pc, okC, pu, okU)
 	}
-	czCloseCoder(t, e, c)
+	closeCoder(t, e, c)
 
 	for _, dir := range []bool{true, false} {
-		msgs := czMessages(tap.frames(dir))
-		if len(msgs) != 5 {
-			t.Fatalf("upstream leg (up=%v): %d messages on the wire, want 5", dir, len(msgs))
-		}
-		for i, m := range msgs[:4] {
-			if m.first.Rsv != 0x40 || m.wire >= len(msg)*3/4 {
-				t.Errorf("upstream leg (up=%v) message %d: rsv %#x, %d bytes on the wire; want RSV1 and compressed", dir, i, m.first.Rsv, m.wire)
-			}
-		}
+		msgs := tap.messages(t, "upstream", dir, 5)
+		wantCompressed(t, "upstream", dir, msgs, span(4), len(msg)*3/4)
 		// coder's sender (stdlib BestSpeed) gains little from the window: that
 		// context takeover is in force shows in the parameters and in coder's
 		// receiver inflating later messages with the window of earlier ones.
@@ -433,9 +412,9 @@ func TestCompressionPassthroughInspected(t *testing.T) {
 		{"invalid from upstream", `{"send":"bad"}`, 1001, 1007, "", "invalid json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+			testkit.CheckGoroutines(t)
 			upGot := make(chan error, 1)
-			up := czNewCoderServer(t, coder.CompressionContextTakeover, func(ctx context.Context, c *coder.Conn) {
+			up := startCoderUpstream(t, coder.CompressionContextTakeover, func(ctx context.Context, c *coder.Conn) {
 				for {
 					typ, p, err := c.Read(ctx)
 					if err == nil {
@@ -450,49 +429,41 @@ func TestCompressionPassthroughInspected(t *testing.T) {
 					}
 				}
 			})
-			defer up.Close()
-			tap := czNewTap(t, czHost(up.URL))
-			defer tap.Close()
-			e := ssStart(t, "ws://"+tap.Addr(), Config{Compression: CompressionPassthrough, Inspectors: Chain{ValidateJSON{}}})
-			defer e.Close()
+			tap := startTap(t, hostOf(up.URL))
+			e := startSession(t, "ws://"+tap.Addr(), Config{Compression: CompressionPassthrough, Inspectors: Chain{ValidateJSON{}}})
 
-			c, ext, ctx := czDial(t, e.URL, coder.CompressionContextTakeover)
-			defer c.CloseNow()
+			c, ext, ctx := dialCoder(t, e.URL, coder.CompressionContextTakeover)
 			if got := up.offered(); got != "permessage-deflate; client_no_context_takeover; server_no_context_takeover" {
 				t.Errorf("upstream was offered %q, want no context takeover asked both ways", got)
 			}
 			if !strings.Contains(ext, "client_no_context_takeover") || !strings.Contains(ext, "server_no_context_takeover") {
 				t.Errorf("client got %q, want no context takeover both ways", ext)
 			}
-			pc, pu, okC, okU := czParams(t, e.p)
+			pc, pu, okC, okU := deflateParams(t, e.p)
 			if !okC || !okU || !pc.ClientNoContextTakeover || !pu.ServerNoContextTakeover {
 				t.Errorf("negotiated: client leg %+v (%v), upstream leg %+v (%v); want the client's and the upstream's sending without context takeover", pc, okC, pu, okU)
 			}
-			msg := czText(6000)
+			msg := jsonText(6000)
 			for range 3 {
-				czEcho(t, ctx, c, coder.MessageText, msg)
+				coderEchoOnce(t, ctx, c, coder.MessageText, msg)
 			}
-			czEcho(t, ctx, c, coder.MessageBinary, "not json, binary passes")
+			coderEchoOnce(t, ctx, c, coder.MessageBinary, "not json, binary passes")
 
 			if err := c.Write(ctx, coder.MessageText, []byte(tc.trigger)); err != nil {
 				t.Fatal(err)
 			}
 			_, _, err := c.Read(ctx)
-			ssWantCoderClose(t, "client", err, tc.clientCode, tc.clientReason)
-			ssWantCoderClose(t, "upstream", ssRecv(t, upGot, 5*time.Second, "upstream end"), tc.upCode, tc.upReson)
+			wantCoderClose(t, "client", err, tc.clientCode, tc.clientReason)
+			wantCoderClose(t, "upstream", testkit.Recv(t, upGot, 5*time.Second, "upstream end"), tc.upCode, tc.upReson)
 			e.wantEnd(1007, initiatorProxy)
 
 			// The valid messages crossed the upstream leg compressed, both ways.
 			for _, dir := range []bool{true, false} {
-				msgs := czMessages(tap.frames(dir))
+				msgs := messagesOf(tap.frames(dir))
 				if len(msgs) < 3 {
 					t.Fatalf("upstream leg (up=%v): %d messages", dir, len(msgs))
 				}
-				for i, m := range msgs[:3] {
-					if m.first.Rsv != 0x40 || m.wire >= len(msg)/2 {
-						t.Errorf("upstream leg (up=%v) message %d: rsv %#x, %d bytes; want RSV1 and compressed", dir, i, m.first.Rsv, m.wire)
-					}
-				}
+				wantCompressed(t, "upstream", dir, msgs, span(3), len(msg)/2)
 			}
 		})
 	}
@@ -501,23 +472,20 @@ func TestCompressionPassthroughInspected(t *testing.T) {
 // Passthrough with an inspector: a small compressed message that inflates past
 // MaxMessageSize is refused with 1009 and never reaches the upstream.
 func TestCompressionPassthroughBomb(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	upGot := make(chan error, 1)
-	up := czNewCoderServer(t, coder.CompressionContextTakeover, czCoderEcho(upGot))
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{Compression: CompressionPassthrough, MaxMessageSize: 64 << 10, Inspectors: Chain{ValidateJSON{}}})
-	defer e.Close()
+	up := startCoderUpstream(t, coder.CompressionContextTakeover, coderEcho(upGot))
+	e := startSession(t, up.URL, Config{Compression: CompressionPassthrough, MaxMessageSize: 64 << 10, Inspectors: Chain{ValidateJSON{}}})
 
-	c, _, ctx := czDial(t, e.URL, coder.CompressionNoContextTakeover)
-	defer c.CloseNow()
-	czEcho(t, ctx, c, coder.MessageText, czText(40<<10)) // under the limit: passes
-	bomb := `"` + strings.Repeat("a", 1<<20) + `"`       // about 1 KiB compressed
+	c, _, ctx := dialCoder(t, e.URL, coder.CompressionNoContextTakeover)
+	coderEchoOnce(t, ctx, c, coder.MessageText, jsonText(40<<10)) // under the limit: passes
+	bomb := `"` + strings.Repeat("a", 1<<20) + `"`                // about 1 KiB compressed
 	if err := c.Write(ctx, coder.MessageText, []byte(bomb)); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err := c.Read(ctx)
-	ssWantCoderClose(t, "client", err, 1009, "message too big")
-	ssWantCoderClose(t, "upstream", ssRecv(t, upGot, 5*time.Second, "upstream end"), 1001, "")
+	wantCoderClose(t, "client", err, 1009, "message too big")
+	wantCoderClose(t, "upstream", testkit.Recv(t, upGot, 5*time.Second, "upstream end"), 1001, "")
 	e.wantEnd(1009, initiatorProxy)
 }
 
@@ -544,7 +512,7 @@ func TestCompressionPassthroughUpstreamAnswer(t *testing.T) {
 			http.StatusSwitchingProtocols, "permessage-deflate; server_max_window_bits=10"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+			testkit.CheckGoroutines(t)
 			var wg sync.WaitGroup
 			offered := make(chan string, 4)
 			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -557,7 +525,7 @@ func TestCompressionPassthroughUpstreamAnswer(t *testing.T) {
 				}
 				defer nc.Close()
 				brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-					hsAccept(r.Header.Get("Sec-WebSocket-Key")) + "\r\nSec-WebSocket-Extensions: " + tc.answer + "\r\n\r\n")
+					testkit.AcceptKey(r.Header.Get("Sec-WebSocket-Key")) + "\r\nSec-WebSocket-Extensions: " + tc.answer + "\r\n\r\n")
 				brw.Flush()
 				nc.SetReadDeadline(time.Now().Add(3 * time.Second))
 				io.Copy(io.Discard, nc)
@@ -568,8 +536,7 @@ func TestCompressionPassthroughUpstreamAnswer(t *testing.T) {
 			if tc.inspect {
 				cfg.Inspectors = Chain{ValidateJSON{}}
 			}
-			e := ssStart(t, "ws"+strings.TrimPrefix(up.URL, "http"), cfg)
-			defer e.Close()
+			e := startSession(t, "ws"+strings.TrimPrefix(up.URL, "http"), cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			c, resp, err := coder.Dial(ctx, e.URL, &coder.DialOptions{CompressionMode: coder.CompressionContextTakeover})
@@ -582,7 +549,7 @@ func TestCompressionPassthroughUpstreamAnswer(t *testing.T) {
 				}
 				c.Close(coder.StatusNormalClosure, "")
 			}
-			got := ssRecv(t, offered, time.Second, "upstream request")
+			got := testkit.Recv(t, offered, time.Second, "upstream request")
 			if want := "permessage-deflate"; tc.inspect {
 				want += "; client_no_context_takeover; server_no_context_takeover"
 				if got != want {
@@ -599,33 +566,28 @@ func TestCompressionPassthroughUpstreamAnswer(t *testing.T) {
 // inflated for the upstream and compressed again for the client; an inspector
 // sees (and replaces) the plain payload.
 func TestCompressionTerminatePlainUpstream(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	up := ssNewGorillaServer(t, ssEcho(nil)) // gorilla's Upgrader without EnableCompression
-	defer up.Close()
-	upTap := czNewTap(t, czHost(up.URL))
-	defer upTap.Close()
+	testkit.CheckGoroutines(t)
+	up := startGorilla(t, gorillaEcho(nil)) // gorilla's Upgrader without EnableCompression
+	upTap := startTap(t, hostOf(up.URL))
 	upper := InspectFunc(func(dir Direction, op wsmw.OpCode) bool { return dir == ClientToUpstream }, func(m *Message) Verdict {
 		if rest, ok := bytes.CutPrefix(m.Payload, []byte("upper:")); ok {
 			return Verdict{Action: Replace, Payload: bytes.ToUpper(rest)}
 		}
 		return Verdict{Action: Pass}
 	})
-	e := ssStart(t, "ws://"+upTap.Addr(), Config{Compression: CompressionTerminate, Inspectors: Chain{upper}})
-	defer e.Close()
-	front := czNewTap(t, czHost(e.URL))
-	defer front.Close()
+	e := startSession(t, "ws://"+upTap.Addr(), Config{Compression: CompressionTerminate, Inspectors: Chain{upper}})
+	front := startTap(t, hostOf(e.URL))
 
-	c, ext, ctx := czDial(t, "ws://"+front.Addr(), coder.CompressionContextTakeover)
-	defer c.CloseNow()
+	c, ext, ctx := dialCoder(t, "ws://"+front.Addr(), coder.CompressionContextTakeover)
 	if !strings.HasPrefix(ext, "permessage-deflate") {
 		t.Errorf("client got Sec-WebSocket-Extensions %q, want permessage-deflate", ext)
 	}
-	msg := czText(8000)
+	msg := jsonText(8000)
 	for range 3 {
-		czEcho(t, ctx, c, coder.MessageText, msg)
+		coderEchoOnce(t, ctx, c, coder.MessageText, msg)
 	}
-	czEcho(t, ctx, c, coder.MessageBinary, string(bytes.Repeat([]byte("binary"), 3000)))
-	czEcho(t, ctx, c, coder.MessageText, "short")
+	coderEchoOnce(t, ctx, c, coder.MessageBinary, string(bytes.Repeat([]byte("binary"), 3000)))
+	coderEchoOnce(t, ctx, c, coder.MessageText, "short")
 	long := "upper:" + strings.Repeat("make me loud ", 200)
 	if err := c.Write(ctx, coder.MessageText, []byte(long)); err != nil {
 		t.Fatal(err)
@@ -633,18 +595,15 @@ func TestCompressionTerminatePlainUpstream(t *testing.T) {
 	if _, p, err := c.Read(ctx); err != nil || string(p) != strings.ToUpper(long[6:]) {
 		t.Fatalf("replaced echo: %d bytes %v", len(p), err)
 	}
-	pc, _, okC, okU := czParams(t, e.p)
+	pc, _, okC, okU := deflateParams(t, e.p)
 	if !okC || okU || pc.ClientNoContextTakeover || !pc.ServerNoContextTakeover {
 		t.Errorf("client leg %+v (%v), upstream leg compressed %v; want the client's context takeover but not the proxy's, upstream plain", pc, okC, okU)
 	}
-	czCloseCoder(t, e, c)
+	closeCoder(t, e, c)
 
 	for _, dir := range []bool{true, false} {
 		// Upstream leg: plain, every byte of every message.
-		msgs := czMessages(upTap.frames(dir))
-		if len(msgs) != 6 {
-			t.Fatalf("upstream leg (up=%v): %d messages, want 6", dir, len(msgs))
-		}
+		msgs := upTap.messages(t, "upstream", dir, 6)
 		for i, m := range msgs {
 			if m.first.Rsv != 0 {
 				t.Errorf("upstream leg (up=%v) message %d has rsv %#x, want plain", dir, i, m.first.Rsv)
@@ -654,59 +613,41 @@ func TestCompressionTerminatePlainUpstream(t *testing.T) {
 			t.Errorf("upstream leg (up=%v): first message %d bytes, want %d plain", dir, msgs[0].wire, len(msg))
 		}
 		// Client leg: compressed both ways (all but the short one).
-		cm := czMessages(front.frames(dir))
-		if len(cm) != 6 {
-			t.Fatalf("client leg (up=%v): %d messages, want 6", dir, len(cm))
-		}
-		for _, i := range []int{0, 1, 2, 3, 5} {
-			if cm[i].first.Rsv != 0x40 || cm[i].wire >= len(msg)/4 {
-				t.Errorf("client leg (up=%v) message %d: rsv %#x, %d bytes; want RSV1 and compressed", dir, i, cm[i].first.Rsv, cm[i].wire)
-			}
-		}
+		cm := front.messages(t, "client", dir, 6)
+		wantCompressed(t, "client", dir, cm, []int{0, 1, 2, 3, 5}, len(msg)/4)
 	}
 }
 
 // Terminate with both legs compressed, each with its own context.
 func TestCompressionTerminateBothCompressed(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	up := czNewCoderServer(t, coder.CompressionContextTakeover, czCoderEcho(nil))
-	defer up.Close()
-	tap := czNewTap(t, czHost(up.URL))
-	defer tap.Close()
-	e := ssStart(t, "ws://"+tap.Addr(), Config{
+	testkit.CheckGoroutines(t)
+	up := startCoderUpstream(t, coder.CompressionContextTakeover, coderEcho(nil))
+	tap := startTap(t, hostOf(up.URL))
+	e := startSession(t, "ws://"+tap.Addr(), Config{
 		Compression:         CompressionTerminate,
 		ClientCompression:   &wsmw.CompressionOptions{ServerNoContextTakeover: true},
 		UpstreamCompression: &wsmw.CompressionOptions{Level: 6},
 	})
-	defer e.Close()
 
-	c, ext, ctx := czDial(t, e.URL, coder.CompressionContextTakeover)
-	defer c.CloseNow()
+	c, ext, ctx := dialCoder(t, e.URL, coder.CompressionContextTakeover)
 	if !strings.Contains(ext, "server_no_context_takeover") {
 		t.Errorf("client got %q, want the client options' server_no_context_takeover", ext)
 	}
 	if got := up.offered(); !strings.HasPrefix(got, "permessage-deflate") || strings.Contains(got, "no_context_takeover") {
 		t.Errorf("upstream was offered %q, want the upstream options' offer", got)
 	}
-	msg := czWords(8000)
+	msg := wordsText(8000)
 	for range 3 {
-		czEcho(t, ctx, c, coder.MessageText, msg)
+		coderEchoOnce(t, ctx, c, coder.MessageText, msg)
 	}
-	pc, pu, okC, okU := czParams(t, e.p)
+	pc, pu, okC, okU := deflateParams(t, e.p)
 	if !okC || !okU || !pc.ServerNoContextTakeover || pu.ServerNoContextTakeover || pu.ClientNoContextTakeover {
 		t.Errorf("client leg %+v (%v), upstream leg %+v (%v)", pc, okC, pu, okU)
 	}
-	czCloseCoder(t, e, c)
+	closeCoder(t, e, c)
 	for _, dir := range []bool{true, false} {
-		msgs := czMessages(tap.frames(dir))
-		if len(msgs) != 3 {
-			t.Fatalf("upstream leg (up=%v): %d messages, want 3", dir, len(msgs))
-		}
-		for i, m := range msgs {
-			if m.first.Rsv != 0x40 || m.wire >= len(msg)*3/4 {
-				t.Errorf("upstream leg (up=%v) message %d: rsv %#x, %d bytes; want RSV1 and compressed", dir, i, m.first.Rsv, m.wire)
-			}
-		}
+		msgs := tap.messages(t, "upstream", dir, 3)
+		wantCompressed(t, "upstream", dir, msgs, span(len(msgs)), len(msg)*3/4)
 		if dir && msgs[2].wire*4 > msgs[0].wire { // sent by the proxy's own compressor
 			t.Errorf("upstream leg (up=%v): repeated message %d bytes vs first %d: context takeover not in use", dir, msgs[2].wire, msgs[0].wire)
 		}
@@ -715,38 +656,26 @@ func TestCompressionTerminateBothCompressed(t *testing.T) {
 
 // Terminate: corrupt compressed data from the client gets 1007, the upstream 1001.
 func TestCompressionTerminateCorrupt(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	upGot := make(chan error, 1)
-	up := ssNewGorillaServer(t, ssEcho(upGot))
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{Compression: CompressionTerminate})
-	defer e.Close()
+	up := startGorilla(t, gorillaEcho(upGot))
+	e := startSession(t, up.URL, Config{Compression: CompressionTerminate})
 
 	// A raw client: the handshake offers permessage-deflate by hand.
-	nc, err := net.Dial("tcp", czHost(e.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	key := hsNewKey()
-	io.WriteString(nc, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "+key+
-		"\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
-	raw := &ssRaw{Conn: nc, client: true}
-	raw.br = bufio.NewReader(nc)
-	resp, err := http.ReadResponse(raw.br, nil)
+	raw, resp, err := testkit.Handshake(hostOf(e.URL), "/", http.Header{"Sec-WebSocket-Extensions": {"permessage-deflate"}})
 	if err != nil || resp.StatusCode != 101 || !strings.HasPrefix(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate") {
 		t.Fatalf("handshake: %v %v", resp, err)
 	}
-	raw.Send(ssFrame{Fin: true, Rsv: 0x40, Op: ssOpText, Payload: []byte{0xff, 0xff, 0xff, 0xff}})
-	f, _, err := raw.ReadUntilClose(3 * time.Second)
-	ssCheckRawClose(t, "client", f, err, 1007, "invalid compressed data")
+	defer raw.Close()
+	raw.Send(testkit.Frame{Fin: true, Rsv: 0x40, Op: wsmw.OpText, Payload: []byte{0xff, 0xff, 0xff, 0xff}})
+	clientClose(t, raw, 3*time.Second, 1007, "invalid compressed data")
 	raw.SendClose(1007, "")
-	ssWantClose(t, "upstream", ssRecv(t, upGot, 3*time.Second, "upstream end"), 1001, "")
+	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream end"), 1001, "")
 	e.wantEnd(1007, initiatorProxy)
 }
 
-// czGorillaCompressed dials with gorilla and EnableCompression (no context takeover only).
-func czGorillaCompressed(t *testing.T, url string) (*websocket.Conn, string) {
+// dialGorillaCompressed dials with gorilla and EnableCompression (no context takeover only).
+func dialGorillaCompressed(t *testing.T, url string) (*websocket.Conn, string) {
 	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, EnableCompression: true}
 	c, resp, err := d.Dial(url, nil)
@@ -759,18 +688,16 @@ func czGorillaCompressed(t *testing.T, url string) (*websocket.Conn, string) {
 // Passthrough between gorilla peers (no context takeover offered by the client,
 // accepted by the upstream): the parameters come through unchanged.
 func TestCompressionPassthroughGorilla(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	up := czGorillaServer(t, websocket.Upgrader{EnableCompression: true}, ssEcho(nil))
-	defer up.Close()
-	e := ssStart(t, up.URL, Config{Compression: CompressionPassthrough})
-	defer e.Close()
-	c, ext := czGorillaCompressed(t, e.URL)
+	testkit.CheckGoroutines(t)
+	up := testkit.StartGorillaServer(t, websocket.Upgrader{EnableCompression: true}, gorillaEcho(nil))
+	e := startSession(t, up.URL, Config{Compression: CompressionPassthrough})
+	c, ext := dialGorillaCompressed(t, e.URL)
 	defer c.Close()
 	if ext != "permessage-deflate; server_no_context_takeover; client_no_context_takeover" {
 		t.Errorf("client got %q", ext)
 	}
 	c.EnableWriteCompression(true)
-	msg := czText(5000)
+	msg := jsonText(5000)
 	for range 2 {
 		if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
 			t.Fatal(err)
@@ -780,30 +707,9 @@ func TestCompressionPassthroughGorilla(t *testing.T) {
 			t.Fatalf("echo: %d bytes %v", len(p), err)
 		}
 	}
-	c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
-	ssReadErr(c, 3*time.Second)
-	ssWaitSessions(t, e.p, 5*time.Second)
-}
-
-// czGorillaServer is ssNewGorillaServer with an Upgrader of the test's.
-func czGorillaServer(t *testing.T, u websocket.Upgrader, handle func(c *websocket.Conn)) *ssGorillaServer {
-	t.Helper()
-	s := &ssGorillaServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.wg.Add(1)
-		defer s.wg.Done()
-		c, err := u.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		s.ws = append(s.ws, c)
-		s.mu.Unlock()
-		defer c.Close()
-		handle(c)
-	}))
-	s.URL = "ws" + strings.TrimPrefix(s.Server.URL, "http")
-	return s
+	sendClose(c, 1000, "")
+	readErr(c, 3*time.Second)
+	waitSessions(t, e.p, 5*time.Second)
 }
 
 // Passthrough: an inspector that drops binary messages at their first frame.
@@ -819,12 +725,10 @@ func TestCompressionPassthroughDrop(t *testing.T) {
 	})
 	big := bytes.Repeat([]byte("0123456789"), 1000)
 	t.Run("no context takeover", func(t *testing.T) {
-		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-		up := czGorillaServer(t, websocket.Upgrader{EnableCompression: true}, ssEcho(nil))
-		defer up.Close()
-		e := ssStart(t, up.URL, Config{Compression: CompressionPassthrough, Inspectors: Chain{dropBinary}})
-		defer e.Close()
-		c, ext := czGorillaCompressed(t, e.URL)
+		testkit.CheckGoroutines(t)
+		up := testkit.StartGorillaServer(t, websocket.Upgrader{EnableCompression: true}, gorillaEcho(nil))
+		e := startSession(t, up.URL, Config{Compression: CompressionPassthrough, Inspectors: Chain{dropBinary}})
+		c, ext := dialGorillaCompressed(t, e.URL)
 		defer c.Close()
 		if !strings.HasPrefix(ext, "permessage-deflate") {
 			t.Fatalf("client got %q", ext)
@@ -836,28 +740,25 @@ func TestCompressionPassthroughDrop(t *testing.T) {
 		if typ, p, err := c.ReadMessage(); err != nil || typ != websocket.TextMessage || !bytes.Equal(p, big) {
 			t.Fatalf("after the dropped binary message: type %d, %d bytes, %v", typ, len(p), err)
 		}
-		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
-		ssReadErr(c, 3*time.Second)
-		ssWaitSessions(t, e.p, 5*time.Second)
+		sendClose(c, 1000, "")
+		readErr(c, 3*time.Second)
+		waitSessions(t, e.p, 5*time.Second)
 	})
 	t.Run("context takeover", func(t *testing.T) {
-		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+		testkit.CheckGoroutines(t)
 		upGot := make(chan error, 1)
-		up := czNewCoderServer(t, coder.CompressionContextTakeover, czCoderEcho(upGot))
-		defer up.Close()
-		e := ssStart(t, up.URL, Config{Compression: CompressionPassthrough, Inspectors: Chain{dropBinary}})
-		defer e.Close()
-		c, ext, ctx := czDial(t, e.URL, coder.CompressionContextTakeover)
-		defer c.CloseNow()
+		up := startCoderUpstream(t, coder.CompressionContextTakeover, coderEcho(upGot))
+		e := startSession(t, up.URL, Config{Compression: CompressionPassthrough, Inspectors: Chain{dropBinary}})
+		c, ext, ctx := dialCoder(t, e.URL, coder.CompressionContextTakeover)
 		if ext != "permessage-deflate" {
 			t.Fatalf("client got %q, want context takeover kept (no inspector reads payloads)", ext)
 		}
 		c.Write(ctx, coder.MessageBinary, []byte("tiny")) // under coder's threshold: sent uncompressed, dropped
-		czEcho(t, ctx, c, coder.MessageText, string(big))
+		coderEchoOnce(t, ctx, c, coder.MessageText, string(big))
 		c.Write(ctx, coder.MessageBinary, big)
 		_, _, err := c.Read(ctx)
-		ssWantCoderClose(t, "client", err, 1011, "compressed message cannot be dropped")
-		ssWantCoderClose(t, "upstream", ssRecv(t, upGot, 5*time.Second, "upstream end"), 1001, "")
+		wantCoderClose(t, "client", err, 1011, "compressed message cannot be dropped")
+		wantCoderClose(t, "upstream", testkit.Recv(t, upGot, 5*time.Second, "upstream end"), 1001, "")
 		e.wantEnd(1011, initiatorProxy)
 	})
 }

@@ -15,15 +15,15 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
 // An upstream's refusal reaches the client as is: status, end-to-end headers and
 // body; it is not retried; only a 5xx counts against the upstream's health.
 func TestHandshakeUpstreamRefusalIsRelayed(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	cases := []struct {
 		name        string
 		status      int
@@ -47,16 +47,16 @@ func TestHandshakeUpstreamRefusalIsRelayed(t *testing.T) {
 			for k, vs := range hop {
 				hdr[k] = vs
 			}
-			up := hsStart(t, hsRefuse(tc.status, hdr, tc.body))
+			up := startUpstream(t, refuse(tc.status, hdr, tc.body))
 			delete(hdr, "Connection")
 			delete(hdr, "X-Hop")
-			e := hsProxy(t, Config{
+			e := startProxy(t, Config{
 				Upstreams:     []string{up.ws()},
 				Retries:       2, // a refusal is an answer: never retried
-				PassiveHealth: hsPassive,
+				PassiveHealth: passiveHealth,
 				HeaderDown:    HeaderOps{Set: http.Header{"X-Via": {"wsgate"}}},
 			})
-			r := hsHandshake(t, e, "GET", "/room", nil)
+			r := handshake(t, e, "GET", "/room", nil)
 			if r.resp.StatusCode != tc.status {
 				t.Fatalf("status %d, want %d", r.resp.StatusCode, tc.status)
 			}
@@ -77,7 +77,7 @@ func TestHandshakeUpstreamRefusalIsRelayed(t *testing.T) {
 			if n := up.hits.Load(); n != 1 {
 				t.Errorf("upstream saw %d requests, want 1", n)
 			}
-			if got := hsHealthy(e.p.static[0]); got != tc.wantHealthy {
+			if got := healthy(e.p.static[0]); got != tc.wantHealthy {
 				t.Errorf("upstream healthy = %v after a %d, want %v", got, tc.status, tc.wantHealthy)
 			}
 		})
@@ -87,9 +87,9 @@ func TestHandshakeUpstreamRefusalIsRelayed(t *testing.T) {
 // A refusal's body is relayed up to wsmw.DefaultMaxErrorBody bytes.
 func TestHandshakeRefusalBodyIsBounded(t *testing.T) {
 	big := strings.Repeat("x", 100<<10)
-	up := hsStart(t, hsRefuse(http.StatusForbidden, nil, big))
-	e := hsProxy(t, Config{Upstreams: []string{up.ws()}})
-	r := hsHandshake(t, e, "GET", "/", nil)
+	up := startUpstream(t, refuse(http.StatusForbidden, nil, big))
+	e := startProxy(t, Config{Upstreams: []string{up.ws()}})
+	r := handshake(t, e, "GET", "/", nil)
 	if r.resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("status %d, want 403", r.resp.StatusCode)
 	}
@@ -113,24 +113,24 @@ func TestHandshakeInvalidUpstream101Is502(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			up := hsStart(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				nc, brw, err := http.NewResponseController(w).Hijack()
 				if err != nil {
 					return
 				}
 				defer nc.Close()
-				lines := strings.ReplaceAll(tc.lines, "{accept}", hsAccept(r.Header.Get("Sec-WebSocket-Key")))
+				lines := strings.ReplaceAll(tc.lines, "{accept}", testkit.AcceptKey(r.Header.Get("Sec-WebSocket-Key")))
 				brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + lines + "\r\n")
 				brw.Flush()
 				nc.SetReadDeadline(time.Now().Add(2 * time.Second))
 				brw.ReadByte() // until the proxy hangs up
 			}))
-			e := hsProxy(t, Config{Upstreams: []string{up.ws()}, PassiveHealth: hsPassive})
-			r := hsHandshake(t, e, "GET", "/", nil)
+			e := startProxy(t, Config{Upstreams: []string{up.ws()}, PassiveHealth: passiveHealth})
+			r := handshake(t, e, "GET", "/", nil)
 			if r.resp.StatusCode != http.StatusBadGateway {
 				t.Fatalf("status %d, want 502", r.resp.StatusCode)
 			}
-			if hsHealthy(e.p.static[0]) {
+			if healthy(e.p.static[0]) {
 				t.Error("an invalid 101 did not count against the upstream")
 			}
 		})
@@ -139,62 +139,53 @@ func TestHandshakeInvalidUpstream101Is502(t *testing.T) {
 
 // An unreachable upstream is a 502; Retries move on to the next upstream.
 func TestHandshakeUnreachableUpstream(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	t.Run("single dead upstream is 502", func(t *testing.T) {
-		e := hsProxy(t, Config{Upstreams: []string{hsDeadAddr(t)}})
-		r := hsHandshake(t, e, "GET", "/", nil)
+		e := startProxy(t, Config{Upstreams: []string{testkit.DeadURL(t)}})
+		r := handshake(t, e, "GET", "/", nil)
 		if r.resp.StatusCode != http.StatusBadGateway || r.body != "upstream unreachable\n" {
 			t.Fatalf("got %d %q, want 502 %q", r.resp.StatusCode, r.body, "upstream unreachable\n")
 		}
 	})
 	for _, retries := range []int{0, 1} {
 		t.Run("dead then alive with retries="+string(rune('0'+retries)), func(t *testing.T) {
-			alive := hsStart(t, hsEcho(websocket.Upgrader{}, nil))
-			e := hsProxy(t, Config{
-				Upstreams: []string{hsDeadAddr(t), alive.ws()},
+			alive := startUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
+			e := startProxy(t, Config{
+				Upstreams: []string{testkit.DeadURL(t), alive.ws()},
 				Balancer:  First(),
 				Retries:   retries,
 			})
-			c, resp, err := hsDial(t, e.ws("/"), nil)
-			if retries == 0 {
-				if err == nil {
-					c.Close()
-					t.Fatal("upgraded without retries although the first upstream is dead")
-				}
-				if resp == nil || resp.StatusCode != http.StatusBadGateway {
-					t.Fatalf("got %v, want 502", err)
-				}
+			if retries == 0 { // the first upstream is dead
+				dialRefused(t, e.ws("/"), nil, http.StatusBadGateway)
 				if alive.hits.Load() != 0 {
 					t.Error("second upstream dialed without retries")
 				}
 				return
 			}
-			if err != nil {
-				t.Fatalf("dial: %v", err)
-			}
-			hsEchoOnce(t, c, "via the second")
+			c, _ := mustDial(t, e.ws("/"), nil)
+			echoOnce(t, c, "via the second")
 			if got := [2]int64{e.p.static[0].ActiveSessions(), e.p.static[1].ActiveSessions()}; got != [2]int64{0, 1} {
 				t.Errorf("active sessions per upstream %v, want [0 1]", got)
 			}
 			if alive.hits.Load() != 1 {
 				t.Errorf("second upstream saw %d requests, want 1", alive.hits.Load())
 			}
-			hsCloseGorilla(t, c)
+			closeGorilla(t, c)
 		})
 	}
 }
 
 // TryDuration keeps retrying every TryInterval until the duration is spent.
 func TestHandshakeTryDurationRetriesUntilSpent(t *testing.T) {
-	b := &hsCountingBalancer{}
-	e := hsProxy(t, Config{
-		Upstreams:   []string{hsDeadAddr(t)},
+	b := &countingBalancer{}
+	e := startProxy(t, Config{
+		Upstreams:   []string{testkit.DeadURL(t)},
 		Balancer:    b,
 		TryDuration: 300 * time.Millisecond,
 		TryInterval: 50 * time.Millisecond,
 	})
 	start := time.Now()
-	r := hsHandshake(t, e, "GET", "/", nil)
+	r := handshake(t, e, "GET", "/", nil)
 	elapsed := time.Since(start)
 	if r.resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", r.resp.StatusCode)
@@ -210,10 +201,10 @@ func TestHandshakeTryDurationRetriesUntilSpent(t *testing.T) {
 
 // An upstream that accepts TCP but never answers is a 504 after DialTimeout.
 func TestHandshakeSilentUpstreamTimesOut(t *testing.T) {
-	addr, accepted := hsBlackhole(t)
-	e := hsProxy(t, Config{Upstreams: []string{addr}, DialTimeout: 200 * time.Millisecond, PassiveHealth: hsPassive})
+	addr, accepted := testkit.Blackhole(t)
+	e := startProxy(t, Config{Upstreams: []string{addr}, DialTimeout: 200 * time.Millisecond, PassiveHealth: passiveHealth})
 	start := time.Now()
-	r := hsHandshake(t, e, "GET", "/", nil)
+	r := handshake(t, e, "GET", "/", nil)
 	elapsed := time.Since(start)
 	if r.resp.StatusCode != http.StatusGatewayTimeout || r.body != "upstream timed out\n" {
 		t.Fatalf("got %d %q, want 504 %q", r.resp.StatusCode, r.body, "upstream timed out\n")
@@ -224,22 +215,22 @@ func TestHandshakeSilentUpstreamTimesOut(t *testing.T) {
 	if accepted.Load() != 1 {
 		t.Errorf("%d connections, want 1", accepted.Load())
 	}
-	if hsHealthy(e.p.static[0]) {
+	if healthy(e.p.static[0]) {
 		t.Error("a timed-out dial did not count against the upstream")
 	}
 }
 
 // Once passive health marks the only upstream down, requests get 503 without a dial.
 func TestHandshakeNoHealthyUpstreamIs503(t *testing.T) {
-	b := &hsCountingBalancer{}
-	e := hsProxy(t, Config{Upstreams: []string{hsDeadAddr(t)}, Balancer: b, PassiveHealth: hsPassive})
-	if r := hsHandshake(t, e, "GET", "/", nil); r.resp.StatusCode != http.StatusBadGateway {
+	b := &countingBalancer{}
+	e := startProxy(t, Config{Upstreams: []string{testkit.DeadURL(t)}, Balancer: b, PassiveHealth: passiveHealth})
+	if r := handshake(t, e, "GET", "/", nil); r.resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("first request: status %d, want 502", r.resp.StatusCode)
 	}
-	if hsHealthy(e.p.static[0]) {
+	if healthy(e.p.static[0]) {
 		t.Fatal("upstream still healthy after a failed dial")
 	}
-	r := hsHandshake(t, e, "GET", "/", nil)
+	r := handshake(t, e, "GET", "/", nil)
 	if r.resp.StatusCode != http.StatusServiceUnavailable || r.body != "no upstream available\n" {
 		t.Fatalf("second request: got %d %q, want 503 %q", r.resp.StatusCode, r.body, "no upstream available\n")
 	}
@@ -250,14 +241,14 @@ func TestHandshakeNoHealthyUpstreamIs503(t *testing.T) {
 
 // A client that gives up during the upstream dial does not count against the upstream.
 func TestHandshakeClientAbortDoesNotMarkUpstreamDown(t *testing.T) {
-	addr, accepted := hsBlackhole(t)
-	e := hsProxy(t, Config{Upstreams: []string{addr}, DialTimeout: 5 * time.Second, PassiveHealth: hsPassive})
+	addr, accepted := testkit.Blackhole(t)
+	e := startProxy(t, Config{Upstreams: []string{addr}, DialTimeout: 5 * time.Second, PassiveHealth: passiveHealth})
 	nc, err := net.Dial("tcp", e.host())
 	if err != nil {
 		t.Fatal(err)
 	}
 	req := "GET / HTTP/1.1\r\nHost: " + e.host() + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: " + hsNewKey() + "\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		"Sec-WebSocket-Key: " + testkit.NewKey() + "\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	if _, err := nc.Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}
@@ -266,18 +257,18 @@ func TestHandshakeClientAbortDoesNotMarkUpstreamDown(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	nc.Close()
-	if !hsWaitIdle(e.p, 3*time.Second) {
+	if !idle(e.p, 3*time.Second) {
 		t.Fatal("handshake still running 3s after the client left")
 	}
-	if !hsHealthy(e.p.static[0]) {
+	if !healthy(e.p.static[0]) {
 		t.Error("the client's abort marked the upstream down")
 	}
 }
 
 // A dynamic Source: its error is a 502, an empty answer a 503, an address works.
 func TestHandshakeSource(t *testing.T) {
-	alive := hsStart(t, hsEcho(websocket.Upgrader{}, nil))
-	e := hsProxy(t, Config{Source: hsSource(func(r *http.Request) ([]string, error) {
+	alive := startUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
+	e := startProxy(t, Config{Source: sourceFunc(func(r *http.Request) ([]string, error) {
 		switch r.URL.Path {
 		case "/error":
 			return nil, errors.New("lookup failed")
@@ -290,13 +281,13 @@ func TestHandshakeSource(t *testing.T) {
 		path   string
 		status int
 	}{{"/error", 502}, {"/empty", 503}} {
-		if r := hsHandshake(t, e, "GET", tc.path, nil); r.resp.StatusCode != tc.status {
+		if r := handshake(t, e, "GET", tc.path, nil); r.resp.StatusCode != tc.status {
 			t.Errorf("%s: status %d, want %d", tc.path, r.resp.StatusCode, tc.status)
 		}
 	}
-	c, _ := hsMustDial(t, e.ws("/ok"), nil)
-	hsEchoOnce(t, c, "dynamic")
-	hsCloseGorilla(t, c)
+	c, _ := mustDial(t, e.ws("/ok"), nil)
+	echoOnce(t, c, "dynamic")
+	closeGorilla(t, c)
 	if alive.hits.Load() != 1 || alive.last(t).URI != "/ok" {
 		t.Errorf("upstream hits %d, want 1 for /ok", alive.hits.Load())
 	}
@@ -304,12 +295,12 @@ func TestHandshakeSource(t *testing.T) {
 
 // MaxSessions refuses further upgrades with 503 while full, without dialing.
 func TestHandshakeMaxSessions(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	t.Run("", func(t *testing.T) {
-		up := hsStart(t, hsEcho(websocket.Upgrader{}, nil))
-		refusing := hsStart(t, hsRefuse(http.StatusForbidden, nil, "no"))
-		dead := hsDeadAddr(t)
-		e := hsProxy(t, Config{MaxSessions: 1, Source: hsSource(func(r *http.Request) ([]string, error) {
+		up := startUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
+		refusing := startUpstream(t, refuse(http.StatusForbidden, nil, "no"))
+		dead := testkit.DeadURL(t)
+		e := startProxy(t, Config{MaxSessions: 1, Source: sourceFunc(func(r *http.Request) ([]string, error) {
 			switch r.URL.Path {
 			case "/dead":
 				return []string{dead}, nil
@@ -324,39 +315,32 @@ func TestHandshakeMaxSessions(t *testing.T) {
 			hdr    http.Header
 			status int
 		}{{"/dead", nil, 502}, {"/refuse", nil, 403}, {"/", http.Header{"Sec-WebSocket-Key": {"bad"}}, 400}} {
-			if r := hsHandshake(t, e, "GET", tc.path, tc.hdr); r.resp.StatusCode != tc.status {
+			if r := handshake(t, e, "GET", tc.path, tc.hdr); r.resp.StatusCode != tc.status {
 				t.Fatalf("%s: status %d, want %d", tc.path, r.resp.StatusCode, tc.status)
 			}
 		}
 		if n := e.p.ActiveSessions(); n != 0 {
 			t.Fatalf("%d sessions counted after failed handshakes, want 0", n)
 		}
-		first, _ := hsMustDial(t, e.ws("/"), nil)
-		hsEchoOnce(t, first, "one")
-		c, resp, err := hsDial(t, e.ws("/"), nil)
-		if err == nil {
-			c.Close()
-			t.Fatal("second session admitted beyond MaxSessions 1")
-		}
-		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("second: %v, want 503", err)
-		}
+		first, _ := mustDial(t, e.ws("/"), nil)
+		echoOnce(t, first, "one")
+		dialRefused(t, e.ws("/"), nil, http.StatusServiceUnavailable) // beyond MaxSessions 1
 		if up.hits.Load() != 1 {
 			t.Errorf("upstream saw %d requests, want 1", up.hits.Load())
 		}
-		hsCloseGorilla(t, first)
-		if !hsWaitIdle(e.p, 3*time.Second) {
+		closeGorilla(t, first)
+		if !idle(e.p, 3*time.Second) {
 			t.Fatal("first session did not end")
 		}
-		third, _ := hsMustDial(t, e.ws("/"), nil)
-		hsEchoOnce(t, third, "three")
-		hsCloseGorilla(t, third)
+		third, _ := mustDial(t, e.ws("/"), nil)
+		echoOnce(t, third, "three")
+		closeGorilla(t, third)
 	})
 }
 
 // Malformed client handshakes are answered by the proxy itself, without a dial.
 func TestHandshakeClientErrorsAnsweredByProxy(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	cases := []struct {
 		name       string
 		method     string
@@ -382,15 +366,15 @@ func TestHandshakeClientErrorsAnsweredByProxy(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			up := hsStart(t, hsEcho(websocket.Upgrader{}, nil))
-			e := hsProxy(t, Config{Upstreams: []string{up.ws()}, Origins: tc.origins, PassiveHealth: hsPassive})
+			up := startUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
+			e := startProxy(t, Config{Upstreams: []string{up.ws()}, Origins: tc.origins, PassiveHealth: passiveHealth})
 			for k, vs := range tc.header {
 				for i, v := range vs {
 					vs[i] = strings.ReplaceAll(v, "{host}", e.host())
 				}
 				tc.header[k] = vs
 			}
-			r := hsHandshake(t, e, tc.method, "/", tc.header)
+			r := handshake(t, e, tc.method, "/", tc.header)
 			defer r.close(t)
 			if r.resp.StatusCode != tc.status {
 				t.Fatalf("status %d (%q), want %d", r.resp.StatusCode, r.body, tc.status)
@@ -407,7 +391,7 @@ func TestHandshakeClientErrorsAnsweredByProxy(t *testing.T) {
 			if n := up.hits.Load(); n != wantHits {
 				t.Errorf("upstream saw %d requests, want %d", n, wantHits)
 			}
-			if !hsHealthy(e.p.static[0]) {
+			if !healthy(e.p.static[0]) {
 				t.Error("a client's error counted against the upstream")
 			}
 		})
@@ -430,40 +414,40 @@ func TestHandshakeSubprotocols(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			up := hsStart(t, hsEcho(websocket.Upgrader{Subprotocols: tc.upstream}, nil))
-			e := hsProxy(t, Config{Upstreams: []string{up.ws()}, Subprotocols: tc.allowed})
-			c, resp := hsMustDial(t, e.ws("/"), nil, "a", "b")
-			defer hsCloseGorilla(t, c)
+			up := startUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{Subprotocols: tc.upstream}, nil))
+			e := startProxy(t, Config{Upstreams: []string{up.ws()}, Subprotocols: tc.allowed})
+			c, resp := mustDial(t, e.ws("/"), nil, "a", "b")
+			defer closeGorilla(t, c)
 			if c.Subprotocol() != tc.want || resp.Header.Get("Sec-WebSocket-Protocol") != tc.want {
 				t.Errorf("client got %q (header %q), want %q", c.Subprotocol(), resp.Header.Get("Sec-WebSocket-Protocol"), tc.want)
 			}
 			if got := up.last(t).Header.Values("Sec-WebSocket-Protocol"); !slices.Equal(got, tc.wantOffer) {
 				t.Errorf("upstream was offered %q, want %q", got, tc.wantOffer)
 			}
-			hsEchoOnce(t, c, "sub")
+			echoOnce(t, c, "sub")
 		})
 	}
 }
 
 // wss:// upstreams are verified with UpstreamTLS.
 func TestHandshakeTLSUpstream(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	t.Run("trusted CA", func(t *testing.T) {
-		up := hsStartTLS(t, hsEcho(websocket.Upgrader{}, nil))
+		up := startTLSUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
 		pool := x509.NewCertPool()
 		pool.AddCert(up.Certificate())
-		e := hsProxy(t, Config{Upstreams: []string{up.ws()}, UpstreamTLS: &tls.Config{RootCAs: pool}})
+		e := startProxy(t, Config{Upstreams: []string{up.ws()}, UpstreamTLS: &tls.Config{RootCAs: pool}})
 		if !strings.HasPrefix(e.p.static[0].Address(), "wss://") {
 			t.Fatalf("upstream %s is not wss", e.p.static[0].Address())
 		}
-		c, _ := hsMustDial(t, e.ws("/"), nil)
-		hsEchoOnce(t, c, "over tls")
-		hsCloseGorilla(t, c)
+		c, _ := mustDial(t, e.ws("/"), nil)
+		echoOnce(t, c, "over tls")
+		closeGorilla(t, c)
 	})
 	t.Run("unknown CA", func(t *testing.T) {
-		up := hsStartTLS(t, hsEcho(websocket.Upgrader{}, nil))
-		e := hsProxy(t, Config{Upstreams: []string{up.ws()}})
-		r := hsHandshake(t, e, "GET", "/", nil)
+		up := startTLSUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
+		e := startProxy(t, Config{Upstreams: []string{up.ws()}})
+		r := handshake(t, e, "GET", "/", nil)
 		if r.resp.StatusCode != http.StatusBadGateway {
 			t.Fatalf("status %d, want 502", r.resp.StatusCode)
 		}
@@ -476,17 +460,17 @@ func TestHandshakeTLSUpstream(t *testing.T) {
 // Active health probes dial wss:// upstreams with UpstreamTLS, as sessions do:
 // an upstream whose CA only UpstreamTLS trusts stays healthy.
 func TestActiveHealthProbesUseUpstreamTLS(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	for _, trusted := range []bool{true, false} {
 		t.Run(fmt.Sprint("trusted=", trusted), func(t *testing.T) {
-			up := hsStartTLS(t, hsEcho(websocket.Upgrader{}, nil))
+			up := startTLSUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
 			pool := x509.NewCertPool()
 			pool.AddCert(up.Certificate())
 			cfg := Config{Upstreams: []string{up.ws()}, ActiveHealth: &ActiveHealth{Interval: time.Hour, Timeout: 2 * time.Second}}
 			if trusted {
 				cfg.UpstreamTLS = &tls.Config{RootCAs: pool}
 			}
-			e := hsProxy(t, cfg)
+			e := startProxy(t, cfg)
 			e.p.health.CheckNow(context.Background())
 			if got := activeUp(e.p.static[0]); got != trusted {
 				t.Errorf("upstream healthy after a probe: %v", got)
@@ -498,7 +482,7 @@ func TestActiveHealthProbesUseUpstreamTLS(t *testing.T) {
 // UpstreamCredentials authenticate the proxy to the upstream.
 func TestHandshakeUpstreamBasicAuth(t *testing.T) {
 	protected := func(user, pass string) http.HandlerFunc {
-		echo := hsEcho(websocket.Upgrader{}, nil)
+		echo := testkit.GorillaEchoHandler(websocket.Upgrader{}, nil)
 		return func(w http.ResponseWriter, r *http.Request) {
 			u, p, ok := r.BasicAuth()
 			if !ok || u != user || p != pass {
@@ -506,7 +490,7 @@ func TestHandshakeUpstreamBasicAuth(t *testing.T) {
 				http.Error(w, "who are you", http.StatusUnauthorized)
 				return
 			}
-			echo(w, r)
+			echo.ServeHTTP(w, r)
 		}
 	}
 	cases := []struct {
@@ -526,23 +510,14 @@ func TestHandshakeUpstreamBasicAuth(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			up := hsStart(t, protected("proxy", "s3cret"))
-			e := hsProxy(t, Config{Upstreams: []string{up.ws()}, UpstreamCredentials: tc.creds, PassiveHealth: hsPassive})
-			c, resp, err := hsDial(t, e.ws("/"), tc.clientHdr)
+			up := startUpstream(t, protected("proxy", "s3cret"))
+			e := startProxy(t, Config{Upstreams: []string{up.ws()}, UpstreamCredentials: tc.creds, PassiveHealth: passiveHealth})
 			if tc.status == 101 {
-				if err != nil {
-					t.Fatalf("dial: %v (resp %v)", err, resp != nil && resp.StatusCode != 0)
-				}
-				hsEchoOnce(t, c, "authenticated")
-				hsCloseGorilla(t, c)
-			} else {
-				if err == nil {
-					c.Close()
-					t.Fatal("upgraded without valid credentials")
-				}
-				if resp == nil || resp.StatusCode != tc.status {
-					t.Fatalf("got %v, want %d", err, tc.status)
-				}
+				c, _ := mustDial(t, e.ws("/"), tc.clientHdr)
+				echoOnce(t, c, "authenticated")
+				closeGorilla(t, c)
+			} else { // without valid credentials
+				resp := dialRefused(t, e.ws("/"), tc.clientHdr, tc.status)
 				if got := resp.Header.Get("WWW-Authenticate"); got != `Basic realm="up"` {
 					t.Errorf("WWW-Authenticate %q not relayed", got)
 				}
@@ -550,7 +525,7 @@ func TestHandshakeUpstreamBasicAuth(t *testing.T) {
 			if n := up.hits.Load(); n != tc.hits {
 				t.Errorf("upstream saw %d requests, want %d", n, tc.hits)
 			}
-			if !hsHealthy(e.p.static[0]) {
+			if !healthy(e.p.static[0]) {
 				t.Error("upstream marked down")
 			}
 		})
@@ -564,14 +539,14 @@ func TestHandshakeFailureMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := hsDeadAddr(t)
-	hole, _ := hsBlackhole(t)
-	refusing := hsStart(t, hsRefuse(http.StatusForbidden, nil, "no"))
-	alive := hsStart(t, hsEcho(websocket.Upgrader{}, nil))
-	e := hsProxy(t, Config{
+	dead := testkit.DeadURL(t)
+	hole, _ := testkit.Blackhole(t)
+	refusing := startUpstream(t, refuse(http.StatusForbidden, nil, "no"))
+	alive := startUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
+	e := startProxy(t, Config{
 		Metrics:     m,
 		DialTimeout: 200 * time.Millisecond,
-		Source: hsSource(func(r *http.Request) ([]string, error) {
+		Source: sourceFunc(func(r *http.Request) ([]string, error) {
 			switch r.URL.Path {
 			case "/dead":
 				return []string{dead}, nil
@@ -586,11 +561,11 @@ func TestHandshakeFailureMetrics(t *testing.T) {
 		}),
 	})
 
-	r := hsHandshake(t, e, "GET", "/dead", nil)
+	r := handshake(t, e, "GET", "/dead", nil)
 	if r.resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", r.resp.StatusCode)
 	}
-	if got := hsGather(t, reg)[`t_handshake_failures_total{reason="upstream_unreachable"}`]; got != 1 {
+	if got := gather(t, reg)[`t_handshake_failures_total{reason="upstream_unreachable"}`]; got != 1 {
 		t.Errorf("upstream_unreachable = %v, want 1", got)
 	}
 
@@ -604,18 +579,18 @@ func TestHandshakeFailureMetrics(t *testing.T) {
 		{"/none", nil, 503},
 		{"/ok", http.Header{"Sec-WebSocket-Version": {"7"}}, 426},
 	} {
-		if r := hsHandshake(t, e, "GET", tc.path, tc.hdr); r.resp.StatusCode != tc.status {
+		if r := handshake(t, e, "GET", tc.path, tc.hdr); r.resp.StatusCode != tc.status {
 			t.Fatalf("%s: status %d, want %d", tc.path, r.resp.StatusCode, tc.status)
 		}
 	}
-	c, _ := hsMustDial(t, e.ws("/ok"), nil)
-	hsEchoOnce(t, c, "counted")
-	hsCloseGorilla(t, c)
-	if !hsWaitIdle(e.p, 3*time.Second) {
+	c, _ := mustDial(t, e.ws("/ok"), nil)
+	echoOnce(t, c, "counted")
+	closeGorilla(t, c)
+	if !idle(e.p, 3*time.Second) {
 		t.Fatal("session did not end")
 	}
 
-	got := hsGather(t, reg)
+	got := gather(t, reg)
 	for k, v := range map[string]float64{
 		`t_handshake_failures_total{reason="bad_handshake"}`:        1,
 		`t_handshake_failures_total{reason="no_upstream"}`:          1,

@@ -8,16 +8,16 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
-	"go.uber.org/goleak"
+	"github.com/wsgate/wsgate/internal/testkit"
 )
 
-// hsHeaderCheck is one expectation on a header set: Want nil means absent.
-type hsHeaderCheck struct {
+// headerCheck is one expectation on a header set: Want nil means absent.
+type headerCheck struct {
 	Name string
 	Want []string
 }
 
-func hsCheckHeaders(t *testing.T, who string, h http.Header, checks []hsHeaderCheck) {
+func checkHeaders(t *testing.T, who string, h http.Header, checks []headerCheck) {
 	t.Helper()
 	for _, c := range checks {
 		if got := h.Values(c.Name); !slices.Equal(got, c.Want) {
@@ -26,14 +26,14 @@ func hsCheckHeaders(t *testing.T, who string, h http.Header, checks []hsHeaderCh
 	}
 }
 
-// hsUpgradeAndSee upgrades through a fresh proxy for cfg (raw client, headers
+// upgradeAndSee upgrades through a fresh proxy for cfg (raw client, headers
 // hdr, request target) and returns what the upstream saw and the client's 101.
-func hsUpgradeAndSee(t *testing.T, cfg Config, upstreamPath, target string, hdr http.Header, respHeader http.Header) (hsSeen, *hsRaw, *hsEnv) {
+func upgradeAndSee(t *testing.T, cfg Config, upstreamPath, target string, hdr http.Header, respHeader http.Header) (seenRequest, *rawHandshake, *proxyEnv) {
 	t.Helper()
-	up := hsStart(t, hsEcho(websocket.Upgrader{}, respHeader))
+	up := startUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, respHeader))
 	cfg.Upstreams = []string{up.ws() + upstreamPath}
-	e := hsProxy(t, cfg)
-	r := hsHandshake(t, e, "GET", target, hdr)
+	e := startProxy(t, cfg)
+	r := handshake(t, e, "GET", target, hdr)
 	defer r.close(t)
 	if r.resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("status %d (%q), want 101", r.resp.StatusCode, r.body)
@@ -46,7 +46,7 @@ func hsUpgradeAndSee(t *testing.T, cfg Config, upstreamPath, target string, hdr 
 
 // X-Forwarded-* describe the client; incoming ones are kept only when trusted.
 func TestHeadersXForwarded(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	incoming := http.Header{
 		"X-Forwarded-For":   {"1.2.3.4"},
 		"X-Forwarded-Proto": {"https"},
@@ -56,29 +56,29 @@ func TestHeadersXForwarded(t *testing.T) {
 		name  string
 		trust bool
 		hdr   http.Header
-		want  func(front string) []hsHeaderCheck
+		want  func(front string) []headerCheck
 	}{
-		{"set from the connection", false, nil, func(front string) []hsHeaderCheck {
-			return []hsHeaderCheck{{"X-Forwarded-For", []string{"127.0.0.1"}}, {"X-Forwarded-Proto", []string{"http"}},
+		{"set from the connection", false, nil, func(front string) []headerCheck {
+			return []headerCheck{{"X-Forwarded-For", []string{"127.0.0.1"}}, {"X-Forwarded-Proto", []string{"http"}},
 				{"X-Forwarded-Host", []string{front}}}
 		}},
-		{"untrusted incoming replaced", false, incoming, func(front string) []hsHeaderCheck {
-			return []hsHeaderCheck{{"X-Forwarded-For", []string{"127.0.0.1"}}, {"X-Forwarded-Proto", []string{"http"}},
+		{"untrusted incoming replaced", false, incoming, func(front string) []headerCheck {
+			return []headerCheck{{"X-Forwarded-For", []string{"127.0.0.1"}}, {"X-Forwarded-Proto", []string{"http"}},
 				{"X-Forwarded-Host", []string{front}}}
 		}},
-		{"trusted incoming appended", true, incoming, func(front string) []hsHeaderCheck {
-			return []hsHeaderCheck{{"X-Forwarded-For", []string{"1.2.3.4, 127.0.0.1"}}, {"X-Forwarded-Proto", []string{"https"}},
+		{"trusted incoming appended", true, incoming, func(front string) []headerCheck {
+			return []headerCheck{{"X-Forwarded-For", []string{"1.2.3.4, 127.0.0.1"}}, {"X-Forwarded-Proto", []string{"https"}},
 				{"X-Forwarded-Host", []string{"public.example"}}}
 		}},
-		{"trusted without incoming", true, nil, func(front string) []hsHeaderCheck {
-			return []hsHeaderCheck{{"X-Forwarded-For", []string{"127.0.0.1"}}, {"X-Forwarded-Proto", []string{"http"}},
+		{"trusted without incoming", true, nil, func(front string) []headerCheck {
+			return []headerCheck{{"X-Forwarded-For", []string{"127.0.0.1"}}, {"X-Forwarded-Proto", []string{"http"}},
 				{"X-Forwarded-Host", []string{front}}}
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			seen, _, e := hsUpgradeAndSee(t, Config{TrustForwarded: tc.trust}, "", "/", tc.hdr, nil)
-			hsCheckHeaders(t, "upstream", seen.Header, tc.want(e.host()))
+			seen, _, e := upgradeAndSee(t, Config{TrustForwarded: tc.trust}, "", "/", tc.hdr, nil)
+			checkHeaders(t, "upstream", seen.Header, tc.want(e.host()))
 			if seen.Host != e.host() {
 				t.Errorf("upstream Host %q, want the front's %q", seen.Host, e.host())
 			}
@@ -88,7 +88,7 @@ func TestHeadersXForwarded(t *testing.T) {
 
 // The client's end-to-end headers pass; hop-by-hop and Sec-WebSocket-* belong to one leg.
 func TestHeadersHopByHopAndWebSocketHeadersStop(t *testing.T) {
-	clientKey := hsNewKey()
+	clientKey := testkit.NewKey()
 	hdr := http.Header{
 		"Connection":               {"Upgrade, X-Hop"},
 		"X-Hop":                    {"per-connection"},
@@ -105,8 +105,8 @@ func TestHeadersHopByHopAndWebSocketHeadersStop(t *testing.T) {
 		"User-Agent":               {"hs-test/1.0"},
 		"X-Api-Key":                {"k-123"},
 	}
-	seen, _, e := hsUpgradeAndSeeWithOrigin(t, Config{}, hdr)
-	hsCheckHeaders(t, "upstream", seen.Header, []hsHeaderCheck{
+	seen, _, e := upgradeAndSeeWithOrigin(t, Config{}, hdr)
+	checkHeaders(t, "upstream", seen.Header, []headerCheck{
 		{"X-Hop", nil}, {"Keep-Alive", nil}, {"Proxy-Authorization", nil}, {"Proxy-Connection", nil}, {"Te", nil},
 		{"Sec-Websocket-Extensions", nil}, {"Sec-Websocket-Foo", nil}, {"Sec-Websocket-Protocol", nil},
 		{"Sec-Websocket-Version", []string{"13"}},
@@ -124,20 +124,20 @@ func TestHeadersHopByHopAndWebSocketHeadersStop(t *testing.T) {
 	}
 }
 
-// hsUpgradeAndSeeWithOrigin is hsUpgradeAndSee with "{front}" in header values
+// upgradeAndSeeWithOrigin is upgradeAndSee with "{front}" in header values
 // replaced by the front's host, which is only known once the proxy runs.
-func hsUpgradeAndSeeWithOrigin(t *testing.T, cfg Config, hdr http.Header) (hsSeen, *hsRaw, *hsEnv) {
+func upgradeAndSeeWithOrigin(t *testing.T, cfg Config, hdr http.Header) (seenRequest, *rawHandshake, *proxyEnv) {
 	t.Helper()
-	up := hsStart(t, hsEcho(websocket.Upgrader{}, nil))
+	up := startUpstream(t, testkit.GorillaEchoHandler(websocket.Upgrader{}, nil))
 	cfg.Upstreams = []string{up.ws()}
-	e := hsProxy(t, cfg)
+	e := startProxy(t, cfg)
 	h := make(http.Header, len(hdr))
 	for k, vs := range hdr {
 		for _, v := range vs {
-			h[k] = append(h[k], hsReplaceFront(v, e.host()))
+			h[k] = append(h[k], replaceFront(v, e.host()))
 		}
 	}
-	r := hsHandshake(t, e, "GET", "/", h)
+	r := handshake(t, e, "GET", "/", h)
 	defer r.close(t)
 	if r.resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("status %d (%q), want 101", r.resp.StatusCode, r.body)
@@ -145,7 +145,7 @@ func hsUpgradeAndSeeWithOrigin(t *testing.T, cfg Config, hdr http.Header) (hsSee
 	return up.last(t), r, e
 }
 
-func hsReplaceFront(v, host string) string { return strings.ReplaceAll(v, "{front}", host) }
+func replaceFront(v, host string) string { return strings.ReplaceAll(v, "{front}", host) }
 
 // ForwardHeaders is an allow-list: only the listed client headers (and X-Forwarded-*) pass.
 func TestHeadersForwardAllowList(t *testing.T) {
@@ -153,34 +153,34 @@ func TestHeadersForwardAllowList(t *testing.T) {
 		name  string
 		allow []string
 		hdr   http.Header
-		want  []hsHeaderCheck
+		want  []headerCheck
 	}{
 		{"only Cookie", []string{"Cookie"},
 			http.Header{"Cookie": {"sid=42"}, "Authorization": {"Bearer x"}, "User-Agent": {"ua"}, "X-Api-Key": {"k"}, "Origin": {"http://{front}"}},
-			[]hsHeaderCheck{{"Cookie", []string{"sid=42"}}, {"Authorization", nil}, {"User-Agent", nil}, {"X-Api-Key", nil},
+			[]headerCheck{{"Cookie", []string{"sid=42"}}, {"Authorization", nil}, {"User-Agent", nil}, {"X-Api-Key", nil},
 				{"Origin", nil}, {"X-Forwarded-For", []string{"127.0.0.1"}}, {"X-Forwarded-Proto", []string{"http"}},
 				{"X-Forwarded-Host", []string{"{front}"}}}},
 		{"empty list passes nothing", []string{},
 			http.Header{"Cookie": {"sid=42"}, "X-Api-Key": {"k"}},
-			[]hsHeaderCheck{{"Cookie", nil}, {"X-Api-Key", nil}, {"X-Forwarded-For", []string{"127.0.0.1"}}}},
+			[]headerCheck{{"Cookie", nil}, {"X-Api-Key", nil}, {"X-Forwarded-For", []string{"127.0.0.1"}}}},
 		{"listed hop-by-hop and websocket headers still stop", []string{"Keep-Alive", "Sec-WebSocket-Extensions", "x-api-key"},
 			http.Header{"Keep-Alive": {"timeout=5"}, "Sec-WebSocket-Extensions": {"permessage-deflate"}, "X-Api-Key": {"k"}},
-			[]hsHeaderCheck{{"Keep-Alive", nil}, {"Sec-Websocket-Extensions", nil}, {"X-Api-Key", []string{"k"}}}},
+			[]headerCheck{{"Keep-Alive", nil}, {"Sec-Websocket-Extensions", nil}, {"X-Api-Key", []string{"k"}}}},
 		{"listed but Connection-named header stops", []string{"X-Hop", "Cookie"},
 			http.Header{"Connection": {"Upgrade, X-Hop"}, "X-Hop": {"per-connection"}, "Cookie": {"c=1"}},
-			[]hsHeaderCheck{{"X-Hop", nil}, {"Cookie", []string{"c=1"}}}},
+			[]headerCheck{{"X-Hop", nil}, {"Cookie", []string{"c=1"}}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			seen, _, e := hsUpgradeAndSeeWithOrigin(t, Config{ForwardHeaders: tc.allow}, tc.hdr)
-			want := make([]hsHeaderCheck, len(tc.want))
+			seen, _, e := upgradeAndSeeWithOrigin(t, Config{ForwardHeaders: tc.allow}, tc.hdr)
+			want := make([]headerCheck, len(tc.want))
 			for i, c := range tc.want {
-				want[i] = hsHeaderCheck{Name: c.Name}
+				want[i] = headerCheck{Name: c.Name}
 				for _, v := range c.Want {
-					want[i].Want = append(want[i].Want, hsReplaceFront(v, e.host()))
+					want[i].Want = append(want[i].Want, replaceFront(v, e.host()))
 				}
 			}
-			hsCheckHeaders(t, "upstream", seen.Header, want)
+			checkHeaders(t, "upstream", seen.Header, want)
 		})
 	}
 }
@@ -188,7 +188,7 @@ func TestHeadersForwardAllowList(t *testing.T) {
 // HeaderUp edits the upstream request, HeaderDown the client's 101; the
 // upstream's own 101 headers (Set-Cookie) reach the client, its handshake headers do not.
 func TestHeadersUpAndDownEdits(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 	t.Run("", func(t *testing.T) {
 		cfg := Config{
 			HeaderUp: HeaderOps{
@@ -203,14 +203,14 @@ func TestHeadersUpAndDownEdits(t *testing.T) {
 		}
 		clientHdr := http.Header{"X-Set": {"client"}, "X-Add": {"first"}, "User-Agent": {"ua"}, "X-Keep": {"k"}}
 		upResp := http.Header{"Set-Cookie": {"sid=1; Path=/"}, "X-Secret": {"internal"}, "X-Upstream": {"u"}}
-		seen, r, _ := hsUpgradeAndSee(t, cfg, "", "/", clientHdr, upResp)
-		hsCheckHeaders(t, "upstream", seen.Header, []hsHeaderCheck{
+		seen, r, _ := upgradeAndSee(t, cfg, "", "/", clientHdr, upResp)
+		checkHeaders(t, "upstream", seen.Header, []headerCheck{
 			{"X-Set", []string{"proxy"}}, {"X-Add", []string{"first", "second"}}, {"User-Agent", nil}, {"X-Keep", []string{"k"}},
 		})
-		hsCheckHeaders(t, "client 101", r.resp.Header, []hsHeaderCheck{
+		checkHeaders(t, "client 101", r.resp.Header, []headerCheck{
 			{"X-Down", []string{"d"}}, {"Set-Cookie", []string{"sid=1; Path=/"}}, {"X-Secret", nil}, {"X-Upstream", []string{"u"}},
 			{"Upgrade", []string{"websocket"}}, {"Connection", []string{"Upgrade"}},
-			{"Sec-Websocket-Accept", []string{hsAccept(r.key)}},
+			{"Sec-Websocket-Accept", []string{testkit.AcceptKey(r.key)}},
 		})
 	})
 }
@@ -228,7 +228,7 @@ func TestHeadersPathAndQuery(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			seen, _, _ := hsUpgradeAndSee(t, Config{}, tc.upstreamPath, tc.target, nil, nil)
+			seen, _, _ := upgradeAndSee(t, Config{}, tc.upstreamPath, tc.target, nil, nil)
 			if seen.URI != tc.want {
 				t.Errorf("upstream request-target %q, want %q", seen.URI, tc.want)
 			}

@@ -3,21 +3,19 @@ package proxy
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -34,25 +32,17 @@ func mustUpstream(t *testing.T, raw string) *Upstream {
 // activeUp reports whether u is not marked down by active checks.
 func activeUp(u *Upstream) bool { return u.Healthy(time.Now(), 0, 0) }
 
-// wsURL turns an httptest URL into a ws:// one.
-func wsURL(s *httptest.Server) string { return "ws" + strings.TrimPrefix(s.URL, "http") }
-
 // echoUntilClose upgrades r and reads until the client closes.
-func echoUntilClose(w http.ResponseWriter, r *http.Request) {
-	c, err := wsmw.Upgrade(w, r, nil)
-	if err != nil {
-		return
-	}
-	defer c.CloseNow()
+var echoUntilClose = testkit.Upgrading(nil, func(c *wsmw.Conn, _ *http.Request) {
 	for {
 		if _, _, err := c.Read(context.Background(), nil); err != nil {
 			return
 		}
 	}
-}
+})
 
 func TestHealthCheckerMarksUpstreamsByRealHandshake(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 
 	good := httptest.NewServer(http.HandlerFunc(echoUntilClose))
 	defer good.Close()
@@ -65,16 +55,11 @@ func TestHealthCheckerMarksUpstreamsByRealHandshake(t *testing.T) {
 		echoUntilClose(w, r)
 	}))
 	defer flaky.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := l.Addr().String()
-	l.Close()
+	closedAddr := testkit.FreeAddr(t) // refuses connections
 
 	ups := []*Upstream{
-		mustUpstream(t, wsURL(good)),
-		mustUpstream(t, wsURL(flaky)+"/chat"),
+		mustUpstream(t, testkit.WSURL(good.URL)),
+		mustUpstream(t, testkit.WSURL(flaky.URL)+"/chat"),
 		mustUpstream(t, "ws://"+closedAddr+"/"),
 	}
 	h := NewHealthChecker(ActiveHealth{Timeout: 2 * time.Second, Passes: 2}, func() []*Upstream { return ups }, nil)
@@ -197,7 +182,7 @@ func TestHealthCheckerInvalidPathFailsEveryProbe(t *testing.T) {
 }
 
 func TestHealthCheckerStartProbesOnePerUpstreamAndStopWaits(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testkit.CheckGoroutines(t)
 
 	fast, slow := mustUpstream(t, "ws://fast/"), mustUpstream(t, "ws://slow/")
 	var fastCalls, slowCalls, slowInFlight, slowMax atomic.Int32

@@ -1,31 +1,17 @@
 package proxy
 
 import (
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wsgate/wsgate/internal/testkit"
 )
 
 func TestSmokeProxyEcho(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u := websocket.Upgrader{Subprotocols: []string{"chat"}}
-		c, err := u.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			mt, p, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			c.WriteMessage(mt, p)
-		}
-	}))
+	up := httptest.NewServer(testkit.GorillaEchoHandler(websocket.Upgrader{Subprotocols: []string{"chat"}}, nil))
 	defer up.Close()
 	p, err := New(Config{Upstreams: []string{up.URL}})
 	if err != nil {
@@ -34,7 +20,7 @@ func TestSmokeProxyEcho(t *testing.T) {
 	front := httptest.NewServer(p)
 	defer front.Close()
 	d := websocket.Dialer{Subprotocols: []string{"chat"}}
-	c, _, err := d.Dial("ws"+strings.TrimPrefix(front.URL, "http"), nil)
+	c, _, err := d.Dial(testkit.WSURL(front.URL), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +40,7 @@ func TestSmokeProxyEcho(t *testing.T) {
 	if !websocket.IsCloseError(err, 4005) {
 		t.Fatalf("got %v", err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for p.ActiveSessions() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if p.ActiveSessions() != 0 {
+	if !idle(p, 2*time.Second) {
 		t.Fatal("session not ended")
 	}
 }

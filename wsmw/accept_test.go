@@ -2,7 +2,6 @@ package wsmw_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -16,45 +15,46 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
 // The sample handshake of RFC 6455 §1.3.
 const (
-	hsKey    = "dGhlIHNhbXBsZSBub25jZQ=="
-	hsAccept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+	sampleKey    = "dGhlIHNhbXBsZSBub25jZQ=="
+	sampleAccept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 )
 
-// hsHeader is one raw request header line.
-type hsHeader struct{ k, v string }
+// headerLine is one raw request header line.
+type headerLine struct{ k, v string }
 
-// hsEdit changes the header lines of a raw request.
-type hsEdit func([]hsHeader) []hsHeader
+// headerEdit changes the header lines of a raw request.
+type headerEdit func([]headerLine) []headerLine
 
-// hsDel removes every line of name.
-func hsDel(name string) hsEdit {
-	return func(h []hsHeader) []hsHeader {
-		return slices.DeleteFunc(h, func(l hsHeader) bool { return strings.EqualFold(l.k, name) })
+// delHeader removes every line of name.
+func delHeader(name string) headerEdit {
+	return func(h []headerLine) []headerLine {
+		return slices.DeleteFunc(h, func(l headerLine) bool { return strings.EqualFold(l.k, name) })
 	}
 }
 
-// hsSet replaces every line of name with one line k: v.
-func hsSet(name, v string) hsEdit {
-	return func(h []hsHeader) []hsHeader { return append(hsDel(name)(h), hsHeader{name, v}) }
+// setHeader replaces every line of name with one line k: v.
+func setHeader(name, v string) headerEdit {
+	return func(h []headerLine) []headerLine { return append(delHeader(name)(h), headerLine{name, v}) }
 }
 
-// hsAdd appends one more line.
-func hsAdd(name, v string) hsEdit {
-	return func(h []hsHeader) []hsHeader { return append(h, hsHeader{name, v}) }
+// addHeader appends one more line.
+func addHeader(name, v string) headerEdit {
+	return func(h []headerLine) []headerLine { return append(h, headerLine{name, v}) }
 }
 
-// hsRequest returns the bytes of a valid opening handshake for target, changed by edits.
-func hsRequest(method, target, proto string, edits ...hsEdit) []byte {
-	h := []hsHeader{
+// rawRequest returns the bytes of a valid opening handshake for target, changed by edits.
+func rawRequest(method, target, proto string, edits ...headerEdit) []byte {
+	h := []headerLine{
 		{"Host", "example.com"},
 		{"Upgrade", "websocket"},
 		{"Connection", "Upgrade"},
-		{"Sec-WebSocket-Key", hsKey},
+		{"Sec-WebSocket-Key", sampleKey},
 		{"Sec-WebSocket-Version", "13"},
 	}
 	for _, e := range edits {
@@ -69,13 +69,13 @@ func hsRequest(method, target, proto string, edits ...hsEdit) []byte {
 	return []byte(b.String())
 }
 
-// hsServer starts a server whose handler calls wsmw.Upgrade with cfg. Every
+// upgradeServer starts a server whose handler calls wsmw.Upgrade with cfg. Every
 // Upgrade result is sent on the returned channel; accepted connections are
 // passed to serve (an echo loop if nil) and then closed without a handshake.
-func hsServer(t *testing.T, cfg *wsmw.ServerConfig, serve wsmw.Handler) (*httptest.Server, <-chan error) {
+func upgradeServer(t *testing.T, cfg *wsmw.ServerConfig, serve wsmw.Handler) (*httptest.Server, <-chan error) {
 	t.Helper()
 	if serve == nil {
-		serve = hsEcho
+		serve = testkit.EchoHandler
 	}
 	errs := make(chan error, 16)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -91,21 +91,39 @@ func hsServer(t *testing.T, cfg *wsmw.ServerConfig, serve wsmw.Handler) (*httpte
 	return srv, errs
 }
 
-// hsEcho echoes every message until the first read error.
-func hsEcho(c *wsmw.Conn, _ *http.Request) {
-	for {
-		op, p, err := c.Read(context.Background(), nil)
-		if err != nil {
-			return
-		}
-		if err := c.Write(context.Background(), op, p); err != nil {
-			return
-		}
+// upgradeWith sends srv a valid opening handshake with a name line for each
+// of values and fails the test unless it gets a 101 and Upgrade succeeded; it
+// returns the response and the connection, positioned after the response.
+func upgradeWith(t *testing.T, srv *httptest.Server, errs <-chan error, name string, values ...string) (*http.Response, net.Conn, *bufio.Reader) {
+	t.Helper()
+	var edits []headerEdit
+	for _, v := range values {
+		edits = append(edits, addHeader(name, v))
+	}
+	resp, body, nc, br := doRaw(t, srv, rawRequest("GET", "/", "HTTP/1.1", edits...))
+	if resp.StatusCode != 101 {
+		t.Fatalf("status = %d (%q), want 101", resp.StatusCode, body)
+	}
+	if err := upgradeResult(t, errs); err != nil {
+		t.Fatal(err)
+	}
+	return resp, nc, br
+}
+
+// wantOneValue checks that h has exactly one name line, want, or none if want is "".
+func wantOneValue(t *testing.T, h http.Header, name, want string) {
+	t.Helper()
+	hdr := h.Values(name)
+	switch {
+	case want == "" && len(hdr) != 0:
+		t.Errorf("%s = %q, want no header", name, hdr)
+	case want != "" && (len(hdr) != 1 || hdr[0] != want):
+		t.Errorf("%s = %q, want [%q]", name, hdr, want)
 	}
 }
 
-// hsDial opens a TCP connection to srv with a 10 s deadline.
-func hsDial(t *testing.T, srv *httptest.Server) net.Conn {
+// dialTCP opens a TCP connection to srv with a 10 s deadline.
+func dialTCP(t *testing.T, srv *httptest.Server) net.Conn {
 	t.Helper()
 	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
@@ -116,11 +134,11 @@ func hsDial(t *testing.T, srv *httptest.Server) net.Conn {
 	return nc
 }
 
-// hsDo writes raw to a new connection to srv and reads the response (and, unless
+// doRaw writes raw to a new connection to srv and reads the response (and, unless
 // it is 101, its body). The reader is positioned after the response.
-func hsDo(t *testing.T, srv *httptest.Server, raw []byte) (*http.Response, string, net.Conn, *bufio.Reader) {
+func doRaw(t *testing.T, srv *httptest.Server, raw []byte) (*http.Response, string, net.Conn, *bufio.Reader) {
 	t.Helper()
-	nc := hsDial(t, srv)
+	nc := dialTCP(t, srv)
 	if _, err := nc.Write(raw); err != nil {
 		t.Fatal(err)
 	}
@@ -140,51 +158,37 @@ func hsDo(t *testing.T, srv *httptest.Server, raw []byte) (*http.Response, strin
 	return resp, body, nc, br
 }
 
-// hsResult waits for the error Upgrade returned.
-func hsResult(t *testing.T, errs <-chan error) error {
+// upgradeResult waits for the error Upgrade returned.
+func upgradeResult(t *testing.T, errs <-chan error) error {
 	t.Helper()
-	select {
-	case err := <-errs:
-		return err
-	case <-time.After(5 * time.Second):
-		t.Fatal("handler did not run")
-		return nil
-	}
+	return testkit.Recv(t, errs, 5*time.Second, "the handler")
 }
 
-// hsMaskKey is the key raw test clients mask with.
-var hsMaskKey = [4]byte{0x37, 0xfa, 0x21, 0x3d}
+// maskKey is the key raw test clients mask with.
+var maskKey = [4]byte{0x37, 0xfa, 0x21, 0x3d}
 
-// hsFrame encodes one masked client frame.
-func hsFrame(fin bool, rsv byte, op wsmw.OpCode, payload []byte) []byte {
-	b := wsmw.AppendHeader(nil, wsmw.Header{Fin: fin, Rsv: rsv, OpCode: op, Masked: true, Mask: hsMaskKey, Length: int64(len(payload))})
-	start := len(b)
-	b = append(b, payload...)
-	wsmw.Mask(hsMaskKey, 0, b[start:])
-	return b
+// clientFrame encodes one masked client frame.
+func clientFrame(fin bool, rsv byte, op wsmw.OpCode, payload []byte) []byte {
+	return testkit.AppendFrame(nil, testkit.Frame{Fin: fin, Rsv: rsv, Op: op, Masked: true, Key: maskKey, Payload: payload})
 }
 
-// hsReadFrame reads one (unmasked, server) frame.
-func hsReadFrame(t *testing.T, br *bufio.Reader) (wsmw.Header, []byte) {
+// readFrame reads one (unmasked, server) frame.
+func readFrame(t *testing.T, br *bufio.Reader) (wsmw.Header, []byte) {
 	t.Helper()
-	h, err := wsmw.ReadHeader(br)
+	f, err := testkit.ReadFrame(br, testkit.DefaultMaxFrame)
 	if err != nil {
-		t.Fatalf("reading frame header: %v", err)
+		t.Fatalf("reading frame: %v", err)
 	}
-	if h.Masked {
-		t.Fatalf("server frame is masked: %+v", h)
+	if f.Masked {
+		t.Fatalf("server frame is masked: %+v", f.Header())
 	}
-	p := make([]byte, h.Length)
-	if _, err := io.ReadFull(br, p); err != nil {
-		t.Fatalf("reading frame payload: %v", err)
-	}
-	return h, p
+	return f.Header(), f.Payload
 }
 
-// hsExpectClose reads one frame and checks that it is a close frame with code.
-func hsExpectClose(t *testing.T, br *bufio.Reader, code wsmw.StatusCode) {
+// expectClose reads one frame and checks that it is a close frame with code.
+func expectClose(t *testing.T, br *bufio.Reader, code wsmw.StatusCode) {
 	t.Helper()
-	h, p := hsReadFrame(t, br)
+	h, p := readFrame(t, br)
 	if h.OpCode != wsmw.OpClose {
 		t.Fatalf("got %v frame %q, want a close frame", h.OpCode, p)
 	}
@@ -204,7 +208,7 @@ func TestUpgrade_HandshakeRules(t *testing.T) {
 		name       string
 		method     string // default GET
 		proto      string // default HTTP/1.1
-		edits      []hsEdit
+		edits      []headerEdit
 		wantStatus int
 		wantErr    error             // sentinel, nil for 101
 		wantHeader map[string]string // exact single values on the response
@@ -215,42 +219,42 @@ func TestUpgrade_HandshakeRules(t *testing.T) {
 		{name: "MethodMustBeGET_PUT", method: "PUT", wantStatus: 405, wantErr: wsmw.ErrNoHandshake,
 			wantHeader: map[string]string{"Allow": "GET"}},
 		{name: "HTTP11Required_HTTP10", proto: "HTTP/1.0", wantStatus: 400, wantErr: wsmw.ErrNoHandshake},
-		{name: "ConnectionMustListUpgrade_KeepAlive", edits: []hsEdit{hsSet("Connection", "keep-alive")},
+		{name: "ConnectionMustListUpgrade_KeepAlive", edits: []headerEdit{setHeader("Connection", "keep-alive")},
 			wantStatus: 426, wantErr: wsmw.ErrNoHandshake, wantHeader: map[string]string{"Sec-WebSocket-Version": "13"}},
-		{name: "ConnectionMustListUpgrade_Missing", edits: []hsEdit{hsDel("Connection")},
+		{name: "ConnectionMustListUpgrade_Missing", edits: []headerEdit{delHeader("Connection")},
 			wantStatus: 426, wantErr: wsmw.ErrNoHandshake},
-		{name: "ConnectionTokenList_MixedCase", edits: []hsEdit{hsSet("Connection", "keep-alive, Upgrade")}, wantStatus: 101},
-		{name: "ConnectionTokenList_NoSpaceLowercase", edits: []hsEdit{hsSet("Connection", "keep-alive,upgrade")}, wantStatus: 101},
-		{name: "ConnectionTokenList_UpperCase", edits: []hsEdit{hsSet("Connection", "UPGRADE")}, wantStatus: 101},
-		{name: "ConnectionTokenList_TwoLines", edits: []hsEdit{hsSet("Connection", "keep-alive"), hsAdd("Connection", "Upgrade")}, wantStatus: 101},
-		{name: "ConnectionToken_NotSubstring", edits: []hsEdit{hsSet("Connection", "upgraded")},
+		{name: "ConnectionTokenList_MixedCase", edits: []headerEdit{setHeader("Connection", "keep-alive, Upgrade")}, wantStatus: 101},
+		{name: "ConnectionTokenList_NoSpaceLowercase", edits: []headerEdit{setHeader("Connection", "keep-alive,upgrade")}, wantStatus: 101},
+		{name: "ConnectionTokenList_UpperCase", edits: []headerEdit{setHeader("Connection", "UPGRADE")}, wantStatus: 101},
+		{name: "ConnectionTokenList_TwoLines", edits: []headerEdit{setHeader("Connection", "keep-alive"), addHeader("Connection", "Upgrade")}, wantStatus: 101},
+		{name: "ConnectionToken_NotSubstring", edits: []headerEdit{setHeader("Connection", "upgraded")},
 			wantStatus: 426, wantErr: wsmw.ErrNoHandshake},
-		{name: "UpgradeTokenCaseInsensitive_WebSocket", edits: []hsEdit{hsSet("Upgrade", "WebSocket")}, wantStatus: 101},
-		{name: "UpgradeTokenCaseInsensitive_WEBSOCKET", edits: []hsEdit{hsSet("Upgrade", "WEBSOCKET")}, wantStatus: 101},
-		{name: "UpgradeTokenList", edits: []hsEdit{hsSet("Upgrade", "h2c, websocket")}, wantStatus: 101},
-		{name: "UpgradeMustBeWebsocket_Missing", edits: []hsEdit{hsDel("Upgrade")},
+		{name: "UpgradeTokenCaseInsensitive_WebSocket", edits: []headerEdit{setHeader("Upgrade", "WebSocket")}, wantStatus: 101},
+		{name: "UpgradeTokenCaseInsensitive_WEBSOCKET", edits: []headerEdit{setHeader("Upgrade", "WEBSOCKET")}, wantStatus: 101},
+		{name: "UpgradeTokenList", edits: []headerEdit{setHeader("Upgrade", "h2c, websocket")}, wantStatus: 101},
+		{name: "UpgradeMustBeWebsocket_Missing", edits: []headerEdit{delHeader("Upgrade")},
 			wantStatus: 426, wantErr: wsmw.ErrNoHandshake},
-		{name: "UpgradeMustBeWebsocket_H2C", edits: []hsEdit{hsSet("Upgrade", "h2c")},
+		{name: "UpgradeMustBeWebsocket_H2C", edits: []headerEdit{setHeader("Upgrade", "h2c")},
 			wantStatus: 426, wantErr: wsmw.ErrNoHandshake},
-		{name: "VersionRequired_Missing", edits: []hsEdit{hsDel("Sec-WebSocket-Version")},
+		{name: "VersionRequired_Missing", edits: []headerEdit{delHeader("Sec-WebSocket-Version")},
 			wantStatus: 426, wantErr: wsmw.ErrNoVersion, wantHeader: map[string]string{"Sec-WebSocket-Version": "13"}},
-		{name: "Version13Only_8", edits: []hsEdit{hsSet("Sec-WebSocket-Version", "8")},
+		{name: "Version13Only_8", edits: []headerEdit{setHeader("Sec-WebSocket-Version", "8")},
 			wantStatus: 426, wantErr: wsmw.ErrUnsupportedVersion, wantHeader: map[string]string{"Sec-WebSocket-Version": "13"}},
-		{name: "Version13Only_14", edits: []hsEdit{hsSet("Sec-WebSocket-Version", "14")},
+		{name: "Version13Only_14", edits: []headerEdit{setHeader("Sec-WebSocket-Version", "14")},
 			wantStatus: 426, wantErr: wsmw.ErrUnsupportedVersion, wantHeader: map[string]string{"Sec-WebSocket-Version": "13"}},
-		{name: "KeyRequired_Missing", edits: []hsEdit{hsDel("Sec-WebSocket-Key")}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
-		{name: "KeyRequired_Empty", edits: []hsEdit{hsSet("Sec-WebSocket-Key", "")}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
-		{name: "KeyMustDecodeTo16Bytes_15", edits: []hsEdit{hsSet("Sec-WebSocket-Key", key15)}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
-		{name: "KeyMustDecodeTo16Bytes_17", edits: []hsEdit{hsSet("Sec-WebSocket-Key", key17)}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
-		{name: "KeyMustBeBase64_Unpadded", edits: []hsEdit{hsSet("Sec-WebSocket-Key", strings.TrimRight(hsKey, "="))},
+		{name: "KeyRequired_Missing", edits: []headerEdit{delHeader("Sec-WebSocket-Key")}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
+		{name: "KeyRequired_Empty", edits: []headerEdit{setHeader("Sec-WebSocket-Key", "")}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
+		{name: "KeyMustDecodeTo16Bytes_15", edits: []headerEdit{setHeader("Sec-WebSocket-Key", key15)}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
+		{name: "KeyMustDecodeTo16Bytes_17", edits: []headerEdit{setHeader("Sec-WebSocket-Key", key17)}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
+		{name: "KeyMustBeBase64_Unpadded", edits: []headerEdit{setHeader("Sec-WebSocket-Key", strings.TrimRight(sampleKey, "="))},
 			wantStatus: 400, wantErr: wsmw.ErrNoKey},
-		{name: "KeyMustBeBase64_Garbage", edits: []hsEdit{hsSet("Sec-WebSocket-Key", "!!!!!!!!!!!!!!!!!!!!!!==")},
+		{name: "KeyMustBeBase64_Garbage", edits: []headerEdit{setHeader("Sec-WebSocket-Key", "!!!!!!!!!!!!!!!!!!!!!!==")},
 			wantStatus: 400, wantErr: wsmw.ErrNoKey},
-		{name: "KeyExactlyOnce_Two", edits: []hsEdit{hsAdd("Sec-WebSocket-Key", hsKey)}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
+		{name: "KeyExactlyOnce_Two", edits: []headerEdit{addHeader("Sec-WebSocket-Key", sampleKey)}, wantStatus: 400, wantErr: wsmw.ErrNoKey},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, errs := hsServer(t, nil, nil)
+			srv, errs := upgradeServer(t, nil, nil)
 			method, proto := tc.method, tc.proto
 			if method == "" {
 				method = "GET"
@@ -258,7 +262,7 @@ func TestUpgrade_HandshakeRules(t *testing.T) {
 			if proto == "" {
 				proto = "HTTP/1.1"
 			}
-			resp, body, _, _ := hsDo(t, srv, hsRequest(method, "/chat", proto, tc.edits...))
+			resp, body, _, _ := doRaw(t, srv, rawRequest(method, "/chat", proto, tc.edits...))
 			if resp.StatusCode != tc.wantStatus {
 				t.Fatalf("status = %d, want %d (body %q)", resp.StatusCode, tc.wantStatus, body)
 			}
@@ -267,13 +271,13 @@ func TestUpgrade_HandshakeRules(t *testing.T) {
 					t.Errorf("header %s = %q, want [%q]", k, got, v)
 				}
 			}
-			err := hsResult(t, errs)
+			err := upgradeResult(t, errs)
 			if tc.wantStatus == http.StatusSwitchingProtocols {
 				if err != nil {
 					t.Fatalf("Upgrade error = %v, want nil", err)
 				}
-				if got := resp.Header.Get("Sec-WebSocket-Accept"); got != hsAccept {
-					t.Errorf("Sec-WebSocket-Accept = %q, want %q", got, hsAccept)
+				if got := resp.Header.Get("Sec-WebSocket-Accept"); got != sampleAccept {
+					t.Errorf("Sec-WebSocket-Accept = %q, want %q", got, sampleAccept)
 				}
 				if got := resp.Header.Get("Upgrade"); !strings.EqualFold(got, "websocket") {
 					t.Errorf("Upgrade = %q, want websocket", got)
@@ -311,8 +315,8 @@ func TestUpgrade_HandshakeRules(t *testing.T) {
 
 // AcceptKey reproduces the worked example of RFC 6455 §1.3.
 func TestAcceptKey_RFC6455Sample(t *testing.T) {
-	if got := wsmw.AcceptKey(hsKey); got != hsAccept {
-		t.Fatalf("AcceptKey(%q) = %q, want %q", hsKey, got, hsAccept)
+	if got := wsmw.AcceptKey(sampleKey); got != sampleAccept {
+		t.Fatalf("AcceptKey(%q) = %q, want %q", sampleKey, got, sampleAccept)
 	}
 }
 
@@ -347,25 +351,9 @@ func TestUpgrade_SubprotocolNegotiation(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan string, 1)
-			srv, errs := hsServer(t, tc.cfg, func(c *wsmw.Conn, _ *http.Request) { got <- c.Subprotocol() })
-			var edits []hsEdit
-			for _, o := range tc.offers {
-				edits = append(edits, hsAdd("Sec-WebSocket-Protocol", o))
-			}
-			resp, body, _, _ := hsDo(t, srv, hsRequest("GET", "/", "HTTP/1.1", edits...))
-			if resp.StatusCode != 101 {
-				t.Fatalf("status = %d (%q), want 101", resp.StatusCode, body)
-			}
-			if err := hsResult(t, errs); err != nil {
-				t.Fatal(err)
-			}
-			hdr := resp.Header.Values("Sec-WebSocket-Protocol")
-			switch {
-			case tc.want == "" && len(hdr) != 0:
-				t.Errorf("Sec-WebSocket-Protocol = %q, want no header", hdr)
-			case tc.want != "" && (len(hdr) != 1 || hdr[0] != tc.want):
-				t.Errorf("Sec-WebSocket-Protocol = %q, want [%q]", hdr, tc.want)
-			}
+			srv, errs := upgradeServer(t, tc.cfg, func(c *wsmw.Conn, _ *http.Request) { got <- c.Subprotocol() })
+			resp, _, _ := upgradeWith(t, srv, errs, "Sec-WebSocket-Protocol", tc.offers...)
+			wantOneValue(t, resp.Header, "Sec-WebSocket-Protocol", tc.want)
 			if s := <-got; s != tc.want {
 				t.Errorf("Conn.Subprotocol() = %q, want %q", s, tc.want)
 			}
@@ -382,12 +370,12 @@ func TestUpgrade_ResponseHeaderInSwitchingProtocols(t *testing.T) {
 		"X-Trace":    {"t-123"},
 		"X-Split":    {"v\r\nInjected: yes"},
 	}}
-	srv, errs := hsServer(t, cfg, nil)
-	resp, body, _, _ := hsDo(t, srv, hsRequest("GET", "/", "HTTP/1.1"))
+	srv, errs := upgradeServer(t, cfg, nil)
+	resp, body, _, _ := doRaw(t, srv, rawRequest("GET", "/", "HTTP/1.1"))
 	if resp.StatusCode != 101 {
 		t.Fatalf("status = %d (%q), want 101", resp.StatusCode, body)
 	}
-	if err := hsResult(t, errs); err != nil {
+	if err := upgradeResult(t, errs); err != nil {
 		t.Fatal(err)
 	}
 	if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"a=1; Path=/", "b=2"}) {
@@ -399,22 +387,15 @@ func TestUpgrade_ResponseHeaderInSwitchingProtocols(t *testing.T) {
 	if got := resp.Header.Get("Injected"); got != "" {
 		t.Errorf("a CR/LF in a ResponseHeader value split the response: Injected = %q", got)
 	}
-	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != hsAccept {
-		t.Errorf("Sec-WebSocket-Accept = %q, want %q", got, hsAccept)
+	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != sampleAccept {
+		t.Errorf("Sec-WebSocket-Accept = %q, want %q", got, sampleAccept)
 	}
 }
 
 // http.Server's ReadTimeout and WriteTimeout apply to the HTTP request only: after
 // the upgrade the connection lives on with no deadline.
 func TestUpgrade_ServerDeadlinesClearedAfterHijack(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := wsmw.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		hsEcho(c, r)
-	}))
+	srv := httptest.NewUnstartedServer(testkit.Upgrading(nil, testkit.EchoHandler))
 	srv.Config.ReadTimeout = 200 * time.Millisecond
 	srv.Config.WriteTimeout = 200 * time.Millisecond
 	srv.Start()
@@ -446,26 +427,26 @@ func TestUpgrade_ServerDeadlinesClearedAfterHijack(t *testing.T) {
 // Frames the client sends in the same write as its handshake are already in the
 // server's HTTP read buffer at hijack time; they must be the start of the stream.
 func TestUpgrade_BytesAfterRequestAreNotLost(t *testing.T) {
-	srv, errs := hsServer(t, nil, nil)
+	srv, errs := upgradeServer(t, nil, nil)
 	bin := make([]byte, 300)
 	for i := range bin {
 		bin[i] = byte(i)
 	}
-	raw := hsRequest("GET", "/", "HTTP/1.1")
-	raw = append(raw, hsFrame(true, 0, wsmw.OpText, []byte("early"))...)
-	raw = append(raw, hsFrame(true, 0, wsmw.OpBinary, bin)...)
-	resp, body, _, br := hsDo(t, srv, raw)
+	raw := rawRequest("GET", "/", "HTTP/1.1")
+	raw = append(raw, clientFrame(true, 0, wsmw.OpText, []byte("early"))...)
+	raw = append(raw, clientFrame(true, 0, wsmw.OpBinary, bin)...)
+	resp, body, _, br := doRaw(t, srv, raw)
 	if resp.StatusCode != 101 {
 		t.Fatalf("status = %d (%q), want 101", resp.StatusCode, body)
 	}
-	if err := hsResult(t, errs); err != nil {
+	if err := upgradeResult(t, errs); err != nil {
 		t.Fatal(err)
 	}
-	h, p := hsReadFrame(t, br)
+	h, p := readFrame(t, br)
 	if h.OpCode != wsmw.OpText || !h.Fin || string(p) != "early" {
 		t.Fatalf("first echo = %v fin=%v %q, want text \"early\"", h.OpCode, h.Fin, p)
 	}
-	h, p = hsReadFrame(t, br)
+	h, p = readFrame(t, br)
 	if h.OpCode != wsmw.OpBinary || !slices.Equal(p, bin) {
 		t.Fatalf("second echo = %v %d bytes, want the 300-byte binary message", h.OpCode, len(p))
 	}

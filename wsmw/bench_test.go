@@ -39,15 +39,6 @@ func BenchmarkHeaderParse(b *testing.B) {
 	}
 }
 
-// maskBytewise is the plain byte loop that Mask is compared with.
-func maskBytewise(key [4]byte, pos int, p []byte) int {
-	for i := range p {
-		p[i] ^= key[pos&3]
-		pos++
-	}
-	return pos & 3
-}
-
 func BenchmarkMask(b *testing.B) {
 	key := [4]byte{0xa1, 0xb2, 0xc3, 0xd4}
 	for _, n := range []int{16, 128, 1 << 10, 64 << 10} {
@@ -61,7 +52,7 @@ func BenchmarkMask(b *testing.B) {
 		b.Run(fmt.Sprintf("bytewise/%d", n), func(b *testing.B) {
 			b.SetBytes(int64(n))
 			for b.Loop() {
-				maskBytewise(key, 1, p)
+				naiveMask(key, 1, p)
 			}
 		})
 	}
@@ -105,26 +96,9 @@ func (l *loopReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// memConn is a net.Conn whose reads come from a loopReader and whose writes are dropped.
-type memConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *memConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
-func (c *memConn) Write(p []byte) (int, error)      { return len(p), nil }
-func (c *memConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
-func (c *memConn) Close() error                     { return nil }
-func (c *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (c *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (c *memConn) SetDeadline(t time.Time) error    { return nil }
-
+// maskedFrame is a final client frame of n bytes 'a'.
 func maskedFrame(op OpCode, n int) []byte {
-	payload := bytes.Repeat([]byte{'a'}, n)
-	key := [4]byte{9, 8, 7, 6}
-	Mask(key, 0, payload)
-	return append(AppendHeader(nil, Header{Fin: true, OpCode: op, Masked: true, Mask: key, Length: int64(n)}), payload...)
+	return keyedFrame([4]byte{9, 8, 7, 6}, true, op, bytes.Repeat([]byte{'a'}, n))
 }
 
 // BenchmarkReadFrame reads masked frames (server role) from memory: parsing,
@@ -168,29 +142,6 @@ func BenchmarkWriteFrame(b *testing.B) {
 			})
 		}
 	}
-}
-
-// rawTCPPair returns both ends of a loopback TCP connection.
-func rawTCPPair(tb testing.TB) (net.Conn, net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
-		ch <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return a, <-ch
 }
 
 // BenchmarkRoundTripTCP sends a message from a client Conn to a server Conn

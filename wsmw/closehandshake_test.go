@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// wtExpectEOF asserts that the raw peer reads nothing more and then a clean EOF:
+// expectEOF asserts that the raw peer reads nothing more and then a clean EOF:
 // the Conn closed the TCP connection.
-func wtExpectEOF(t testing.TB, raw net.Conn, timeout time.Duration) {
+func expectEOF(t testing.TB, raw net.Conn, timeout time.Duration) {
 	t.Helper()
 	_ = raw.SetReadDeadline(time.Now().Add(timeout))
 	n, err := io.Copy(io.Discard, raw)
@@ -22,71 +22,63 @@ func wtExpectEOF(t testing.TB, raw net.Conn, timeout time.Duration) {
 // TestCloseEchoedByMessageReader: the message-level reader answers a received
 // close with the same code, closes the connection and returns the *CloseError.
 func TestCloseEchoedByMessageReader(t *testing.T) {
-	for _, tr := range wtTransports {
-		for _, client := range []bool{false, true} {
-			name := tr.name + "/server"
-			if client {
-				name = tr.name + "/client"
-			}
-			t.Run(name, func(t *testing.T) {
-				c, raw := tr.pair(t, client, connConfig{})
-				go raw.Write(wtFrame(true, 0, OpClose, !client, []byte(wtCloseBody(4001, "x"))))
-				res := wtAsync(func() error { _, _, err := c.readMessage(); return err })
-				h, p, err := func() (Header, []byte, error) {
-					_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-					return wtReadFrame(raw)
-				}()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if h.OpCode != OpClose || h.Masked != client {
-					t.Fatalf("peer got %+v, want a close frame (masked=%v)", h, client)
-				}
-				code, _, perr := ParseClosePayload(p)
-				if perr != nil || code != 4001 {
-					t.Errorf("echoed close = %v %v, want 4001", code, perr)
-				}
-				err = wtWait(t, res, 2*time.Second, "ReadMessage")
-				var ce *CloseError
-				if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "x" {
-					t.Fatalf("ReadMessage error = %v, want *CloseError 4001 \"x\"", err)
-				}
-				if CloseStatus(err) != 4001 {
-					t.Errorf("CloseStatus = %v", CloseStatus(err))
-				}
-				if got := c.closeReceived(); got == nil || got.Code != 4001 {
-					t.Errorf("CloseReceived = %v", got)
-				}
-				wtExpectEOF(t, raw, 2*time.Second)
-				// Later reads and writes see the closed connection.
-				if _, _, err := c.readMessage(); !errors.As(err, &ce) {
-					t.Errorf("second ReadMessage = %v, want the *CloseError again", err)
-				}
-				if err := c.writeMessage(OpText, []byte("late")); !errors.Is(err, ErrCloseSent) && !errors.Is(err, ErrClosed) {
-					t.Errorf("WriteMessage after close = %v", err)
-				}
-			})
+	eachTransportTwice(t, "server", "client", func(t *testing.T, tr transport, client bool) {
+		c, raw := tr.pair(t, client, connConfig{})
+		go raw.Write(rawFrame(true, 0, OpClose, !client, []byte(closeBody(4001, "x"))))
+		res := async(func() error { _, _, err := c.readMessage(); return err })
+		h, p, err := func() (Header, []byte, error) {
+			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+			return readRawFrame(raw)
+		}()
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		if h.OpCode != OpClose || h.Masked != client {
+			t.Fatalf("peer got %+v, want a close frame (masked=%v)", h, client)
+		}
+		code, _, perr := ParseClosePayload(p)
+		if perr != nil || code != 4001 {
+			t.Errorf("echoed close = %v %v, want 4001", code, perr)
+		}
+		err = waitErr(t, res, 2*time.Second, "ReadMessage")
+		var ce *CloseError
+		if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "x" {
+			t.Fatalf("ReadMessage error = %v, want *CloseError 4001 \"x\"", err)
+		}
+		if CloseStatus(err) != 4001 {
+			t.Errorf("CloseStatus = %v", CloseStatus(err))
+		}
+		if got := c.closeReceived(); got == nil || got.Code != 4001 {
+			t.Errorf("CloseReceived = %v", got)
+		}
+		expectEOF(t, raw, 2*time.Second)
+		// Later reads and writes see the closed connection.
+		if _, _, err := c.readMessage(); !errors.As(err, &ce) {
+			t.Errorf("second ReadMessage = %v, want the *CloseError again", err)
+		}
+		if err := c.writeMessage(OpText, []byte("late")); !errors.Is(err, ErrCloseSent) && !errors.Is(err, ErrClosed) {
+			t.Errorf("WriteMessage after close = %v", err)
+		}
+	})
 }
 
 // TestCloseEmptyBodyEchoedEmpty: a close without a body is reported as 1005 and
 // answered with an empty body; 1005 never appears on the wire.
 func TestCloseEmptyBodyEchoedEmpty(t *testing.T) {
-	for _, tr := range wtTransports {
+	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{})
-			go raw.Write(wtCF(OpClose, ""))
-			res := wtAsync(func() error { _, _, err := c.readMessage(); return err })
+			go raw.Write(clientFrame(OpClose, ""))
+			res := async(func() error { _, _, err := c.readMessage(); return err })
 			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-			h, p, err := wtReadFrame(raw)
+			h, p, err := readRawFrame(raw)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if h.OpCode != OpClose || h.Length != 0 || len(p) != 0 {
 				t.Errorf("peer got %+v %x, want a close frame with an empty body", h, p)
 			}
-			err = wtWait(t, res, 2*time.Second, "ReadMessage")
+			err = waitErr(t, res, 2*time.Second, "ReadMessage")
 			var ce *CloseError
 			if !errors.As(err, &ce) || ce.Code != StatusNoStatusRcvd || ce.Reason != "" {
 				t.Fatalf("error = %v, want *CloseError 1005", err)
@@ -97,12 +89,12 @@ func TestCloseEmptyBodyEchoedEmpty(t *testing.T) {
 
 // TestCloseHandshake: Close sends its frame, waits for the peer's close, then closes TCP.
 func TestCloseHandshake(t *testing.T) {
-	for _, tr := range wtTransports {
+	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{closeTimeout: 5 * time.Second})
 			start := time.Now()
-			res := wtAsync(func() error { return c.Close(StatusNormalClosure, "bye") })
-			code, reason, _ := wtExpectClose(t, raw, 2*time.Second)
+			res := async(func() error { return c.Close(StatusNormalClosure, "bye") })
+			code, reason, _ := expectClose(t, raw, 2*time.Second)
 			if code != StatusNormalClosure || reason != "bye" {
 				t.Errorf("peer got close %v %q, want 1000 \"bye\"", code, reason)
 			}
@@ -114,8 +106,8 @@ func TestCloseHandshake(t *testing.T) {
 			default:
 			}
 			// Data frames before the peer's close are read and dropped by Close.
-			raw.Write(wtCat(wtCF(OpText, "late data"), wtCF(OpPing, "p"), wtCF(OpClose, wtCloseBody(1000, "ok"))))
-			if err := wtWait(t, res, 2*time.Second, "Close"); err != nil {
+			raw.Write(concat(clientFrame(OpText, "late data"), clientFrame(OpPing, "p"), clientFrame(OpClose, closeBody(1000, "ok"))))
+			if err := waitErr(t, res, 2*time.Second, "Close"); err != nil {
 				t.Errorf("Close = %v", err)
 			}
 			if d := time.Since(start); d < 150*time.Millisecond || d > 3*time.Second {
@@ -128,7 +120,7 @@ func TestCloseHandshake(t *testing.T) {
 			// (it is not: a pong after a close is refused); then EOF.
 			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
 			for {
-				h, _, err := wtReadFrame(raw)
+				h, _, err := readRawFrame(raw)
 				if err != nil {
 					if !errors.Is(err, io.EOF) {
 						t.Errorf("peer: %v, want EOF", err)
@@ -146,8 +138,8 @@ func TestCloseHandshake(t *testing.T) {
 
 // TestCloseAfterPeerClose: Close after the peer's close was received answers it and returns at once.
 func TestCloseAfterPeerClose(t *testing.T) {
-	c, raw := wtTCPPair(t, false, connConfig{closeTimeout: 5 * time.Second})
-	go raw.Write(wtCF(OpClose, wtCloseBody(1001, "going")))
+	c, raw := tcpPair(t, false, connConfig{closeTimeout: 5 * time.Second})
+	go raw.Write(clientFrame(OpClose, closeBody(1001, "going")))
 	h, err := c.nextFrame()
 	if err != nil || h.OpCode != OpClose {
 		t.Fatalf("NextFrame = %+v %v", h, err)
@@ -159,94 +151,86 @@ func TestCloseAfterPeerClose(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("Close took %v after the peer's close was received", d)
 	}
-	code, _, _ := wtExpectClose(t, raw, 2*time.Second)
+	code, _, _ := expectClose(t, raw, 2*time.Second)
 	if code != StatusGoingAway {
 		t.Errorf("peer got %v, want 1001", code)
 	}
-	wtExpectEOF(t, raw, 2*time.Second)
+	expectEOF(t, raw, 2*time.Second)
 }
 
 // TestCloseUnresponsivePeer: with a peer that never answers, Close returns after
 // about the close timeout and the TCP connection is closed.
 func TestCloseUnresponsivePeer(t *testing.T) {
-	for _, tr := range wtTransports {
-		for _, reading := range []bool{false, true} {
-			name := tr.name + "/idle"
-			if reading {
-				name = tr.name + "/reader-blocked"
-			}
-			t.Run(name, func(t *testing.T) {
-				t.Parallel()
-				const timeout = 200 * time.Millisecond
-				c, raw := tr.pair(t, false, connConfig{closeTimeout: timeout})
-				var readRes <-chan error
-				if reading {
-					readRes = wtAsync(func() error { _, _, err := c.readMessage(); return err })
-					time.Sleep(50 * time.Millisecond)
-				}
-				// The peer reads the close (net.Pipe needs a reader) but never answers.
-				got := make(chan StatusCode, 1)
-				go func() {
-					_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
-					h, p, err := wtReadFrame(raw)
-					if err != nil || h.OpCode != OpClose {
-						got <- -1
-						return
-					}
-					code, _, _ := ParseClosePayload(p)
-					got <- code
-				}()
-				start := time.Now()
-				err := wtWait(t, wtAsync(func() error { return c.Close(StatusGoingAway, "") }), 3*time.Second, "Close")
-				d := time.Since(start)
-				if err != nil {
-					t.Errorf("Close = %v", err)
-				}
-				if d < timeout-20*time.Millisecond || d > timeout+1500*time.Millisecond {
-					t.Errorf("Close took %v with a close timeout of %v", d, timeout)
-				}
-				if code := <-got; code != StatusGoingAway {
-					t.Errorf("peer got close %v, want 1001", code)
-				}
-				wtExpectEOF(t, raw, 2*time.Second)
-				if reading {
-					err := wtWait(t, readRes, 2*time.Second, "ReadMessage")
-					if err == nil {
-						t.Error("ReadMessage returned no error after Close")
-					}
-				}
-			})
+	eachTransportTwice(t, "idle", "reader-blocked", func(t *testing.T, tr transport, reading bool) {
+		t.Parallel()
+		const timeout = 200 * time.Millisecond
+		c, raw := tr.pair(t, false, connConfig{closeTimeout: timeout})
+		var readRes <-chan error
+		if reading {
+			readRes = async(func() error { _, _, err := c.readMessage(); return err })
+			time.Sleep(50 * time.Millisecond)
 		}
-	}
+		// The peer reads the close (net.Pipe needs a reader) but never answers.
+		got := make(chan StatusCode, 1)
+		go func() {
+			_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
+			h, p, err := readRawFrame(raw)
+			if err != nil || h.OpCode != OpClose {
+				got <- -1
+				return
+			}
+			code, _, _ := ParseClosePayload(p)
+			got <- code
+		}()
+		start := time.Now()
+		err := waitErr(t, async(func() error { return c.Close(StatusGoingAway, "") }), 3*time.Second, "Close")
+		d := time.Since(start)
+		if err != nil {
+			t.Errorf("Close = %v", err)
+		}
+		if d < timeout-20*time.Millisecond || d > timeout+1500*time.Millisecond {
+			t.Errorf("Close took %v with a close timeout of %v", d, timeout)
+		}
+		if code := <-got; code != StatusGoingAway {
+			t.Errorf("peer got close %v, want 1001", code)
+		}
+		expectEOF(t, raw, 2*time.Second)
+		if reading {
+			err := waitErr(t, readRes, 2*time.Second, "ReadMessage")
+			if err == nil {
+				t.Error("ReadMessage returned no error after Close")
+			}
+		}
+	})
 }
 
 // TestCloseWhileReading: Close from another goroutine while ReadMessage is
 // blocked; the reader receives the peer's close and Close returns promptly.
 func TestCloseWhileReading(t *testing.T) {
-	for _, tr := range wtTransports {
+	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{closeTimeout: 5 * time.Second})
-			readRes := wtAsync(func() error { _, _, err := c.readMessage(); return err })
+			readRes := async(func() error { _, _, err := c.readMessage(); return err })
 			time.Sleep(50 * time.Millisecond) // let the reader block
 			start := time.Now()
-			closeRes := wtAsync(func() error { return c.Close(StatusNormalClosure, "done") })
-			code, reason, _ := wtExpectClose(t, raw, 2*time.Second)
+			closeRes := async(func() error { return c.Close(StatusNormalClosure, "done") })
+			code, reason, _ := expectClose(t, raw, 2*time.Second)
 			if code != StatusNormalClosure || reason != "done" {
 				t.Errorf("peer got %v %q", code, reason)
 			}
-			go raw.Write(wtCF(OpClose, wtCloseBody(4002, "ack")))
-			err := wtWait(t, readRes, 2*time.Second, "ReadMessage")
+			go raw.Write(clientFrame(OpClose, closeBody(4002, "ack")))
+			err := waitErr(t, readRes, 2*time.Second, "ReadMessage")
 			var ce *CloseError
 			if !errors.As(err, &ce) || ce.Code != 4002 || ce.Reason != "ack" {
 				t.Errorf("reader got %v, want the peer's *CloseError 4002", err)
 			}
-			if err := wtWait(t, closeRes, 2*time.Second, "Close"); err != nil {
+			if err := waitErr(t, closeRes, 2*time.Second, "Close"); err != nil {
 				t.Errorf("Close = %v", err)
 			}
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("Close took %v", d)
 			}
-			wtExpectEOF(t, raw, 2*time.Second)
+			expectEOF(t, raw, 2*time.Second)
 		})
 	}
 }
@@ -256,12 +240,12 @@ func TestCloseWhileReading(t *testing.T) {
 func TestWriteCloseCodes(t *testing.T) {
 	for _, code := range []StatusCode{StatusNoStatusRcvd, StatusAbnormalClosure, StatusTLSHandshake} {
 		t.Run(code.String(), func(t *testing.T) {
-			c, raw := wtTCPPair(t, false, connConfig{})
+			c, raw := tcpPair(t, false, connConfig{})
 			if err := c.sendClose(code, "ignored reason"); err != nil {
 				t.Fatalf("WriteClose(%v) = %v", code, err)
 			}
 			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-			h, p, err := wtReadFrame(raw)
+			h, p, err := readRawFrame(raw)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -272,7 +256,7 @@ func TestWriteCloseCodes(t *testing.T) {
 	}
 	for _, code := range []StatusCode{0, 999, 1004, 1016, 2999, 5000, -1} {
 		t.Run(code.String(), func(t *testing.T) {
-			c, raw := wtTCPPair(t, false, connConfig{})
+			c, raw := tcpPair(t, false, connConfig{})
 			if err := c.sendClose(code, ""); !errors.Is(err, ErrBadWrite) {
 				t.Errorf("WriteClose(%v) = %v, want ErrBadWrite", code, err)
 			}
@@ -281,7 +265,7 @@ func TestWriteCloseCodes(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-			h, p, err := wtReadFrame(raw)
+			h, p, err := readRawFrame(raw)
 			if err != nil || h.OpCode != OpText || string(p) != "still open" {
 				t.Errorf("peer got %+v %q %v", h, p, err)
 			}
@@ -289,7 +273,7 @@ func TestWriteCloseCodes(t *testing.T) {
 	}
 	for _, client := range []bool{false, true} {
 		t.Run(map[bool]string{false: "Valid/server", true: "Valid/client"}[client], func(t *testing.T) {
-			c, raw := wtTCPPair(t, client, connConfig{})
+			c, raw := tcpPair(t, client, connConfig{})
 			long := ""
 			for len(long) < 200 {
 				long += "é"
@@ -298,7 +282,7 @@ func TestWriteCloseCodes(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-			h, p, err := wtReadFrame(raw)
+			h, p, err := readRawFrame(raw)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -316,12 +300,12 @@ func TestWriteCloseCodes(t *testing.T) {
 // TestWriteCloseInvalidReason: a reason that is not UTF-8 must not produce a
 // close frame the peer would reject (RFC 6455 §5.5.1: the reason is UTF-8).
 func TestWriteCloseInvalidReason(t *testing.T) {
-	c, raw := wtTCPPair(t, false, connConfig{})
+	c, raw := tcpPair(t, false, connConfig{})
 	if err := c.sendClose(StatusGoingAway, "bye\xff\xce"); err != nil {
 		t.Fatal(err)
 	}
-	code, reason, _ := wtExpectClose(t, raw, 2*time.Second) // fails if the payload does not parse
-	if code != StatusGoingAway || reason != "bye\uFFFD" {   // a run of bad bytes becomes one U+FFFD
+	code, reason, _ := expectClose(t, raw, 2*time.Second) // fails if the payload does not parse
+	if code != StatusGoingAway || reason != "bye\uFFFD" { // a run of bad bytes becomes one U+FFFD
 		t.Errorf("close %v %q", code, reason)
 	}
 }
@@ -329,7 +313,7 @@ func TestWriteCloseInvalidReason(t *testing.T) {
 // TestWriteAfterCloseSent: once a close frame is written, data and control frames
 // are refused with ErrCloseSent, and a second close is refused too.
 func TestWriteAfterCloseSent(t *testing.T) {
-	for _, tr := range wtTransports {
+	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{})
 			go io.Copy(io.Discard, raw)
@@ -358,22 +342,22 @@ func TestWriteAfterCloseSent(t *testing.T) {
 // TestPingAfterCloseSentNotAnswered: a ping that arrives after our close is not
 // answered (no pong after a close frame) and does not break the read.
 func TestPingAfterCloseSentNotAnswered(t *testing.T) {
-	c, raw := wtTCPPair(t, false, connConfig{})
+	c, raw := tcpPair(t, false, connConfig{})
 	if err := c.sendClose(StatusNormalClosure, ""); err != nil {
 		t.Fatal(err)
 	}
-	go raw.Write(wtCat(wtCF(OpPing, "p"), wtCF(OpClose, wtCloseBody(1000, ""))))
+	go raw.Write(concat(clientFrame(OpPing, "p"), clientFrame(OpClose, closeBody(1000, ""))))
 	_, _, err := c.readMessage()
 	var ce *CloseError
 	if !errors.As(err, &ce) || ce.Code != 1000 {
 		t.Fatalf("ReadMessage = %v, want *CloseError 1000", err)
 	}
-	code, _, _ := wtExpectClose(t, raw, 2*time.Second)
+	code, _, _ := expectClose(t, raw, 2*time.Second)
 	if code != 1000 {
 		t.Errorf("close code %v", code)
 	}
 	_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if h, _, err := wtReadFrame(raw); err == nil {
+	if h, _, err := readRawFrame(raw); err == nil {
 		t.Errorf("peer got a %v frame after the close", h.OpCode)
 	}
 }

@@ -15,14 +15,14 @@ import (
 )
 
 const (
-	wtWriters     = 8
-	wtPerWriter   = 200
-	wtTextPattern = "κόσμε 😀 ascii \u0800\U0010ffff "
+	writers     = 8
+	perWriter   = 200
+	textPattern = "κόσμε 😀 ascii \u0800\U0010ffff "
 )
 
-// wtConcPayload is the deterministic payload of message i of writer g: a
+// concurrentPayload is the deterministic payload of message i of writer g: a
 // "g:i:" prefix then a pattern of some length (text: whole runes only).
-func wtConcPayload(g, i int, text bool) []byte {
+func concurrentPayload(g, i int, text bool) []byte {
 	n := (g*131 + i*71) % 3000
 	if i%50 == 0 {
 		n = 0
@@ -31,7 +31,7 @@ func wtConcPayload(g, i int, text bool) []byte {
 	if text {
 		prefix := len(p)
 		for len(p) < n {
-			p = append(p, wtTextPattern...)
+			p = append(p, textPattern...)
 		}
 		p = p[:max(n, prefix)]
 		for !utf8.Valid(p) {
@@ -45,23 +45,23 @@ func wtConcPayload(g, i int, text bool) []byte {
 	return p
 }
 
-// wtConcWrite is one writer's job: a mix of whole messages, messages sent as
+// concurrentWrite is one writer's job: a mix of whole messages, messages sent as
 // fragments (split inside runes) with WriteFrame, and pings. Writers hold msgs
 // for a whole message, as a user of the frame API does; pings do not wait.
-func wtConcWrite(c *Conn, msgs *sync.Mutex, g int) error {
-	for i := 0; i < wtPerWriter; i++ {
+func concurrentWrite(c *Conn, msgs *sync.Mutex, g int) error {
+	for i := 0; i < perWriter; i++ {
 		text := i%4 == 0 || i%4 == 2
 		op := OpBinary
 		if text {
 			op = OpText
 		}
-		p := wtConcPayload(g, i, text)
+		p := concurrentPayload(g, i, text)
 		msgs.Lock()
 		var err error
 		if i%4 < 2 {
 			err = c.writeMessage(op, p)
 		} else {
-			err = wtWriteFragments(c, op, p, i)
+			err = writeFragments(c, op, p, i)
 		}
 		msgs.Unlock()
 		if err != nil {
@@ -76,8 +76,8 @@ func wtConcWrite(c *Conn, msgs *sync.Mutex, g int) error {
 	return nil
 }
 
-// wtWriteFragments sends p as a message of op in fragments of varying sizes.
-func wtWriteFragments(c *Conn, op OpCode, p []byte, i int) error {
+// writeFragments sends p as a message of op in fragments of varying sizes.
+func writeFragments(c *Conn, op OpCode, p []byte, i int) error {
 	for {
 		k := min(1+(len(p)*7+i)%700, len(p))
 		if err := c.WriteFrame(Header{OpCode: op}, p[:k]); err != nil {
@@ -90,14 +90,14 @@ func wtWriteFragments(c *Conn, op OpCode, p []byte, i int) error {
 	}
 }
 
-// wtConcCheck verifies one received message against what its writer sent and
+// checkConcurrent verifies one received message against what its writer sent and
 // the order of that writer's messages.
-func wtConcCheck(next []int, op OpCode, p []byte) error {
+func checkConcurrent(next []int, op OpCode, p []byte) error {
 	var g, i int
 	if _, err := fmt.Sscanf(string(p), "%d:%d:", &g, &i); err != nil {
 		return fmt.Errorf("message without a g:i: prefix: %q", p[:min(len(p), 20)])
 	}
-	if g < 0 || g >= wtWriters || i != next[g] {
+	if g < 0 || g >= writers || i != next[g] {
 		return fmt.Errorf("message %d:%d out of order (want %d next)", g, i, next[g])
 	}
 	next[g]++
@@ -106,7 +106,7 @@ func wtConcCheck(next []int, op OpCode, p []byte) error {
 	if text {
 		wantOp = OpText
 	}
-	if op != wantOp || !bytes.Equal(p, wtConcPayload(g, i, text)) {
+	if op != wantOp || !bytes.Equal(p, concurrentPayload(g, i, text)) {
 		return fmt.Errorf("message %d:%d corrupted: %v, %d bytes", g, i, op, len(p))
 	}
 	return nil
@@ -116,7 +116,7 @@ func wtConcCheck(next []int, op OpCode, p []byte) error {
 // to a server Conn whose reader applies every receive rule; every message must
 // arrive intact and in per-writer order, and every ping must be answered.
 func TestConcurrentWritersClientToServer(t *testing.T) {
-	srv, raw := wtTCPPair(t, false, connConfig{})
+	srv, raw := tcpPair(t, false, connConfig{})
 	cli := newConn(raw, nil, true, connConfig{closeTimeout: 2 * time.Second})
 
 	var pings, pongs atomic.Int64
@@ -128,16 +128,16 @@ func TestConcurrentWritersClientToServer(t *testing.T) {
 		pongs.Add(1)
 		return nil
 	})
-	cliRead := wtAsync(func() error { _, _, err := cli.readMessage(); return err })
+	cliRead := async(func() error { _, _, err := cli.readMessage(); return err })
 
-	srvRead := wtAsync(func() error {
-		next := make([]int, wtWriters)
-		for n := 0; n < wtWriters*wtPerWriter; n++ {
+	srvRead := async(func() error {
+		next := make([]int, writers)
+		for n := 0; n < writers*perWriter; n++ {
 			op, p, err := srv.readMessage()
 			if err != nil {
 				return fmt.Errorf("after %d messages: %w", n, err)
 			}
-			if err := wtConcCheck(next, op, p); err != nil {
+			if err := checkConcurrent(next, op, p); err != nil {
 				return err
 			}
 		}
@@ -151,12 +151,12 @@ func TestConcurrentWritersClientToServer(t *testing.T) {
 
 	var wg sync.WaitGroup
 	var msgs sync.Mutex
-	errs := make(chan error, wtWriters)
-	for g := 0; g < wtWriters; g++ {
+	errs := make(chan error, writers)
+	for g := 0; g < writers; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := wtConcWrite(cli, &msgs, g); err != nil {
+			if err := concurrentWrite(cli, &msgs, g); err != nil {
 				errs <- fmt.Errorf("writer %d: %w", g, err)
 			}
 		}()
@@ -169,15 +169,15 @@ func TestConcurrentWritersClientToServer(t *testing.T) {
 	if err := cli.Close(StatusNormalClosure, "done"); err != nil {
 		t.Errorf("Close = %v", err)
 	}
-	if err := wtWait(t, srvRead, 10*time.Second, "server reader"); err != nil {
+	if err := waitErr(t, srvRead, 10*time.Second, "server reader"); err != nil {
 		t.Fatal(err)
 	}
-	err := wtWait(t, cliRead, 5*time.Second, "client reader")
+	err := waitErr(t, cliRead, 5*time.Second, "client reader")
 	var ce *CloseError
 	if !errors.As(err, &ce) || ce.Code != StatusNormalClosure {
 		t.Errorf("client reader = %v, want the echoed close", err)
 	}
-	want := int64(wtWriters * wtPerWriter / 2)
+	want := int64(writers * perWriter / 2)
 	if pings.Load() != want || pongs.Load() != want {
 		t.Errorf("pings %d, pongs %d, want %d each", pings.Load(), pongs.Load(), want)
 	}
@@ -187,18 +187,18 @@ func TestConcurrentWritersClientToServer(t *testing.T) {
 // Conn; a raw verifier checks every frame's encoding (unmasked, no RSV, control
 // frames whole and ≤125 bytes, continuation order) and every message.
 func TestConcurrentWritersServerRawVerifier(t *testing.T) {
-	for _, tr := range wtTransports {
+	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			srv, raw := tr.pair(t, false, connConfig{})
-			verify := wtAsync(func() error {
-				next := make([]int, wtWriters)
+			verify := async(func() error {
+				next := make([]int, writers)
 				var msg []byte
 				var msgOp OpCode
 				inMsg := false
 				pings, msgs := 0, 0
 				_ = raw.SetReadDeadline(time.Now().Add(20 * time.Second))
 				for {
-					h, p, err := wtReadFrame(raw)
+					h, p, err := readRawFrame(raw)
 					if err != nil {
 						return fmt.Errorf("after %d messages: %w", msgs, err)
 					}
@@ -221,7 +221,7 @@ func TestConcurrentWritersServerRawVerifier(t *testing.T) {
 							if err != nil || code != StatusNormalClosure {
 								return fmt.Errorf("close %v %v", code, err)
 							}
-							if inMsg || msgs != wtWriters*wtPerWriter || pings != msgs/2 {
+							if inMsg || msgs != writers*perWriter || pings != msgs/2 {
 								return fmt.Errorf("close after %d messages, %d pings, in message %v", msgs, pings, inMsg)
 							}
 							return nil
@@ -245,7 +245,7 @@ func TestConcurrentWritersServerRawVerifier(t *testing.T) {
 						if msgOp == OpText && !utf8.Valid(msg) {
 							return fmt.Errorf("invalid UTF-8 text message")
 						}
-						if err := wtConcCheck(next, msgOp, msg); err != nil {
+						if err := checkConcurrent(next, msgOp, msg); err != nil {
 							return err
 						}
 						msgs++
@@ -254,11 +254,11 @@ func TestConcurrentWritersServerRawVerifier(t *testing.T) {
 			})
 			var wg sync.WaitGroup
 			var msgLock sync.Mutex
-			for g := 0; g < wtWriters; g++ {
+			for g := 0; g < writers; g++ {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := wtConcWrite(srv, &msgLock, g); err != nil {
+					if err := concurrentWrite(srv, &msgLock, g); err != nil {
 						t.Errorf("writer %d: %v", g, err)
 					}
 				}()
@@ -267,7 +267,7 @@ func TestConcurrentWritersServerRawVerifier(t *testing.T) {
 			if err := srv.sendClose(StatusNormalClosure, ""); err != nil {
 				t.Fatal(err)
 			}
-			if err := wtWait(t, verify, 20*time.Second, "verifier"); err != nil {
+			if err := waitErr(t, verify, 20*time.Second, "verifier"); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -277,12 +277,12 @@ func TestConcurrentWritersServerRawVerifier(t *testing.T) {
 // TestConcurrentWritesDuringClose: writers racing with Close end with
 // ErrCloseSent or ErrClosed (or a write error), never a torn frame or a data race.
 func TestConcurrentWritesDuringClose(t *testing.T) {
-	srv, raw := wtTCPPair(t, false, connConfig{closeTimeout: 100 * time.Millisecond})
-	peer := wtAsync(func() error {
+	srv, raw := tcpPair(t, false, connConfig{closeTimeout: 100 * time.Millisecond})
+	peer := async(func() error {
 		// Read frames until the close, then answer it.
 		_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
 		for {
-			h, _, err := wtReadFrame(raw)
+			h, _, err := readRawFrame(raw)
 			if err != nil {
 				return err
 			}
@@ -290,7 +290,7 @@ func TestConcurrentWritesDuringClose(t *testing.T) {
 				return fmt.Errorf("bad frame %+v", h)
 			}
 			if h.OpCode == OpClose {
-				_, err := raw.Write(wtCF(OpClose, ""))
+				_, err := raw.Write(clientFrame(OpClose, ""))
 				return err
 			}
 		}
@@ -319,7 +319,7 @@ func TestConcurrentWritesDuringClose(t *testing.T) {
 		t.Errorf("Close = %v", err)
 	}
 	wg.Wait()
-	if err := wtWait(t, peer, 5*time.Second, "peer"); err != nil {
+	if err := waitErr(t, peer, 5*time.Second, "peer"); err != nil {
 		t.Errorf("peer: %v", err)
 	}
 }
@@ -327,13 +327,13 @@ func TestConcurrentWritesDuringClose(t *testing.T) {
 // TestReadDeadline: a read deadline in the past makes NextFrame (and the message
 // reader) return a timeout net.Error.
 func TestReadDeadline(t *testing.T) {
-	for _, tr := range wtTransports {
+	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			c, _ := tr.pair(t, false, connConfig{})
 			if err := c.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			err := wtWait(t, wtAsync(func() error { _, err := c.nextFrame(); return err }), 2*time.Second, "NextFrame")
+			err := waitErr(t, async(func() error { _, err := c.nextFrame(); return err }), 2*time.Second, "NextFrame")
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				t.Fatalf("NextFrame = %v, want a timeout net.Error", err)
@@ -357,7 +357,7 @@ func TestReadDeadline(t *testing.T) {
 		})
 		t.Run(tr.name+"/MidFrame", func(t *testing.T) {
 			c, raw := tr.pair(t, false, connConfig{})
-			go raw.Write(wtCF(OpBinary, "0123456789")[:9])
+			go raw.Write(clientFrame(OpBinary, "0123456789")[:9])
 			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			_, _, err := c.readMessage()
 			var ne net.Error
@@ -371,7 +371,7 @@ func TestReadDeadline(t *testing.T) {
 // TestReadContextCanceled: Read with a cancelled context returns promptly with
 // an error matching context.Canceled.
 func TestReadContextCanceled(t *testing.T) {
-	for _, tr := range wtTransports {
+	for _, tr := range transports {
 		for _, pre := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/precanceled=%v", tr.name, pre), func(t *testing.T) {
 				c, _ := tr.pair(t, false, connConfig{})
@@ -383,7 +383,7 @@ func TestReadContextCanceled(t *testing.T) {
 					time.AfterFunc(50*time.Millisecond, cancel)
 				}
 				start := time.Now()
-				err := wtWait(t, wtAsync(func() error { _, _, err := c.Read(ctx, nil); return err }), 2*time.Second, "Read")
+				err := waitErr(t, async(func() error { _, _, err := c.Read(ctx, nil); return err }), 2*time.Second, "Read")
 				if !errors.Is(err, context.Canceled) {
 					t.Fatalf("Read = %v, want context.Canceled", err)
 				}
@@ -394,7 +394,7 @@ func TestReadContextCanceled(t *testing.T) {
 		}
 	}
 	t.Run("Deadline", func(t *testing.T) {
-		c, _ := wtTCPPair(t, false, connConfig{})
+		c, _ := tcpPair(t, false, connConfig{})
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		_, _, err := c.Read(ctx, nil)
@@ -403,8 +403,8 @@ func TestReadContextCanceled(t *testing.T) {
 		}
 	})
 	t.Run("NotCanceled", func(t *testing.T) {
-		c, raw := wtTCPPair(t, false, connConfig{})
-		go raw.Write(wtCF(OpText, "hello"))
+		c, raw := tcpPair(t, false, connConfig{})
+		go raw.Write(clientFrame(OpText, "hello"))
 		op, p, err := c.Read(context.Background(), nil)
 		if err != nil || op != MessageText || string(p) != "hello" {
 			t.Fatalf("Read = %v %q %v", op, p, err)
@@ -415,7 +415,7 @@ func TestReadContextCanceled(t *testing.T) {
 // TestWriteContextCanceled: Write to a peer that never reads returns promptly
 // once the context is cancelled, with an error matching context.Canceled.
 func TestWriteContextCanceled(t *testing.T) {
-	for _, tr := range wtTransports {
+	for _, tr := range transports {
 		for _, client := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/client=%v", tr.name, client), func(t *testing.T) {
 				c, _ := tr.pair(t, client, connConfig{})
@@ -428,7 +428,7 @@ func TestWriteContextCanceled(t *testing.T) {
 				defer cancel()
 				time.AfterFunc(100*time.Millisecond, cancel)
 				start := time.Now()
-				err := wtWait(t, wtAsync(func() error { return c.Write(ctx, MessageBinary, big) }), 5*time.Second, "Write")
+				err := waitErr(t, async(func() error { return c.Write(ctx, MessageBinary, big) }), 5*time.Second, "Write")
 				if !errors.Is(err, context.Canceled) {
 					t.Fatalf("Write = %v, want context.Canceled", err)
 				}
@@ -443,12 +443,12 @@ func TestWriteContextCanceled(t *testing.T) {
 		}
 	}
 	t.Run("NotCanceled", func(t *testing.T) {
-		c, raw := wtTCPPair(t, false, connConfig{})
+		c, raw := tcpPair(t, false, connConfig{})
 		if err := c.Write(context.Background(), MessageBinary, []byte("hi")); err != nil {
 			t.Fatal(err)
 		}
 		_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-		h, p, err := wtReadFrame(raw)
+		h, p, err := readRawFrame(raw)
 		if err != nil || h.OpCode != OpBinary || string(p) != "hi" {
 			t.Fatalf("peer got %+v %q %v", h, p, err)
 		}

@@ -16,51 +16,52 @@ import (
 	coder "github.com/coder/websocket"
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// dfiCounter counts the bytes a connection reads and writes on the wire.
-type dfiCounter struct{ read, written atomic.Int64 }
+// byteCounter counts the bytes a connection reads and writes on the wire.
+type byteCounter struct{ read, written atomic.Int64 }
 
-type dfiConn struct {
+type countingConn struct {
 	net.Conn
-	n *dfiCounter
+	n *byteCounter
 }
 
-func (c dfiConn) Read(p []byte) (int, error) {
+func (c countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.n.read.Add(int64(n))
 	return n, err
 }
 
-func (c dfiConn) Write(p []byte) (int, error) {
+func (c countingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.n.written.Add(int64(n))
 	return n, err
 }
 
-type dfiListener struct {
+type countingListener struct {
 	net.Listener
-	n *dfiCounter
+	n *byteCounter
 }
 
-func (l dfiListener) Accept() (net.Conn, error) {
+func (l countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return dfiConn{c, l.n}, nil
+	return countingConn{c, l.n}, nil
 }
 
-// dfiMessage is one payload of the exchange.
-type dfiMessage struct {
+// testMessage is one payload of the exchange.
+type testMessage struct {
 	text bool
 	p    []byte
 }
 
-// dfiMessages mixes sizes below and above the thresholds, compressible text and
+// mixedMessages mixes sizes below and above the thresholds, compressible text and
 // incompressible bytes; the compressible ones dominate the total.
-func dfiMessages() []dfiMessage {
+func mixedMessages() []testMessage {
 	random := make([]byte, 200<<10)
 	for i := range random {
 		random[i] = byte(rand.Uint32())
@@ -69,7 +70,7 @@ func dfiMessages() []dfiMessage {
 	for i := 0; js.Len() < 64<<10; i++ {
 		fmt.Fprintf(&js, `{"id":%d,"name":"user%d","ok":true},`, i, i%97)
 	}
-	return []dfiMessage{
+	return []testMessage{
 		{true, []byte{}},
 		{true, []byte("x")},
 		{true, []byte(strings.Repeat("héllo wörld ", 20))},
@@ -81,15 +82,15 @@ func dfiMessages() []dfiMessage {
 	}
 }
 
-func dfiTotal(msgs []dfiMessage) (n int64) {
+func totalSize(msgs []testMessage) (n int64) {
 	for _, m := range msgs {
 		n += int64(len(m.p))
 	}
 	return n
 }
 
-// dfiCheckRatio fails unless both directions carried well under the payload.
-func dfiCheckRatio(t *testing.T, n *dfiCounter, payload int64) {
+// checkCompressed fails unless both directions carried well under the payload.
+func checkCompressed(t *testing.T, n *byteCounter, payload int64) {
 	t.Helper()
 	r, w := n.read.Load(), n.written.Load()
 	t.Logf("payload %d bytes each way; on the wire: %d read, %d written", payload, r, w)
@@ -98,56 +99,45 @@ func dfiCheckRatio(t *testing.T, n *dfiCounter, payload int64) {
 	}
 }
 
-// dfiServer is our echo server with compression opts, counting its wire bytes.
-func dfiServer(t *testing.T, opts *wsmw.CompressionOptions, want string) (*httptest.Server, *dfiCounter) {
-	n := &dfiCounter{}
-	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := wsmw.Upgrade(w, r, &wsmw.ServerConfig{Compression: opts, MaxMessageSize: 8 << 20})
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
+// compressingEcho is our echo server with compression opts, counting its wire bytes.
+func compressingEcho(t *testing.T, opts *wsmw.CompressionOptions, want string) (*httptest.Server, *byteCounter) {
+	n := &byteCounter{}
+	ts := httptest.NewUnstartedServer(testkit.Upgrading(&wsmw.ServerConfig{Compression: opts, MaxMessageSize: 8 << 20}, func(c *wsmw.Conn, _ *http.Request) {
 		if got := c.Extensions(); got != want {
 			t.Errorf("server negotiated %q, want %q", got, want)
 		}
-		for {
-			op, p, err := c.Read(context.Background(), nil)
-			if err != nil {
-				return
-			}
-			if err := c.Write(context.Background(), op, p); err != nil {
-				return
-			}
-		}
+		testkit.Echo(c)
 	}))
-	ts.Listener = dfiListener{ts.Listener, n}
+	ts.Listener = countingListener{ts.Listener, n}
 	ts.Start()
 	t.Cleanup(ts.Close)
 	return ts, n
 }
 
-func dfiURL(ts *httptest.Server) string { return "ws" + strings.TrimPrefix(ts.URL, "http") }
+// coderCase is a coder/websocket peer's compression mode, our options and the
+// extension negotiated.
+type coderCase struct {
+	name string
+	mode coder.CompressionMode
+	opts wsmw.CompressionOptions
+	want string
+}
 
 func TestDeflateInterop_OurServer_CoderClient(t *testing.T) {
-	cases := []struct {
-		name string
-		mode coder.CompressionMode
-		opts wsmw.CompressionOptions
-		want string
-	}{
+	cases := []coderCase{
 		{"ContextTakeover", coder.CompressionContextTakeover, wsmw.CompressionOptions{}, "permessage-deflate"},
 		{"ContextTakeover/ServerRefusesIt", coder.CompressionContextTakeover, wsmw.CompressionOptions{ServerNoContextTakeover: true, ClientNoContextTakeover: true},
 			"permessage-deflate; server_no_context_takeover; client_no_context_takeover"},
 		{"ContextTakeover/Level9Window12", coder.CompressionContextTakeover, wsmw.CompressionOptions{Level: 9, ServerMaxWindowBits: 12}, "permessage-deflate; server_max_window_bits=12"},
 		{"NoContextTakeover", coder.CompressionNoContextTakeover, wsmw.CompressionOptions{}, "permessage-deflate; server_no_context_takeover; client_no_context_takeover"},
 	}
-	msgs := dfiMessages()
+	msgs := mixedMessages()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ts, n := dfiServer(t, &tc.opts, tc.want)
+			ts, n := compressingEcho(t, &tc.opts, tc.want)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			c, _, err := coder.Dial(ctx, dfiURL(ts), &coder.DialOptions{CompressionMode: tc.mode})
+			c, _, err := coder.Dial(ctx, testkit.WSURL(ts.URL), &coder.DialOptions{CompressionMode: tc.mode})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -169,16 +159,16 @@ func TestDeflateInterop_OurServer_CoderClient(t *testing.T) {
 			if err := c.Close(coder.StatusNormalClosure, ""); err != nil {
 				t.Fatal(err)
 			}
-			dfiCheckRatio(t, n, dfiTotal(msgs))
+			checkCompressed(t, n, totalSize(msgs))
 		})
 	}
 }
 
 func TestDeflateInterop_OurServer_GorillaClient(t *testing.T) {
-	msgs := dfiMessages()
-	ts, n := dfiServer(t, &wsmw.CompressionOptions{}, "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+	msgs := mixedMessages()
+	ts, n := compressingEcho(t, &wsmw.CompressionOptions{}, "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
 	d := websocket.Dialer{EnableCompression: true}
-	c, _, err := d.Dial(dfiURL(ts), nil)
+	c, _, err := d.Dial(testkit.WSURL(ts.URL), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,12 +187,12 @@ func TestDeflateInterop_OurServer_GorillaClient(t *testing.T) {
 		}
 	}
 	c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
-	dfiCheckRatio(t, n, dfiTotal(msgs))
+	checkCompressed(t, n, totalSize(msgs))
 }
 
-// dfiDial connects our client with opts, counting its wire bytes.
-func dfiDial(t *testing.T, url string, opts *wsmw.CompressionOptions) (*wsmw.Conn, *dfiCounter) {
-	n := &dfiCounter{}
+// dialCounting connects our client with opts, counting its wire bytes.
+func dialCounting(t *testing.T, url string, opts *wsmw.CompressionOptions) (*wsmw.Conn, *byteCounter) {
+	n := &byteCounter{}
 	c, _, err := wsmw.Dial(context.Background(), url, &wsmw.DialConfig{
 		Compression:    opts,
 		MaxMessageSize: 8 << 20,
@@ -211,7 +201,7 @@ func dfiDial(t *testing.T, url string, opts *wsmw.CompressionOptions) (*wsmw.Con
 			if err != nil {
 				return nil, err
 			}
-			return dfiConn{nc, n}, nil
+			return countingConn{nc, n}, nil
 		},
 	})
 	if err != nil {
@@ -221,8 +211,8 @@ func dfiDial(t *testing.T, url string, opts *wsmw.CompressionOptions) (*wsmw.Con
 	return c, n
 }
 
-// dfiExchange sends each message, expects it back and closes.
-func dfiExchange(t *testing.T, c *wsmw.Conn, msgs []dfiMessage) {
+// exchange sends each message, expects it back and closes.
+func exchange(t *testing.T, c *wsmw.Conn, msgs []testMessage) {
 	t.Helper()
 	for i, m := range msgs {
 		op := wsmw.MessageBinary
@@ -243,13 +233,8 @@ func dfiExchange(t *testing.T, c *wsmw.Conn, msgs []dfiMessage) {
 }
 
 func TestDeflateInterop_OurClient_CoderServer(t *testing.T) {
-	msgs := dfiMessages()
-	for _, tc := range []struct {
-		name string
-		mode coder.CompressionMode
-		opts wsmw.CompressionOptions
-		want string
-	}{
+	msgs := mixedMessages()
+	for _, tc := range []coderCase{
 		{"ContextTakeover", coder.CompressionContextTakeover, wsmw.CompressionOptions{}, "permessage-deflate"},
 		{"ContextTakeover/WeAskNone", coder.CompressionContextTakeover, wsmw.CompressionOptions{ServerNoContextTakeover: true, ClientNoContextTakeover: true},
 			"permessage-deflate; client_no_context_takeover; server_no_context_takeover"},
@@ -263,51 +248,27 @@ func TestDeflateInterop_OurClient_CoderServer(t *testing.T) {
 				}
 				defer c.CloseNow()
 				c.SetReadLimit(8 << 20)
-				for {
-					typ, p, err := c.Read(r.Context())
-					if err != nil {
-						return
-					}
-					if err := c.Write(r.Context(), typ, p); err != nil {
-						return
-					}
-				}
+				testkit.CoderEcho(r.Context(), c)
 			}))
 			defer ts.Close()
-			c, n := dfiDial(t, dfiURL(ts), &tc.opts)
+			c, n := dialCounting(t, testkit.WSURL(ts.URL), &tc.opts)
 			if c.Extensions() != tc.want {
 				t.Errorf("negotiated %q, want %q", c.Extensions(), tc.want)
 			}
-			dfiExchange(t, c, msgs)
-			dfiCheckRatio(t, n, dfiTotal(msgs))
+			exchange(t, c, msgs)
+			checkCompressed(t, n, totalSize(msgs))
 		})
 	}
 }
 
 func TestDeflateInterop_OurClient_GorillaServer(t *testing.T) {
-	msgs := dfiMessages()
-	up := websocket.Upgrader{EnableCompression: true}
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			typ, p, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			if err := c.WriteMessage(typ, p); err != nil {
-				return
-			}
-		}
-	}))
+	msgs := mixedMessages()
+	ts := httptest.NewServer(testkit.GorillaEchoHandler(websocket.Upgrader{EnableCompression: true}, nil))
 	defer ts.Close()
-	c, n := dfiDial(t, dfiURL(ts), &wsmw.CompressionOptions{})
+	c, n := dialCounting(t, testkit.WSURL(ts.URL), &wsmw.CompressionOptions{})
 	if want := "permessage-deflate; server_no_context_takeover; client_no_context_takeover"; c.Extensions() != want {
 		t.Errorf("negotiated %q, want %q", c.Extensions(), want)
 	}
-	dfiExchange(t, c, msgs)
-	dfiCheckRatio(t, n, dfiTotal(msgs))
+	exchange(t, c, msgs)
+	checkCompressed(t, n, totalSize(msgs))
 }

@@ -20,30 +20,32 @@ import (
 
 // RFC 7692 §7.2.3 examples, each the payload of a message that inflates to "Hello".
 var (
-	dfHello          = []byte{0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00}                                     // §7.2.3.1
-	dfHelloAgain     = []byte{0xf2, 0x00, 0x11, 0x00, 0x00}                                                 // §7.2.3.2, after dfHello with context takeover
-	dfHelloStored    = []byte{0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00}             // §7.2.3.3
-	dfHelloFinal     = []byte{0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00}                               // §7.2.3.4, BFINAL set
-	dfHelloTwoBlocks = []byte{0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00} // §7.2.3.5
+	deflatedHello      = []byte{0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00}                                     // §7.2.3.1
+	deflatedHelloAgain = []byte{0xf2, 0x00, 0x11, 0x00, 0x00}                                                 // §7.2.3.2, after deflatedHello with context takeover
+	storedHello        = []byte{0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00}             // §7.2.3.3
+	helloFinal         = []byte{0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00}                               // §7.2.3.4, BFINAL set
+	helloTwoBlocks     = []byte{0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00} // §7.2.3.5
 )
 
-// dfParams are the default parameters: context takeover both ways, 15-bit windows.
-var dfParams = DeflateParams{ServerMaxWindowBits: 15, ClientMaxWindowBits: 15}
+// defaultParams are the default parameters: context takeover both ways, 15-bit windows.
+var defaultParams = DeflateParams{ServerMaxWindowBits: 15, ClientMaxWindowBits: 15}
 
-// dfCfg is a connConfig with permessage-deflate negotiated as p, for the given role.
-func dfCfg(p DeflateParams, client bool, o *CompressionOptions) connConfig {
+// deflateCfg is a connConfig with permessage-deflate negotiated as p, for the given role.
+func deflateCfg(p DeflateParams, client bool, o *CompressionOptions) connConfig {
 	if o == nil {
 		o = &CompressionOptions{}
 	}
 	return connConfig{rsvAllowed: RSV1, extensions: FormatExtensions([]ExtensionOffer{p.response(false)}), pmd: newDeflateState(p, client, o)}
 }
 
-// dfCompressed is a masked client frame with RSV1 carrying payload.
-func dfCompressed(op OpCode, payload []byte) []byte { return wtFrame(true, RSV1, op, true, payload) }
+// compressedFrame is a masked client frame with RSV1 carrying payload.
+func compressedFrame(op OpCode, payload []byte) []byte {
+	return rawFrame(true, RSV1, op, true, payload)
+}
 
-// dfStdInflate decodes the payloads of consecutive compressed messages with the
+// stdInflate decodes the payloads of consecutive compressed messages with the
 // standard library, as one stream (context takeover), and returns each message.
-func dfStdInflate(t testing.TB, payloads ...[]byte) []string {
+func stdInflate(t testing.TB, payloads ...[]byte) []string {
 	t.Helper()
 	var out []string
 	var stream bytes.Buffer
@@ -67,32 +69,32 @@ func TestDeflate_RFC7692Vectors(t *testing.T) {
 		frames [][]byte
 		want   []string
 	}{
-		{"Hello", [][]byte{dfCompressed(OpText, dfHello)}, []string{"Hello"}},
-		{"ContextTakeover", [][]byte{dfCompressed(OpText, dfHello), dfCompressed(OpText, dfHelloAgain)}, []string{"Hello", "Hello"}},
-		{"StoredBlock", [][]byte{dfCompressed(OpText, dfHelloStored)}, []string{"Hello"}},
-		{"BFINAL", [][]byte{dfCompressed(OpText, dfHelloFinal), dfCompressed(OpText, dfHello)}, []string{"Hello", "Hello"}},
-		{"TwoBlocks", [][]byte{dfCompressed(OpText, dfHelloTwoBlocks)}, []string{"Hello"}},
+		{"Hello", [][]byte{compressedFrame(OpText, deflatedHello)}, []string{"Hello"}},
+		{"ContextTakeover", [][]byte{compressedFrame(OpText, deflatedHello), compressedFrame(OpText, deflatedHelloAgain)}, []string{"Hello", "Hello"}},
+		{"StoredBlock", [][]byte{compressedFrame(OpText, storedHello)}, []string{"Hello"}},
+		{"BFINAL", [][]byte{compressedFrame(OpText, helloFinal), compressedFrame(OpText, deflatedHello)}, []string{"Hello", "Hello"}},
+		{"TwoBlocks", [][]byte{compressedFrame(OpText, helloTwoBlocks)}, []string{"Hello"}},
 		{"Fragmented", [][]byte{
-			wtFrame(false, RSV1, OpText, true, dfHello[:3]),
-			wtCF(OpPing, "in between"),
-			wtFrame(true, 0, OpContinuation, true, dfHello[3:]),
+			rawFrame(false, RSV1, OpText, true, deflatedHello[:3]),
+			clientFrame(OpPing, "in between"),
+			rawFrame(true, 0, OpContinuation, true, deflatedHello[3:]),
 		}, []string{"Hello"}},
 		{"FragmentedWithEmptyFrames", [][]byte{
-			wtFrame(false, RSV1, OpBinary, true, nil),
-			wtFrame(false, 0, OpContinuation, true, dfHello[:1]),
-			wtFrame(false, 0, OpContinuation, true, nil),
-			wtFrame(true, 0, OpContinuation, true, dfHello[1:]),
+			rawFrame(false, RSV1, OpBinary, true, nil),
+			rawFrame(false, 0, OpContinuation, true, deflatedHello[:1]),
+			rawFrame(false, 0, OpContinuation, true, nil),
+			rawFrame(true, 0, OpContinuation, true, deflatedHello[1:]),
 		}, []string{"Hello"}},
-		{"EmptyPayloads", [][]byte{dfCompressed(OpText, nil), dfCompressed(OpBinary, []byte{0x00}), wtFrame(false, RSV1, OpText, true, nil), wtFrame(true, 0, OpContinuation, true, nil)}, []string{"", "", ""}},
-		{"MixedWithUncompressed", [][]byte{dfCompressed(OpText, dfHello), wtCF(OpText, "plain"), dfCompressed(OpText, dfHelloAgain)}, []string{"Hello", "plain", "Hello"}},
+		{"EmptyPayloads", [][]byte{compressedFrame(OpText, nil), compressedFrame(OpBinary, []byte{0x00}), rawFrame(false, RSV1, OpText, true, nil), rawFrame(true, 0, OpContinuation, true, nil)}, []string{"", "", ""}},
+		{"MixedWithUncompressed", [][]byte{compressedFrame(OpText, deflatedHello), clientFrame(OpText, "plain"), compressedFrame(OpText, deflatedHelloAgain)}, []string{"Hello", "plain", "Hello"}},
 	}
 	for _, tc := range cases {
 		for _, mode := range []string{"ReadMessage", "NextFrame+Inflate"} {
 			t.Run(tc.name+"/"+mode, func(t *testing.T) {
-				c, raw := wtTCPPair(t, false, dfCfg(dfParams, false, nil))
-				go raw.Write(wtCat(tc.frames...))
+				c, raw := tcpPair(t, false, deflateCfg(defaultParams, false, nil))
+				go raw.Write(concat(tc.frames...))
 				for i, want := range tc.want {
-					got := dfReadOne(t, c, mode)
+					got := readOne(t, c, mode)
 					if got != want {
 						t.Fatalf("message %d = %q, want %q", i, got, want)
 					}
@@ -102,8 +104,8 @@ func TestDeflate_RFC7692Vectors(t *testing.T) {
 	}
 }
 
-// dfReadOne reads one data message with the given API and returns its text.
-func dfReadOne(t testing.TB, c *Conn, mode string) string {
+// readOne reads one data message with the given API and returns its text.
+func readOne(t testing.TB, c *Conn, mode string) string {
 	t.Helper()
 	switch mode {
 	case "ReadMessage":
@@ -155,15 +157,15 @@ func TestDeflate_EncoderMatchesVectors(t *testing.T) {
 		p        DeflateParams
 		takeover bool
 	}{
-		{"ContextTakeover", dfParams, true},
+		{"ContextTakeover", defaultParams, true},
 		{"NoContextTakeover", DeflateParams{ServerNoContextTakeover: true, ClientNoContextTakeover: true, ServerMaxWindowBits: 15, ClientMaxWindowBits: 15}, false},
 		{"Window8", DeflateParams{ServerMaxWindowBits: 8, ClientMaxWindowBits: 8}, true},
 	} {
 		for _, client := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/client=%v", tc.name, client), func(t *testing.T) {
-				c, raw := wtTCPPair(t, client, dfCfg(tc.p, client, &CompressionOptions{Threshold: -1}))
+				c, raw := tcpPair(t, client, deflateCfg(tc.p, client, &CompressionOptions{Threshold: -1}))
 				hello := strings.Repeat("Hello", 40)
-				errc := wtAsync(func() error {
+				errc := async(func() error {
 					for _, m := range []string{"Hello", "Hello", hello, hello} {
 						if err := c.writeMessage(OpText, []byte(m)); err != nil {
 							return err
@@ -173,7 +175,7 @@ func TestDeflate_EncoderMatchesVectors(t *testing.T) {
 				})
 				var payloads [][]byte
 				for range 4 {
-					h, p, err := wtReadFrame(raw)
+					h, p, err := readRawFrame(raw)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -193,15 +195,15 @@ func TestDeflate_EncoderMatchesVectors(t *testing.T) {
 					}
 					payloads = append(payloads, p)
 				}
-				if err := wtWait(t, errc, 5*time.Second, "WriteMessage"); err != nil {
+				if err := waitErr(t, errc, 5*time.Second, "WriteMessage"); err != nil {
 					t.Fatal(err)
 				}
 				var got []string
 				if tc.takeover {
-					got = dfStdInflate(t, payloads...)
+					got = stdInflate(t, payloads...)
 				} else {
 					for _, p := range payloads {
-						got = append(got, dfStdInflate(t, p)...)
+						got = append(got, stdInflate(t, p)...)
 					}
 				}
 				if want := []string{"Hello", "Hello", hello, hello}; fmt.Sprint(got) != fmt.Sprint(want) {
@@ -222,8 +224,8 @@ func TestDeflate_EncoderMatchesVectors(t *testing.T) {
 // TestDeflate_ThresholdAndFrames: messages under the threshold and frames
 // written with WriteFrame go out uncompressed.
 func TestDeflate_ThresholdAndFrames(t *testing.T) {
-	c, raw := wtTCPPair(t, true, dfCfg(dfParams, true, &CompressionOptions{Threshold: 10}))
-	errc := wtAsync(func() error {
+	c, raw := tcpPair(t, true, deflateCfg(defaultParams, true, &CompressionOptions{Threshold: 10}))
+	errc := async(func() error {
 		if err := c.writeMessage(OpText, []byte("short")); err != nil {
 			return err
 		}
@@ -243,7 +245,7 @@ func TestDeflate_ThresholdAndFrames(t *testing.T) {
 		op  OpCode
 	}{{0, OpText}, {RSV1, OpBinary}, {0, OpText}, {0, OpContinuation}, {0, OpPing}}
 	for i, w := range want {
-		h, _, err := wtReadFrame(raw)
+		h, _, err := readRawFrame(raw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +253,7 @@ func TestDeflate_ThresholdAndFrames(t *testing.T) {
 			t.Errorf("frame %d: rsv %#x op %v, want rsv %#x op %v", i, h.Rsv, h.OpCode, w.rsv, w.op)
 		}
 	}
-	if err := wtWait(t, errc, 5*time.Second, "writes"); err != nil {
+	if err := waitErr(t, errc, 5*time.Second, "writes"); err != nil {
 		t.Fatal(err)
 	}
 	if d := (&CompressionOptions{}).threshold(); d != DefaultCompressionThreshold {
@@ -263,13 +265,13 @@ func TestDeflate_ThresholdAndFrames(t *testing.T) {
 // does not shrink goes out uncompressed.
 func TestDeflate_IncompressibleSentPlain(t *testing.T) {
 	p := DeflateParams{ServerNoContextTakeover: true, ServerMaxWindowBits: 15, ClientMaxWindowBits: 15}
-	c, raw := wtTCPPair(t, false, dfCfg(p, false, nil))
+	c, raw := tcpPair(t, false, deflateCfg(p, false, nil))
 	random := make([]byte, 4096)
 	for i := range random {
 		random[i] = byte(rand.Uint32())
 	}
 	go c.writeMessage(OpBinary, random)
-	h, got, err := wtReadFrame(raw)
+	h, got, err := readRawFrame(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,27 +298,27 @@ func TestDeflate_FailureCodes(t *testing.T) {
 		code     StatusCode
 		sentinel error
 	}{
-		{"ReservedBlockType", dfCompressed(OpBinary, []byte{0xff, 0xff, 0xff}), StatusInvalidPayload, ErrInvalidCompression},
-		{"BadStoredLength", dfCompressed(OpBinary, []byte{0x00, 0x05, 0x00, 0x00, 0x00, 'x'}), StatusInvalidPayload, ErrInvalidCompression},
-		{"Truncated", dfCompressed(OpBinary, dfHelloStored[:7]), StatusInvalidPayload, ErrInvalidCompression},
-		{"InvalidUTF8AfterInflate", dfCompressed(OpText, badUTF8), StatusInvalidPayload, ErrInvalidUTF8},
-		{"TextEndsInsideCharacter", dfCompressed(OpText, truncUTF8), StatusInvalidPayload, ErrInvalidUTF8},
-		{"RSV1OnContinuation", wtCat(wtFrame(false, RSV1, OpText, true, dfHello[:2]), wtFrame(true, RSV1, OpContinuation, true, dfHello[2:])), StatusProtocolError, ErrProtocol},
-		{"RSV2", wtFrame(true, RSV2, OpText, true, dfHello), StatusProtocolError, ErrProtocol},
-		{"RSV1OnPing", wtFrame(true, RSV1, OpPing, true, nil), StatusProtocolError, ErrProtocol},
-		{"OverLimitAfterInflate", dfCompressed(OpBinary, dfZeros(t, 2048)), StatusMessageTooBig, ErrPayloadTooBig},
+		{"ReservedBlockType", compressedFrame(OpBinary, []byte{0xff, 0xff, 0xff}), StatusInvalidPayload, ErrInvalidCompression},
+		{"BadStoredLength", compressedFrame(OpBinary, []byte{0x00, 0x05, 0x00, 0x00, 0x00, 'x'}), StatusInvalidPayload, ErrInvalidCompression},
+		{"Truncated", compressedFrame(OpBinary, storedHello[:7]), StatusInvalidPayload, ErrInvalidCompression},
+		{"InvalidUTF8AfterInflate", compressedFrame(OpText, badUTF8), StatusInvalidPayload, ErrInvalidUTF8},
+		{"TextEndsInsideCharacter", compressedFrame(OpText, truncUTF8), StatusInvalidPayload, ErrInvalidUTF8},
+		{"RSV1OnContinuation", concat(rawFrame(false, RSV1, OpText, true, deflatedHello[:2]), rawFrame(true, RSV1, OpContinuation, true, deflatedHello[2:])), StatusProtocolError, ErrProtocol},
+		{"RSV2", rawFrame(true, RSV2, OpText, true, deflatedHello), StatusProtocolError, ErrProtocol},
+		{"RSV1OnPing", rawFrame(true, RSV1, OpPing, true, nil), StatusProtocolError, ErrProtocol},
+		{"OverLimitAfterInflate", compressedFrame(OpBinary, zeroPayload(t, 2048)), StatusMessageTooBig, ErrPayloadTooBig},
 	}
 	for _, tc := range cases {
 		for _, mode := range []string{"ReadMessage"} {
 			t.Run(tc.name+"/"+mode, func(t *testing.T) {
-				cfg := dfCfg(dfParams, false, nil)
+				cfg := deflateCfg(defaultParams, false, nil)
 				cfg.maxMessage = 1024
-				c, raw := wtTCPPair(t, false, cfg)
-				go raw.Write(wtCat(tc.input, wtCloseReply(false, tc.code))) // the close reply is there for the drain
+				c, raw := tcpPair(t, false, cfg)
+				go raw.Write(concat(tc.input, closeReply(false, tc.code))) // the close reply is there for the drain
 				var err error
 				_, _, err = c.readMessage()
-				wtCheckFail(t, err, tc.code, tc.sentinel)
-				if code, _, _ := wtExpectClose(t, raw, 5*time.Second); code != tc.code {
+				checkFail(t, err, tc.code, tc.sentinel)
+				if code, _, _ := expectClose(t, raw, 5*time.Second); code != tc.code {
 					t.Errorf("close code sent %v, want %v", code, tc.code)
 				}
 			})
@@ -324,8 +326,8 @@ func TestDeflate_FailureCodes(t *testing.T) {
 	}
 }
 
-// dfZeros is n zero bytes compressed at the best level, with the tail stripped.
-func dfZeros(t testing.TB, n int) []byte {
+// zeroPayload is n zero bytes compressed at the best level, with the tail stripped.
+func zeroPayload(t testing.TB, n int) []byte {
 	var b bytes.Buffer
 	w, _ := stdflate.NewWriter(&b, stdflate.BestCompression)
 	chunk := make([]byte, 1<<20)
@@ -341,15 +343,15 @@ func dfZeros(t testing.TB, n int) []byte {
 // TestDeflate_DecompressionBomb: 100 MiB of zeros in ~100 KiB against a 1 MiB
 // limit fails with 1009 after inflating little more than the limit.
 func TestDeflate_DecompressionBomb(t *testing.T) {
-	bomb := dfZeros(t, 100<<20)
+	bomb := zeroPayload(t, 100<<20)
 	t.Logf("100 MiB of zeros compress to %d bytes", len(bomb))
 	for _, mode := range []string{"ReadMessage"} {
 		t.Run(mode, func(t *testing.T) {
-			cfg := dfCfg(dfParams, false, nil)
+			cfg := deflateCfg(defaultParams, false, nil)
 			cfg.maxMessage = 1 << 20
 			cfg.closeTimeout = 100 * time.Millisecond // the raw peer does not answer the close
-			c, raw := wtTCPPair(t, false, cfg)
-			go raw.Write(dfCompressed(OpBinary, bomb))
+			c, raw := tcpPair(t, false, cfg)
+			go raw.Write(compressedFrame(OpBinary, bomb))
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
@@ -358,7 +360,7 @@ func TestDeflate_DecompressionBomb(t *testing.T) {
 			_, _, err = c.readMessage()
 			elapsed := time.Since(start)
 			runtime.ReadMemStats(&after)
-			wtCheckFail(t, err, StatusMessageTooBig, ErrPayloadTooBig)
+			checkFail(t, err, StatusMessageTooBig, ErrPayloadTooBig)
 			alloc := after.TotalAlloc - before.TotalAlloc
 			t.Logf("failed after %v, %d KiB allocated", elapsed, alloc>>10)
 			if alloc > 8<<20 {
@@ -374,27 +376,27 @@ func TestDeflate_DecompressionBomb(t *testing.T) {
 // TestDeflate_Inflate covers the helper for frame-level readers: the limit, bad
 // data, and a Conn without the extension.
 func TestDeflate_Inflate(t *testing.T) {
-	cfg := dfCfg(DeflateParams{ClientNoContextTakeover: true, ServerMaxWindowBits: 15, ClientMaxWindowBits: 15}, false, nil)
+	cfg := deflateCfg(DeflateParams{ClientNoContextTakeover: true, ServerMaxWindowBits: 15, ClientMaxWindowBits: 15}, false, nil)
 	cfg.maxMessage = 1000
-	c, _ := wtTCPPair(t, false, cfg)
-	out, err := c.inflate([]byte("> "), dfHello)
+	c, _ := tcpPair(t, false, cfg)
+	out, err := c.inflate([]byte("> "), deflatedHello)
 	if err != nil || string(out) != "> Hello" {
 		t.Fatalf("Inflate = %q, %v", out, err)
 	}
 	if out, err := c.inflate(nil, nil); err != nil || len(out) != 0 {
 		t.Errorf("Inflate of an empty payload = %q, %v", out, err)
 	}
-	if _, err := c.inflate(nil, dfHelloAgain); !errors.Is(err, ErrInvalidCompression) {
+	if _, err := c.inflate(nil, deflatedHelloAgain); !errors.Is(err, ErrInvalidCompression) {
 		t.Errorf("back-reference without context takeover: %v, want ErrInvalidCompression", err)
 	}
-	if out, err := c.inflate(nil, dfZeros(t, 1001)); !errors.Is(err, ErrPayloadTooBig) || len(out) > 1001 {
+	if out, err := c.inflate(nil, zeroPayload(t, 1001)); !errors.Is(err, ErrPayloadTooBig) || len(out) > 1001 {
 		t.Errorf("1001 bytes with a limit of 1000: %d bytes, %v", len(out), err)
 	}
-	if out, err := c.inflate(nil, dfZeros(t, 1000)); err != nil || len(out) != 1000 {
+	if out, err := c.inflate(nil, zeroPayload(t, 1000)); err != nil || len(out) != 1000 {
 		t.Errorf("1000 bytes with a limit of 1000: %d bytes, %v", len(out), err)
 	}
-	plain, _ := wtTCPPair(t, false, connConfig{})
-	if _, err := plain.inflate(nil, dfHello); !errors.Is(err, ErrInvalidCompression) {
+	plain, _ := tcpPair(t, false, connConfig{})
+	if _, err := plain.inflate(nil, deflatedHello); !errors.Is(err, ErrInvalidCompression) {
 		t.Errorf("without permessage-deflate: %v", err)
 	}
 	if _, ok := plain.Compression(); ok {
@@ -402,8 +404,8 @@ func TestDeflate_Inflate(t *testing.T) {
 	}
 }
 
-// dfConns connects our client to our server over HTTP, returning both Conns.
-func dfConns(t testing.TB, scfg *ServerConfig, dcfg *DialConfig) (srv, cli *Conn) {
+// deflateConns connects our client to our server over HTTP, returning both Conns.
+func deflateConns(t testing.TB, scfg *ServerConfig, dcfg *DialConfig) (srv, cli *Conn) {
 	t.Helper()
 	ch := make(chan *Conn, 1)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -426,8 +428,8 @@ func dfConns(t testing.TB, scfg *ServerConfig, dcfg *DialConfig) (srv, cli *Conn
 	return srv, cli
 }
 
-// dfMessages are the payloads exchanged by round-trip tests.
-func dfMessages() [][]byte {
+// deflateMessages are the payloads exchanged by round-trip tests.
+func deflateMessages() [][]byte {
 	random := make([]byte, 300<<10)
 	for i := range random {
 		random[i] = byte(rand.Uint32())
@@ -436,17 +438,17 @@ func dfMessages() [][]byte {
 		[]byte(""),
 		[]byte("x"),
 		[]byte(strings.Repeat("héllo wörld ", 20)),
-		dfJSON(1 << 10),
-		dfJSON(1 << 10),
-		dfJSON(64 << 10),
+		jsonPayload(1 << 10),
+		jsonPayload(1 << 10),
+		jsonPayload(64 << 10),
 		bytes.Repeat([]byte("compressible "), 1<<17), // 1.6 MiB
 		random,
 		[]byte(strings.Repeat("héllo wörld ", 20)),
 	}
 }
 
-// dfJSON is about n bytes of JSON-like text with repeated keys and varying values.
-func dfJSON(n int) []byte {
+// jsonPayload is about n bytes of JSON-like text with repeated keys and varying values.
+func jsonPayload(n int) []byte {
 	var b bytes.Buffer
 	b.WriteString("[")
 	for i := 0; b.Len() < n; i++ {
@@ -468,10 +470,10 @@ func TestDeflate_RoundTrip(t *testing.T) {
 		{"SmallWindows", &CompressionOptions{ServerMaxWindowBits: 9, ClientMaxWindowBits: 8, Level: 9}, &CompressionOptions{Threshold: -1}},
 		{"ClientWindow10", &CompressionOptions{}, &CompressionOptions{ClientMaxWindowBits: 10, ServerMaxWindowBits: 12, Level: 5}},
 	}
-	msgs := dfMessages()
+	msgs := deflateMessages()
 	for _, o := range opts {
 		t.Run(o.name, func(t *testing.T) {
-			srv, cli := dfConns(t, &ServerConfig{Compression: o.srv}, &DialConfig{Compression: o.cli})
+			srv, cli := deflateConns(t, &ServerConfig{Compression: o.srv}, &DialConfig{Compression: o.cli})
 			if srv.pmd == nil || cli.pmd == nil {
 				t.Fatalf("compression not negotiated: %q", cli.Extensions())
 			}
@@ -479,13 +481,13 @@ func TestDeflate_RoundTrip(t *testing.T) {
 			cp, _ := cli.Compression()
 			t.Logf("negotiated %q: server %+v client %+v", srv.Extensions(), sp, cp)
 			// The server echoes with ReadMessage/WriteMessage; the client writes and reads.
-			echo := wtAsync(func() error {
+			echo := async(func() error {
 				for {
 					op, p, err := srv.readMessage()
-					if err != nil {
-						return err
+					if err == nil {
+						err = srv.writeMessage(op, p)
 					}
-					if err := srv.writeMessage(op, p); err != nil {
+					if err != nil {
 						return err
 					}
 				}
@@ -507,7 +509,7 @@ func TestDeflate_RoundTrip(t *testing.T) {
 				}
 			}
 			cli.Close(StatusNormalClosure, "")
-			if err := wtWait(t, echo, 5*time.Second, "echo"); CloseStatus(err) != StatusNormalClosure {
+			if err := waitErr(t, echo, 5*time.Second, "echo"); CloseStatus(err) != StatusNormalClosure {
 				t.Errorf("echo ended with %v", err)
 			}
 		})
@@ -515,13 +517,16 @@ func TestDeflate_RoundTrip(t *testing.T) {
 }
 
 // TestDeflate_Negotiation_Server: the answer to each offer and the parameters in force.
+// offerCase is a server's options, a client's offer and the answer expected.
+type offerCase struct {
+	name   string
+	opts   CompressionOptions
+	offer  string // Sec-WebSocket-Extensions of the request
+	answer string // "" when declined
+}
+
 func TestDeflate_Negotiation_Server(t *testing.T) {
-	cases := []struct {
-		name   string
-		opts   CompressionOptions
-		offer  string // Sec-WebSocket-Extensions of the request
-		answer string // "" when declined
-	}{
+	cases := []offerCase{
 		{"Bare", CompressionOptions{}, "permessage-deflate", "permessage-deflate"},
 		{"BareClientMaxWindowBits", CompressionOptions{}, "permessage-deflate; client_max_window_bits", "permessage-deflate"},
 		{"ClientMaxWindowBitsBareWithServerLimit", CompressionOptions{ClientMaxWindowBits: 10}, "permessage-deflate; client_max_window_bits", "permessage-deflate; client_max_window_bits=10"},
@@ -542,16 +547,21 @@ func TestDeflate_Negotiation_Server(t *testing.T) {
 		{"CaseInsensitiveName", CompressionOptions{}, "Permessage-Deflate", "permessage-deflate"},
 		{"FirstAcceptableOfSeveral", CompressionOptions{}, "permessage-deflate; server_max_window_bits=7, permessage-deflate; foo, permessage-deflate; client_max_window_bits, permessage-deflate; server_no_context_takeover", "permessage-deflate"},
 		{"SeveralHeaderLines", CompressionOptions{}, "x-other\npermessage-deflate; client_no_context_takeover", "permessage-deflate; client_no_context_takeover"},
-		{"DeclineUnknownParam", CompressionOptions{}, "permessage-deflate; foo", ""},
-		{"DeclineDuplicate", CompressionOptions{}, "permessage-deflate; server_no_context_takeover; server_no_context_takeover", ""},
-		{"DeclineDuplicateBits", CompressionOptions{}, "permessage-deflate; client_max_window_bits; client_max_window_bits=10", ""},
-		{"DeclineServerBitsBare", CompressionOptions{}, "permessage-deflate; server_max_window_bits", ""},
-		{"DeclineServerBits7", CompressionOptions{}, "permessage-deflate; server_max_window_bits=7", ""},
-		{"DeclineServerBits16", CompressionOptions{}, "permessage-deflate; server_max_window_bits=16", ""},
-		{"DeclineClientBitsLeadingZero", CompressionOptions{}, "permessage-deflate; client_max_window_bits=09", ""},
-		{"DeclineClientBitsSign", CompressionOptions{}, "permessage-deflate; client_max_window_bits=+9", ""},
-		{"DeclineFlagWithValue", CompressionOptions{}, "permessage-deflate; client_no_context_takeover=1", ""},
-		{"OtherExtensionOnly", CompressionOptions{}, "x-webkit-deflate-frame", ""},
+	}
+	// Offers declined with the default options: the answer is "".
+	for _, d := range []struct{ name, offer string }{
+		{"DeclineUnknownParam", "permessage-deflate; foo"},
+		{"DeclineDuplicate", "permessage-deflate; server_no_context_takeover; server_no_context_takeover"},
+		{"DeclineDuplicateBits", "permessage-deflate; client_max_window_bits; client_max_window_bits=10"},
+		{"DeclineServerBitsBare", "permessage-deflate; server_max_window_bits"},
+		{"DeclineServerBits7", "permessage-deflate; server_max_window_bits=7"},
+		{"DeclineServerBits16", "permessage-deflate; server_max_window_bits=16"},
+		{"DeclineClientBitsLeadingZero", "permessage-deflate; client_max_window_bits=09"},
+		{"DeclineClientBitsSign", "permessage-deflate; client_max_window_bits=+9"},
+		{"DeclineFlagWithValue", "permessage-deflate; client_no_context_takeover=1"},
+		{"OtherExtensionOnly", "x-webkit-deflate-frame"},
+	} {
+		cases = append(cases, offerCase{d.name, CompressionOptions{}, d.offer, ""})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -628,7 +638,7 @@ func TestDeflate_Negotiation_Client(t *testing.T) {
 		answer string
 		want   *DeflateParams // nil: refused
 	}{
-		{"Bare", CompressionOptions{}, "permessage-deflate", &dfParams},
+		{"Bare", CompressionOptions{}, "permessage-deflate", &defaultParams},
 		{"AllFour", CompressionOptions{}, "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=9",
 			&DeflateParams{true, true, 10, 9}},
 		{"ClientNoContextTakeoverOurs", CompressionOptions{ClientNoContextTakeover: true}, "permessage-deflate", &DeflateParams{false, true, 15, 15}},
@@ -698,7 +708,7 @@ func TestDeflate_DialRefusesBadAnswer(t *testing.T) {
 // caller's own hooks (a proxy relaying the answer) leaves payloads compressed at
 // every level, and Inflate decodes them with the context.
 func TestDeflate_PassthroughInspect(t *testing.T) {
-	srv, cli := dfConns(t,
+	srv, cli := deflateConns(t,
 		&ServerConfig{Extensions: func(_ *http.Request, o []ExtensionOffer) ([]ExtensionOffer, byte) {
 			return []ExtensionOffer{{Name: "permessage-deflate", Params: []ExtensionParam{{Name: "client_max_window_bits", Value: "12"}}}}, RSV1
 		}},
@@ -728,8 +738,8 @@ func TestDeflate_PassthroughInspect(t *testing.T) {
 	}
 }
 
-// dfHeap returns the live heap after a collection.
-func dfHeap() uint64 {
+// heapInUse returns the live heap after a collection.
+func heapInUse() uint64 {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
@@ -745,7 +755,7 @@ func TestDeflate_MemoryPerConnection(t *testing.T) {
 	}
 	const n = 64
 	t.Logf("deflateState itself: %d bytes (the measures below are ±1 KiB)", unsafe.Sizeof(deflateState{}))
-	msg := dfJSON(2 << 10)
+	msg := jsonPayload(2 << 10)
 	cases := []struct {
 		name string
 		opts *CompressionOptions
@@ -759,9 +769,9 @@ func TestDeflate_MemoryPerConnection(t *testing.T) {
 	}
 	measure := func(t *testing.T, o *CompressionOptions) int64 {
 		conns := make([]*Conn, n)
-		base := dfHeap()
+		base := heapInUse()
 		for i := range conns {
-			c, peer := dfMemPair(t, o)
+			c, peer := memPair(t, o)
 			go peer.writeMessage(OpText, msg)
 			if _, _, err := c.readMessage(); err != nil {
 				t.Fatal(err)
@@ -773,7 +783,7 @@ func TestDeflate_MemoryPerConnection(t *testing.T) {
 			peer.CloseNow()
 			conns[i] = c
 		}
-		per := (int64(dfHeap()) - int64(base)) / n
+		per := (int64(heapInUse()) - int64(base)) / n
 		runtime.KeepAlive(conns)
 		return per
 	}
@@ -790,9 +800,9 @@ func TestDeflate_MemoryPerConnection(t *testing.T) {
 	}
 }
 
-// dfMemPair is a server Conn and a client Conn over net.Pipe, with opts
+// memPair is a server Conn and a client Conn over net.Pipe, with opts
 // negotiated against a default client offer (nil: off).
-func dfMemPair(t testing.TB, o *CompressionOptions) (*Conn, *Conn) {
+func memPair(t testing.TB, o *CompressionOptions) (*Conn, *Conn) {
 	a, b := net.Pipe()
 	var scfg, ccfg connConfig
 	if o != nil {
@@ -806,22 +816,22 @@ func dfMemPair(t testing.TB, o *CompressionOptions) (*Conn, *Conn) {
 	return s, c
 }
 
-// dfSink is a connection that drops what is written and counts it.
-type dfSink struct {
+// countingSink is a connection that drops what is written and counts it.
+type countingSink struct {
 	memConn
 	n int64
 }
 
-func (c *dfSink) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+func (c *countingSink) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
-// dfBenchModes are the sending configurations compared by the benchmarks.
-var dfBenchModes = []struct {
+// benchModes are the sending configurations compared by the benchmarks.
+var benchModes = []struct {
 	name string
 	p    *DeflateParams // nil: no compression
 }{
 	{"plain", nil},
 	{"no_context_takeover", &DeflateParams{ServerNoContextTakeover: true, ClientNoContextTakeover: true, ServerMaxWindowBits: 15, ClientMaxWindowBits: 15}},
-	{"context_takeover", &dfParams},
+	{"context_takeover", &defaultParams},
 }
 
 // BenchmarkDeflateWrite measures WriteMessage (server role) of JSON-like text
@@ -830,15 +840,15 @@ func BenchmarkDeflateWrite(b *testing.B) {
 	for _, size := range []int{1 << 10, 64 << 10} {
 		msgs := make([][]byte, max(16, 1<<20/size)) // the cycle exceeds the window: no message repeats within it
 		for i := range msgs {
-			msgs[i] = dfJSON(size)
+			msgs[i] = jsonPayload(size)
 		}
-		for _, m := range dfBenchModes {
+		for _, m := range benchModes {
 			b.Run(fmt.Sprintf("%s/%dKiB", m.name, size>>10), func(b *testing.B) {
 				var cfg connConfig
 				if m.p != nil {
-					cfg = dfCfg(*m.p, false, nil)
+					cfg = deflateCfg(*m.p, false, nil)
 				}
-				sink := &dfSink{memConn: memConn{r: strings.NewReader("")}}
+				sink := &countingSink{memConn: memConn{r: strings.NewReader("")}}
 				c := newConn(sink, nil, false, cfg)
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
@@ -859,19 +869,19 @@ func BenchmarkDeflateWrite(b *testing.B) {
 // compressed by a fresh compressor, looped from memory.
 func BenchmarkDeflateRead(b *testing.B) {
 	for _, size := range []int{1 << 10, 64 << 10} {
-		msg := dfJSON(size)
+		msg := jsonPayload(size)
 		var z bytes.Buffer
 		w, _ := stdflate.NewWriter(&z, 1)
 		w.Write(msg)
 		w.Flush()
 		compressed := z.Bytes()[:z.Len()-4]
-		for _, m := range dfBenchModes {
+		for _, m := range benchModes {
 			b.Run(fmt.Sprintf("%s/%dKiB", m.name, size>>10), func(b *testing.B) {
-				frame := wtFrame(true, 0, OpText, true, msg)
+				frame := rawFrame(true, 0, OpText, true, msg)
 				var cfg connConfig
 				if m.p != nil {
-					cfg = dfCfg(*m.p, false, nil)
-					frame = dfCompressed(OpText, compressed)
+					cfg = deflateCfg(*m.p, false, nil)
+					frame = compressedFrame(OpText, compressed)
 				}
 				c := newConn(&memConn{r: &loopReader{data: frame}}, nil, false, cfg)
 				buf := make([]byte, 0, size)
@@ -893,15 +903,15 @@ func BenchmarkDeflateRead(b *testing.B) {
 func TestDeflate_CloseInsideCompressedMessage(t *testing.T) {
 	for _, mode := range []string{"ReadMessage"} {
 		t.Run(mode, func(t *testing.T) {
-			c, raw := wtTCPPair(t, false, dfCfg(dfParams, false, nil))
-			go raw.Write(wtCat(wtFrame(false, RSV1, OpText, true, dfHello[:3]), wtCF(OpClose, wtCloseBody(4001, "bye"))))
+			c, raw := tcpPair(t, false, deflateCfg(defaultParams, false, nil))
+			go raw.Write(concat(rawFrame(false, RSV1, OpText, true, deflatedHello[:3]), clientFrame(OpClose, closeBody(4001, "bye"))))
 			var err error
 			_, _, err = c.readMessage()
 			var ce *CloseError
 			if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "bye" {
 				t.Fatalf("read: %v, want the peer's close 4001", err)
 			}
-			if code, _, _ := wtExpectClose(t, raw, 5*time.Second); code != 4001 {
+			if code, _, _ := expectClose(t, raw, 5*time.Second); code != 4001 {
 				t.Errorf("close answered with %v", code)
 			}
 		})

@@ -18,47 +18,30 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/internal/relay"
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// dialURL turns an httptest URL into its ws:// or wss:// form.
-func dialURL(srv *httptest.Server, path string) string {
-	u := strings.Replace(srv.URL, "http", "ws", 1)
-	return u + path
-}
-
-// dialEchoServer is our own server (wsmw.Upgrade with cfg) echoing every message.
+// echoServer is our own server (wsmw.Upgrade with cfg) echoing every message.
 // Each request's headers are sent on the returned channel.
-func dialEchoServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan *http.Request) {
+func echoServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan *http.Request) {
 	t.Helper()
 	reqs := make(chan *http.Request, 16)
+	echo := testkit.Upgrading(cfg, testkit.EchoHandler)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case reqs <- r:
 		default:
 		}
-		c, err := wsmw.Upgrade(w, r, cfg)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			op, p, err := c.Read(context.Background(), nil)
-			if err != nil {
-				return
-			}
-			if err := c.Write(context.Background(), op, p); err != nil {
-				return
-			}
-		}
+		echo(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	return srv, reqs
 }
 
-// dialRawServer hijacks each request and writes respond(key) in one Write, where
+// rawResponder hijacks each request and writes respond(key) in one Write, where
 // key is the request's Sec-WebSocket-Key; it then waits for the client to hang up.
-func dialRawServer(t *testing.T, respond func(key string) string) *httptest.Server {
+func rawResponder(t *testing.T, respond func(key string) string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nc, _, err := http.NewResponseController(w).Hijack()
@@ -77,32 +60,11 @@ func dialRawServer(t *testing.T, respond func(key string) string) *httptest.Serv
 	return srv
 }
 
-// dialSilentServer accepts TCP connections and never answers.
-func dialSilentServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-			close(done)
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return "ws://" + ln.Addr().String() + "/"
+// blackhole returns the ws:// URL (path /) of a server that accepts TCP
+// connections and never answers.
+func blackhole(t *testing.T) string {
+	url, _ := testkit.Blackhole(t)
+	return url + "/"
 }
 
 // resp101 builds a 101 response from header lines (each without CRLF).
@@ -171,8 +133,8 @@ func TestDial_ResponseRules(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := dialRawServer(t, tc.respond)
-			c, resp, err := wsmw.Dial(context.Background(), dialURL(srv, "/"), tc.cfg)
+			srv := rawResponder(t, tc.respond)
+			c, resp, err := wsmw.Dial(context.Background(), testkit.WSURL(srv.URL)+"/", tc.cfg)
 			if c != nil {
 				c.CloseNow()
 				t.Fatal("Dial returned a Conn for a bad handshake")
@@ -209,10 +171,10 @@ func TestDial_ResponseAccepted(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := dialRawServer(t, func(key string) string {
+			srv := rawResponder(t, func(key string) string {
 				return resp101(append([]string{strings.ToUpper(up), conn, acc(key)}, tc.extra...)...)
 			})
-			c, resp, err := wsmw.Dial(context.Background(), dialURL(srv, "/"), tc.cfg)
+			c, resp, err := wsmw.Dial(context.Background(), testkit.WSURL(srv.URL)+"/", tc.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -246,7 +208,7 @@ func TestDial_RefusedResponseBodyIsBounded(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, resp, err := wsmw.Dial(context.Background(), dialURL(srv, "/"), &wsmw.DialConfig{MaxErrorBody: tc.max})
+			c, resp, err := wsmw.Dial(context.Background(), testkit.WSURL(srv.URL)+"/", &wsmw.DialConfig{MaxErrorBody: tc.max})
 			if c != nil {
 				t.Fatal("got a Conn")
 			}
@@ -272,8 +234,8 @@ func TestDial_RefusedResponseBodyIsBounded(t *testing.T) {
 }
 
 func TestDial_OurServerRefusalIsRelayed(t *testing.T) {
-	srv, _ := dialEchoServer(t, nil)
-	c, resp, err := wsmw.Dial(context.Background(), dialURL(srv, "/"), &wsmw.DialConfig{
+	srv, _ := echoServer(t, nil)
+	c, resp, err := wsmw.Dial(context.Background(), testkit.WSURL(srv.URL)+"/", &wsmw.DialConfig{
 		Header: http.Header{"Origin": {"https://evil.example"}},
 	})
 	if c != nil || !errors.Is(err, wsmw.ErrBadStatus) || resp == nil || resp.StatusCode != http.StatusForbidden {
@@ -285,7 +247,7 @@ func TestDial_OurServerRefusalIsRelayed(t *testing.T) {
 }
 
 func TestDial_EchoWithOurServer(t *testing.T) {
-	srv, reqs := dialEchoServer(t, &wsmw.ServerConfig{Subprotocols: []string{"v2", "v1"}, Origins: []string{"app.example"}})
+	srv, reqs := echoServer(t, &wsmw.ServerConfig{Subprotocols: []string{"v2", "v1"}, Origins: []string{"app.example"}})
 	for _, scheme := range []string{"ws", "http"} {
 		t.Run(scheme+"Scheme", func(t *testing.T) {
 			u := scheme + strings.TrimPrefix(srv.URL, "http") + "/path?q=1"
@@ -312,8 +274,8 @@ func TestDial_EchoWithOurServer(t *testing.T) {
 }
 
 func TestDial_CustomHeadersArrive(t *testing.T) {
-	srv, reqs := dialEchoServer(t, &wsmw.ServerConfig{Origins: []string{"app.example"}})
-	c, _, err := wsmw.Dial(context.Background(), dialURL(srv, "/"), &wsmw.DialConfig{
+	srv, reqs := echoServer(t, &wsmw.ServerConfig{Origins: []string{"app.example"}})
+	c, _, err := wsmw.Dial(context.Background(), testkit.WSURL(srv.URL)+"/", &wsmw.DialConfig{
 		Header: http.Header{
 			"Origin":     {"https://app.example"},
 			"Cookie":     {"session=abc"},
@@ -362,7 +324,7 @@ func TestDial_HandshakeHeadersCannotBeOverridden(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, resp, err := wsmw.Dial(context.Background(), dialURL(srv, "/"), tc.cfg)
+			c, resp, err := wsmw.Dial(context.Background(), testkit.WSURL(srv.URL)+"/", tc.cfg)
 			if c != nil || resp != nil || !errors.Is(err, wsmw.ErrBadHeader) {
 				t.Fatalf("c=%v resp=%v err=%v, want ErrBadHeader", c, resp, err)
 			}
@@ -386,7 +348,7 @@ func TestDial_InvalidURL(t *testing.T) {
 }
 
 func TestDial_TimeoutAndCancel(t *testing.T) {
-	url := dialSilentServer(t)
+	url := blackhole(t)
 	cases := []struct {
 		name string
 		ctx  func() (context.Context, context.CancelFunc)
@@ -427,18 +389,13 @@ func TestDial_TimeoutAndCancel(t *testing.T) {
 }
 
 func TestDial_HandshakeDeadlineClearedAfterSuccess(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := wsmw.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
+	srv := httptest.NewServer(testkit.Upgrading(nil, func(c *wsmw.Conn, _ *http.Request) {
 		time.Sleep(400 * time.Millisecond)
 		c.Write(context.Background(), wsmw.MessageText, []byte("late"))
 		c.Read(context.Background(), nil)
 	}))
 	t.Cleanup(srv.Close)
-	c, _, err := wsmw.Dial(context.Background(), dialURL(srv, "/"), &wsmw.DialConfig{HandshakeTimeout: 200 * time.Millisecond})
+	c, _, err := wsmw.Dial(context.Background(), testkit.WSURL(srv.URL)+"/", &wsmw.DialConfig{HandshakeTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,11 +409,11 @@ func TestDial_FramesInSameWriteAs101AreNotLost(t *testing.T) {
 	frame := func(op wsmw.OpCode, p string) string {
 		return string(wsmw.AppendHeader(nil, wsmw.Header{Fin: true, OpCode: op, Length: int64(len(p))})) + p
 	}
-	srv := dialRawServer(t, func(key string) string {
+	srv := rawResponder(t, func(key string) string {
 		return resp101("Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Accept: "+wsmw.AcceptKey(key)) +
 			frame(wsmw.OpText, "first") + frame(wsmw.OpPing, "p") + frame(wsmw.OpBinary, strings.Repeat("x", 2000))
 	})
-	c, _, err := wsmw.Dial(context.Background(), dialURL(srv, "/"), nil)
+	c, _, err := wsmw.Dial(context.Background(), testkit.WSURL(srv.URL)+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,12 +427,7 @@ func TestDial_FramesInSameWriteAs101AreNotLost(t *testing.T) {
 }
 
 func TestDial_TLS(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := wsmw.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
+	srv := httptest.NewUnstartedServer(testkit.Upgrading(nil, func(c *wsmw.Conn, _ *http.Request) {
 		op, p, err := c.Read(context.Background(), nil)
 		if err == nil {
 			c.Write(context.Background(), op, p)

@@ -12,7 +12,7 @@ import (
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-type extParams = []wsmw.ExtensionParam
+type paramList = []wsmw.ExtensionParam
 
 func TestParseExtensions_Grammar(t *testing.T) {
 	tests := []struct {
@@ -24,20 +24,20 @@ func TestParseExtensions_Grammar(t *testing.T) {
 			name:  "SeveralOffers_BareAndValuedParams",
 			lines: []string{"permessage-deflate; client_max_window_bits, permessage-deflate; server_no_context_takeover; client_max_window_bits=10"},
 			want: []wsmw.ExtensionOffer{
-				{Name: "permessage-deflate", Params: extParams{{Name: "client_max_window_bits"}}},
-				{Name: "permessage-deflate", Params: extParams{{Name: "server_no_context_takeover"}, {Name: "client_max_window_bits", Value: "10"}}},
+				{Name: "permessage-deflate", Params: paramList{{Name: "client_max_window_bits"}}},
+				{Name: "permessage-deflate", Params: paramList{{Name: "server_no_context_takeover"}, {Name: "client_max_window_bits", Value: "10"}}},
 			},
 		},
 		{
 			name:  "QuotedValueUnquoted",
 			lines: []string{`x-foo; x="10"`},
-			want:  []wsmw.ExtensionOffer{{Name: "x-foo", Params: extParams{{Name: "x", Value: "10"}}}},
+			want:  []wsmw.ExtensionOffer{{Name: "x-foo", Params: paramList{{Name: "x", Value: "10"}}}},
 		},
 		{
 			name:  "QuotedValueKeepsSeparators",
 			lines: []string{`x-foo; v="a,b;c", x-bar`},
 			want: []wsmw.ExtensionOffer{
-				{Name: "x-foo", Params: extParams{{Name: "v", Value: "a,b;c"}}},
+				{Name: "x-foo", Params: paramList{{Name: "v", Value: "a,b;c"}}},
 				{Name: "x-bar"},
 			},
 		},
@@ -45,9 +45,9 @@ func TestParseExtensions_Grammar(t *testing.T) {
 			name:  "MultipleHeaderLinesInOrder",
 			lines: []string{"permessage-deflate; client_max_window_bits", "x-a, x-b; p=1", "x-c"},
 			want: []wsmw.ExtensionOffer{
-				{Name: "permessage-deflate", Params: extParams{{Name: "client_max_window_bits"}}},
+				{Name: "permessage-deflate", Params: paramList{{Name: "client_max_window_bits"}}},
 				{Name: "x-a"},
-				{Name: "x-b", Params: extParams{{Name: "p", Value: "1"}}},
+				{Name: "x-b", Params: paramList{{Name: "p", Value: "1"}}},
 				{Name: "x-c"},
 			},
 		},
@@ -55,7 +55,7 @@ func TestParseExtensions_Grammar(t *testing.T) {
 			name:  "WhitespaceAroundTokens",
 			lines: []string{"  x-a ;  p = 1 ;q ,x-b  "},
 			want: []wsmw.ExtensionOffer{
-				{Name: "x-a", Params: extParams{{Name: "p", Value: "1"}, {Name: "q"}}},
+				{Name: "x-a", Params: paramList{{Name: "p", Value: "1"}, {Name: "q"}}},
 				{Name: "x-b"},
 			},
 		},
@@ -67,7 +67,7 @@ func TestParseExtensions_Grammar(t *testing.T) {
 		{
 			name:  "EmptyParamNamesSkipped",
 			lines: []string{"x-a; ; =3; p"},
-			want:  []wsmw.ExtensionOffer{{Name: "x-a", Params: extParams{{Name: "p"}}}},
+			want:  []wsmw.ExtensionOffer{{Name: "x-a", Params: paramList{{Name: "p"}}}},
 		},
 		{name: "NoHeader", lines: nil, want: nil},
 	}
@@ -103,30 +103,30 @@ func TestFormatExtensions_RoundTrip(t *testing.T) {
 	if got := wsmw.FormatExtensions(nil); got != "" {
 		t.Errorf("FormatExtensions(nil) = %q, want empty", got)
 	}
-	if got := (wsmw.ExtensionOffer{Name: "x", Params: extParams{{Name: "a", Value: "1"}, {Name: "b"}}}).String(); got != "x; a=1; b" {
+	if got := (wsmw.ExtensionOffer{Name: "x", Params: paramList{{Name: "a", Value: "1"}, {Name: "b"}}}).String(); got != "x; a=1; b" {
 		t.Errorf("ExtensionOffer.String() = %q", got)
 	}
 }
 
-// extEvent is what the server's frame-level reader saw: a frame or an error.
-type extEvent struct {
+// frameEvent is what the server's frame-level reader saw: a frame or an error.
+type frameEvent struct {
 	h   wsmw.Header
 	p   []byte
 	err error
 }
 
-// extServer accepts with cfg, reports Conn.Extensions() and then every frame
+// frameServer accepts with cfg, reports Conn.Extensions() and then every frame
 // (or the final error) its NextFrame loop reads.
-func extServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan error, <-chan extEvent, <-chan string) {
+func frameServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan error, <-chan frameEvent, <-chan string) {
 	t.Helper()
-	events := make(chan extEvent, 8)
+	events := make(chan frameEvent, 8)
 	exts := make(chan string, 1)
-	srv, errs := hsServer(t, cfg, func(c *wsmw.Conn, _ *http.Request) {
+	srv, errs := upgradeServer(t, cfg, func(c *wsmw.Conn, _ *http.Request) {
 		exts <- c.Extensions()
 		for {
 			h, payload, err := c.NextFrame()
 			if err != nil {
-				events <- extEvent{err: err}
+				events <- frameEvent{err: err}
 				return
 			}
 			var p []byte
@@ -135,7 +135,7 @@ func extServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan e
 				n, _ := payload.Read(buf)
 				p = buf[:n]
 			}
-			events <- extEvent{h: h, p: p}
+			events <- frameEvent{h: h, p: p}
 		}
 	})
 	return srv, errs, events, exts
@@ -185,25 +185,13 @@ func TestUpgrade_ExtensionNegotiation(t *testing.T) {
 			mu.Lock()
 			seen = nil
 			mu.Unlock()
-			srv, errs, events, exts := extServer(t, &wsmw.ServerConfig{Extensions: tc.negotiator, CloseTimeout: 2 * time.Second})
-			var edits []hsEdit
+			srv, errs, events, exts := frameServer(t, &wsmw.ServerConfig{Extensions: tc.negotiator, CloseTimeout: 2 * time.Second})
+			var offers []string
 			if tc.offer != "" {
-				edits = append(edits, hsAdd("Sec-WebSocket-Extensions", tc.offer))
+				offers = append(offers, tc.offer)
 			}
-			resp, body, nc, br := hsDo(t, srv, hsRequest("GET", "/", "HTTP/1.1", edits...))
-			if resp.StatusCode != 101 {
-				t.Fatalf("status = %d (%q), want 101", resp.StatusCode, body)
-			}
-			if err := hsResult(t, errs); err != nil {
-				t.Fatal(err)
-			}
-			hdr := resp.Header.Values("Sec-WebSocket-Extensions")
-			switch {
-			case tc.wantHeader == "" && len(hdr) != 0:
-				t.Errorf("Sec-WebSocket-Extensions = %q, want no header", hdr)
-			case tc.wantHeader != "" && (len(hdr) != 1 || hdr[0] != tc.wantHeader):
-				t.Errorf("Sec-WebSocket-Extensions = %q, want [%q]", hdr, tc.wantHeader)
-			}
+			resp, nc, br := upgradeWith(t, srv, errs, "Sec-WebSocket-Extensions", offers...)
+			wantOneValue(t, resp.Header, "Sec-WebSocket-Extensions", tc.wantHeader)
 			if got := <-exts; got != tc.wantHeader {
 				t.Errorf("Conn.Extensions() = %q, want %q", got, tc.wantHeader)
 			}
@@ -219,19 +207,19 @@ func TestUpgrade_ExtensionNegotiation(t *testing.T) {
 				t.Errorf("negotiator called %d times without offers", len(calls))
 			}
 
-			if _, err := nc.Write(hsFrame(true, tc.rsv, wsmw.OpText, []byte("abc"))); err != nil {
+			if _, err := nc.Write(clientFrame(true, tc.rsv, wsmw.OpText, []byte("abc"))); err != nil {
 				t.Fatal(err)
 			}
 			if tc.wantFail {
 				// The server fails the connection: a 1002 close on the wire. Answer it as
 				// a client would; the server must then end at once with a *FailError.
-				hsExpectClose(t, br, wsmw.StatusProtocolError)
-				if _, err := nc.Write(hsFrame(true, 0, wsmw.OpClose, wsmw.AppendClosePayload(nil, wsmw.StatusProtocolError, ""))); err != nil {
+				expectClose(t, br, wsmw.StatusProtocolError)
+				if _, err := nc.Write(clientFrame(true, 0, wsmw.OpClose, wsmw.AppendClosePayload(nil, wsmw.StatusProtocolError, ""))); err != nil {
 					t.Fatal(err)
 				}
 			}
 			start := time.Now()
-			var ev extEvent
+			var ev frameEvent
 			select {
 			case ev = <-events:
 			case <-time.After(5 * time.Second):

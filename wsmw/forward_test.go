@@ -93,7 +93,7 @@ func TestForwardFrameChecksText(t *testing.T) {
 				if i == 0 {
 					op = OpText
 				}
-				wire = append(wire, clientFrame([4]byte{1, 2, 3, byte(i)}, i == len(tc.frames)-1, op, f)...)
+				wire = append(wire, keyedFrame([4]byte{1, 2, 3, byte(i)}, i == len(tc.frames)-1, op, f)...)
 			}
 			go clientPeer.Write(wire)
 			var err error
@@ -175,31 +175,6 @@ func (w *writeCounter) Write(p []byte) (int, error) {
 	return w.Conn.Write(p)
 }
 
-// clientFrame is a client frame: binary, masked with key, of payload.
-func clientFrame(key [4]byte, fin bool, op OpCode, payload []byte) []byte {
-	masked := append([]byte(nil), payload...)
-	Mask(key, 0, masked)
-	return append(AppendHeader(nil, Header{Fin: fin, OpCode: op, Masked: true, Mask: key, Length: int64(len(payload))}), masked...)
-}
-
-// readFrame reads one frame from a raw peer and returns its header and unmasked payload.
-func readFrame(t *testing.T, c net.Conn) (Header, []byte) {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	h, err := ReadHeader(c)
-	if err != nil {
-		t.Fatalf("reading a header: %v", err)
-	}
-	p := make([]byte, h.Length)
-	if _, err := readFullConn(c, p); err != nil {
-		t.Fatalf("reading a payload of %d: %v", h.Length, err)
-	}
-	if h.Masked {
-		Mask(h.Mask, 0, p)
-	}
-	return h, p
-}
-
 func TestForwardFrameBatchesFramesThatArriveTogether(t *testing.T) {
 	a, b := rawTCPPair(t)
 	c, d := rawTCPPair(t)
@@ -217,7 +192,7 @@ func TestForwardFrameBatchesFramesThatArriveTogether(t *testing.T) {
 		if i == 0 {
 			op = OpBinary
 		}
-		wire = append(wire, clientFrame([4]byte{9, 8, 7, byte(i)}, i == 4, op, p)...)
+		wire = append(wire, keyedFrame([4]byte{9, 8, 7, byte(i)}, i == 4, op, p)...)
 		want = append(want, p)
 	}
 	if _, err := a.Write(wire); err != nil {
@@ -265,7 +240,7 @@ func TestForwardFrameBatchesFramesThatArriveTogether(t *testing.T) {
 
 func TestForwardFrameKeepsOrderWithOtherWrites(t *testing.T) {
 	clientPeer, in, out, upPeer := forwardRig(t)
-	clientPeer.Write(clientFrame([4]byte{1, 2, 3, 4}, true, OpBinary, []byte("first")))
+	clientPeer.Write(keyedFrame([4]byte{1, 2, 3, 4}, true, OpBinary, []byte("first")))
 	h, err := in.nextFrame()
 	if err != nil {
 		t.Fatal(err)
@@ -288,8 +263,8 @@ func TestForwardFrameKeepsOrderWithOtherWrites(t *testing.T) {
 func TestForwardFrameWritesCompleteFramesBeforeWaiting(t *testing.T) {
 	clientPeer, in, out, upPeer := forwardRig(t)
 	key := [4]byte{5, 6, 7, 8}
-	second := clientFrame(key, true, OpBinary, bytes.Repeat([]byte("y"), 3000))
-	clientPeer.Write(append(clientFrame(key, true, OpBinary, []byte("complete")), second[:1000]...))
+	second := keyedFrame(key, true, OpBinary, bytes.Repeat([]byte("y"), 3000))
+	clientPeer.Write(append(keyedFrame(key, true, OpBinary, []byte("complete")), second[:1000]...))
 
 	h, err := in.nextFrame()
 	if err != nil {
@@ -355,9 +330,9 @@ func TestFrameReadyWaitsForAControlPayload(t *testing.T) {
 	if in.frameReady() {
 		t.Fatal("ready with nothing received")
 	}
-	ping := clientFrame([4]byte{1, 1, 1, 1}, true, OpPing, []byte("hello"))
+	ping := keyedFrame([4]byte{1, 1, 1, 1}, true, OpPing, []byte("hello"))
 	// One write: a binary frame, then the ping's header and one byte of its payload.
-	clientPeer.Write(append(clientFrame([4]byte{2, 2, 2, 2}, true, OpBinary, []byte("data")), ping[:7]...))
+	clientPeer.Write(append(keyedFrame([4]byte{2, 2, 2, 2}, true, OpBinary, []byte("data")), ping[:7]...))
 	in.SetReadDeadline(time.Now().Add(5 * time.Second))
 	readData := func() {
 		t.Helper()
@@ -374,7 +349,7 @@ func TestFrameReadyWaitsForAControlPayload(t *testing.T) {
 		t.Fatal("ready with the ping's payload incomplete")
 	}
 	// The rest of the ping, and a whole binary frame behind it: both frames are then ready.
-	clientPeer.Write(append(ping[7:], clientFrame([4]byte{3, 3, 3, 3}, true, OpBinary, []byte("more"))...))
+	clientPeer.Write(append(ping[7:], keyedFrame([4]byte{3, 3, 3, 3}, true, OpBinary, []byte("more"))...))
 	if h, err := in.nextFrame(); err != nil || h.OpCode != OpPing {
 		t.Fatalf("%+v %v", h, err)
 	}
@@ -423,11 +398,11 @@ func TestForwardFrameRandomStreams(t *testing.T) {
 					inMsg = !h.Fin
 				}
 				frames = append(frames, sent{h, p})
-				wire = append(wire, clientFrame([4]byte{byte(rng.Uint32()), 2, 3, byte(len(frames))}, h.Fin, h.OpCode, p)...)
+				wire = append(wire, keyedFrame([4]byte{byte(rng.Uint32()), 2, 3, byte(len(frames))}, h.Fin, h.OpCode, p)...)
 			}
 			if inMsg {
 				frames = append(frames, sent{Header{Fin: true, OpCode: OpContinuation}, nil})
-				wire = append(wire, clientFrame([4]byte{1, 2, 3, 4}, true, OpContinuation, nil)...)
+				wire = append(wire, keyedFrame([4]byte{1, 2, 3, 4}, true, OpContinuation, nil)...)
 			}
 			go func() { // the client: random pieces, sometimes a pause
 				for len(wire) > 0 {

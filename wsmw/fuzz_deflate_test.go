@@ -14,7 +14,7 @@ import (
 // never return more than the limit, report only the documented errors, and agree
 // with the standard library whenever both succeed.
 func FuzzInflate(f *testing.F) {
-	for _, seed := range [][]byte{dfHello, dfHelloAgain, dfHelloStored, dfHelloFinal, dfHelloTwoBlocks, {}, {0x00}, {0xff, 0xff}, dfZeros(f, 5000)} {
+	for _, seed := range [][]byte{deflatedHello, deflatedHelloAgain, storedHello, helloFinal, helloTwoBlocks, {}, {0x00}, {0xff, 0xff}, zeroPayload(f, 5000)} {
 		f.Add(seed, uint16(1024), true, false)
 		f.Add(seed, uint16(4), false, true)
 	}

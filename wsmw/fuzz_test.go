@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +15,7 @@ import (
 func FuzzParseHeader(f *testing.F) {
 	for _, h := range []Header{
 		{Fin: true, OpCode: OpText, Length: 5},
-		{Fin: true, OpCode: OpBinary, Masked: true, Mask: wtKey, Length: 126},
+		{Fin: true, OpCode: OpBinary, Masked: true, Mask: maskKey, Length: 126},
 		{OpCode: OpContinuation, Length: 65535},
 		{Fin: true, Rsv: RSV1, OpCode: OpBinary, Length: 65536},
 		{Fin: true, OpCode: OpPing, Masked: true, Length: 1<<63 - 1},
@@ -49,55 +48,17 @@ func FuzzParseHeader(f *testing.F) {
 	})
 }
 
-// wtMemConn is an in-memory net.Conn: reads come from a fixed input (at most
-// chunk bytes per Read when chunk > 0), writes are recorded.
-type wtMemConn struct {
-	in     *bytes.Reader
-	chunk  int
-	out    bytes.Buffer
-	closed bool
-}
-
-type wtAddr struct{}
-
-func (wtAddr) Network() string { return "mem" }
-func (wtAddr) String() string  { return "mem" }
-
-func (c *wtMemConn) Read(p []byte) (int, error) {
-	if c.closed {
-		return 0, net.ErrClosed
-	}
-	if c.chunk > 0 && len(p) > c.chunk {
-		p = p[:c.chunk]
-	}
-	return c.in.Read(p)
-}
-
-func (c *wtMemConn) Write(p []byte) (int, error) {
-	if c.closed {
-		return 0, net.ErrClosed
-	}
-	return c.out.Write(p)
-}
-
-func (c *wtMemConn) Close() error                     { c.closed = true; return nil }
-func (c *wtMemConn) LocalAddr() net.Addr              { return wtAddr{} }
-func (c *wtMemConn) RemoteAddr() net.Addr             { return wtAddr{} }
-func (c *wtMemConn) SetDeadline(time.Time) error      { return nil }
-func (c *wtMemConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *wtMemConn) SetWriteDeadline(time.Time) error { return nil }
-
 const (
-	wtFuzzMaxFrame   = 2000
-	wtFuzzMaxMessage = 5000
+	fuzzMaxFrame   = 2000
+	fuzzMaxMessage = 5000
 )
 
 // Flags of FuzzReadFrames.
 const (
-	wtFuzzClient    = 1 << iota // the Conn is a client: it expects unmasked frames
-	wtFuzzRSV1                  // RSV1 is negotiated
-	wtFuzzFrameMode             // read with NextFrame/ReadPayload instead of ReadMessage
-	wtFuzzChunked               // the connection returns a few bytes per Read
+	fuzzClient    = 1 << iota // the Conn is a client: it expects unmasked frames
+	fuzzRSV1                  // RSV1 is negotiated
+	fuzzFrameMode             // read with NextFrame/ReadPayload instead of ReadMessage
+	fuzzChunked               // the connection returns a few bytes per Read
 )
 
 // FuzzReadFrames feeds arbitrary bytes to a Conn. Reading must neither panic nor
@@ -106,36 +67,36 @@ const (
 // well-formed frames, with at most one close frame, last, carrying a valid code.
 func FuzzReadFrames(f *testing.F) {
 	for _, seed := range [][]byte{
-		wtCF(OpText, "hello"),
-		wtCat(wtFrag(false, OpText, "κό"), wtCF(OpPing, "p"), wtFrag(true, OpContinuation, "σμε")),
-		wtCat(wtCF(OpBinary, strings.Repeat("b", 300)), wtCF(OpClose, wtCloseBody(1000, "bye"))),
-		wtCF(OpText, "\xce"),
-		wtCF(OpClose, "\x03"),
-		wtRawHeader(0x82, 126, wtU16(5000)),
-		wtFrame(true, RSV1, OpText, true, []byte("\xff")),
-		wtFrame(true, 0, OpText, false, []byte("server text")),
+		clientFrame(OpText, "hello"),
+		concat(clientFrag(false, OpText, "κό"), clientFrame(OpPing, "p"), clientFrag(true, OpContinuation, "σμε")),
+		concat(clientFrame(OpBinary, strings.Repeat("b", 300)), clientFrame(OpClose, closeBody(1000, "bye"))),
+		clientFrame(OpText, "\xce"),
+		clientFrame(OpClose, "\x03"),
+		rawHeader(0x82, 126, u16(5000)),
+		rawFrame(true, RSV1, OpText, true, []byte("\xff")),
+		rawFrame(true, 0, OpText, false, []byte("server text")),
 	} {
 		for flags := byte(0); flags < 16; flags += 5 {
 			f.Add(seed, flags)
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte, flags byte) {
-		client := flags&wtFuzzClient != 0
-		mc := &wtMemConn{in: bytes.NewReader(data)}
-		if flags&wtFuzzChunked != 0 {
+		client := flags&fuzzClient != 0
+		mc := &memConn{r: bytes.NewReader(data), out: new(bytes.Buffer)}
+		if flags&fuzzChunked != 0 {
 			mc.chunk = 1 + int(flags>>4)
 		}
-		cfg := connConfig{maxFrame: wtFuzzMaxFrame, maxMessage: wtFuzzMaxMessage, closeTimeout: 10 * time.Millisecond}
-		if flags&wtFuzzRSV1 != 0 {
+		cfg := connConfig{maxFrame: fuzzMaxFrame, maxMessage: fuzzMaxMessage, closeTimeout: 10 * time.Millisecond}
+		if flags&fuzzRSV1 != 0 {
 			cfg.rsvAllowed = RSV1
 		}
 		c := newConn(mc, nil, client, cfg)
 
 		var err error
-		if flags&wtFuzzFrameMode != 0 {
-			err = wtFuzzReadFrames(t, c, len(data))
+		if flags&fuzzFrameMode != 0 {
+			err = fuzzReadFrames(t, c, len(data))
 		} else {
-			err = wtFuzzReadMessages(t, c, len(data))
+			err = fuzzReadMessages(t, c, len(data))
 		}
 
 		var fe *FailError
@@ -201,16 +162,16 @@ func FuzzReadFrames(f *testing.F) {
 		if fe != nil && (lastClose == nil || *lastClose != fe.Code) {
 			t.Fatalf("failed with %v but wrote close %v", fe.Code, lastClose)
 		}
-		if ce != nil && flags&wtFuzzFrameMode == 0 && (lastClose == nil || *lastClose != ce.Code) {
+		if ce != nil && flags&fuzzFrameMode == 0 && (lastClose == nil || *lastClose != ce.Code) {
 			t.Fatalf("peer closed with %v but the echo was %v", ce.Code, lastClose)
 		}
-		if !mc.closed && (fe != nil || (ce != nil && flags&wtFuzzFrameMode == 0)) {
+		if !mc.closed && (fe != nil || (ce != nil && flags&fuzzFrameMode == 0)) {
 			t.Fatal("connection left open after a failure or a close")
 		}
 	})
 }
 
-func wtFuzzReadMessages(t *testing.T, c *Conn, n int) error {
+func fuzzReadMessages(t *testing.T, c *Conn, n int) error {
 	compressed := c.rsvAllowed&RSV1 != 0
 	for i := 0; ; i++ {
 		if i > n {
@@ -220,7 +181,7 @@ func wtFuzzReadMessages(t *testing.T, c *Conn, n int) error {
 		if err != nil {
 			return err
 		}
-		if !op.IsData() || len(p) > wtFuzzMaxMessage {
+		if !op.IsData() || len(p) > fuzzMaxMessage {
 			t.Fatalf("ReadMessage returned %v with %d bytes", op, len(p))
 		}
 		if op == OpText && !compressed && !utf8.Valid(p) {
@@ -229,7 +190,7 @@ func wtFuzzReadMessages(t *testing.T, c *Conn, n int) error {
 	}
 }
 
-func wtFuzzReadFrames(t *testing.T, c *Conn, n int) error {
+func fuzzReadFrames(t *testing.T, c *Conn, n int) error {
 	var msg []byte
 	var msgOp OpCode
 	compressed, skipped := false, false
@@ -242,7 +203,7 @@ func wtFuzzReadFrames(t *testing.T, c *Conn, n int) error {
 		if err != nil {
 			return err
 		}
-		if h.Masked == c.client || h.Length > wtFuzzMaxFrame || !h.OpCode.valid() || h.Rsv&^c.rsvAllowed != 0 {
+		if h.Masked == c.client || h.Length > fuzzMaxFrame || !h.OpCode.valid() || h.Rsv&^c.rsvAllowed != 0 {
 			t.Fatalf("NextFrame returned a frame that breaks the rules: %+v", h)
 		}
 		if h.OpCode.IsControl() && (h.Length > 125 || !h.Fin || h.Rsv != 0) {
@@ -274,7 +235,7 @@ func wtFuzzReadFrames(t *testing.T, c *Conn, n int) error {
 			continue
 		}
 		msg = append(msg, p...)
-		if len(msg) > wtFuzzMaxMessage {
+		if len(msg) > fuzzMaxMessage {
 			t.Fatalf("message of %d bytes", len(msg))
 		}
 		if h.Fin && !skipped && msgOp == OpText && !compressed && !utf8.Valid(msg) {
@@ -286,7 +247,7 @@ func wtFuzzReadFrames(t *testing.T, c *Conn, n int) error {
 // FuzzUTF8: the incremental validator agrees with unicode/utf8, whole and fed in
 // two parts, and rejects the first part exactly when it can no longer become valid.
 func FuzzUTF8(f *testing.F) {
-	for _, s := range wtUTF8Cases {
+	for _, s := range utf8Cases {
 		f.Add([]byte(s), uint(len(s)/2))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, split uint) {
@@ -297,7 +258,7 @@ func FuzzUTF8(f *testing.F) {
 		k := int(split % uint(len(data)+1))
 		var v utf8Validator
 		ok1 := v.write(data[:k])
-		if ok1 != wtCompletable(data[:k]) {
+		if ok1 != completable(data[:k]) {
 			t.Fatalf("write(%q) = %v, completable = %v", data[:k], ok1, !ok1)
 		}
 		got := ok1 && v.write(data[k:]) && v.complete()
@@ -313,9 +274,9 @@ func FuzzUTF8(f *testing.F) {
 func FuzzClosePayload(f *testing.F) {
 	f.Add([]byte{}, uint16(1000), "")
 	f.Add([]byte{0x03}, uint16(1005), "x")
-	f.Add([]byte(wtCloseBody(1000, "bye")), uint16(4999), strings.Repeat("é", 70))
-	f.Add([]byte(wtCloseBody(1005, "")), uint16(999), "reason")
-	f.Add([]byte(wtCloseBody(3000, "\xff")), uint16(3000), "bad \xff reason")
+	f.Add([]byte(closeBody(1000, "bye")), uint16(4999), strings.Repeat("é", 70))
+	f.Add([]byte(closeBody(1005, "")), uint16(999), "reason")
+	f.Add([]byte(closeBody(3000, "\xff")), uint16(3000), "bad \xff reason")
 	f.Fuzz(func(t *testing.T, data []byte, code uint16, reason string) {
 		c, r, err := ParseClosePayload(data)
 		if err == nil {

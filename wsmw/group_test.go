@@ -14,16 +14,16 @@ import (
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// groupServer serves h through wsmw.Middleware with its connections in g.
-func groupServer(t *testing.T, g *wsmw.Group, h wsmw.Handler) string {
+// serveGroup serves h through wsmw.Middleware with its connections in g.
+func serveGroup(t *testing.T, g *wsmw.Group, h wsmw.Handler) string {
 	t.Helper()
 	srv := httptest.NewServer(wsmw.Middleware(g.Handler(h), &wsmw.ServerConfig{CloseTimeout: time.Second})(http.NotFoundHandler()))
 	t.Cleanup(srv.Close)
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 
-// groupDial connects a wsmw client to url.
-func groupDial(t *testing.T, url string) *wsmw.Conn {
+// dialWsmw connects a wsmw client to url.
+func dialWsmw(t *testing.T, url string) *wsmw.Conn {
 	t.Helper()
 	c, _, err := wsmw.Dial(context.Background(), url, nil)
 	if err != nil {
@@ -51,7 +51,7 @@ func TestGroupShutdownClosesWithCodeAndWaits(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // after the servers' and clients' cleanups
 	var g wsmw.Group
 	returned := make(chan struct{}, 3)
-	url := groupServer(t, &g, func(c *wsmw.Conn, _ *http.Request) {
+	url := serveGroup(t, &g, func(c *wsmw.Conn, _ *http.Request) {
 		defer func() { returned <- struct{}{} }()
 		for {
 			if _, _, err := c.Read(context.Background(), nil); err != nil {
@@ -60,7 +60,7 @@ func TestGroupShutdownClosesWithCodeAndWaits(t *testing.T) {
 			}
 		}
 	})
-	clients := []*wsmw.Conn{groupDial(t, url), groupDial(t, url), groupDial(t, url)}
+	clients := []*wsmw.Conn{dialWsmw(t, url), dialWsmw(t, url), dialWsmw(t, url)}
 	for deadline := time.Now().Add(2 * time.Second); g.Len() < 3 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -82,7 +82,7 @@ func TestGroupShutdownClosesWithCodeAndWaits(t *testing.T) {
 			t.Errorf("client got %v, want 1012", code)
 		}
 	}
-	late := groupDial(t, url)
+	late := dialWsmw(t, url)
 	if code := readClose(t, late); code != wsmw.StatusServiceRestart {
 		t.Errorf("a connection after Shutdown got %v, want 1012", code)
 	}
@@ -93,9 +93,9 @@ func TestGroupShutdownClosesWithCodeAndWaits(t *testing.T) {
 func TestGroupShutdownBoundedByContext(t *testing.T) {
 	var g wsmw.Group
 	release := make(chan struct{})
-	url := groupServer(t, &g, func(c *wsmw.Conn, _ *http.Request) { <-release })
+	url := serveGroup(t, &g, func(c *wsmw.Conn, _ *http.Request) { <-release })
 	defer close(release)
-	c := groupDial(t, url)
+	c := dialWsmw(t, url)
 	for deadline := time.Now().Add(2 * time.Second); g.Len() < 1 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -18,76 +18,54 @@ import (
 	coder "github.com/coder/websocket"
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// ioEchoServer is our server in its simplest form: the Middleware with an echo
+// middlewareEcho is our server in its simplest form: the Middleware with an echo
 // handler built on ReadMessage / WriteMessage. The handler's final read error is
 // sent on the returned channel.
-func ioEchoServer(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan error) {
+func middlewareEcho(t *testing.T, cfg *wsmw.ServerConfig) (*httptest.Server, <-chan error) {
 	t.Helper()
 	done := make(chan error, 4)
-	h := func(c *wsmw.Conn, _ *http.Request) {
-		for {
-			op, p, err := c.Read(context.Background(), nil)
-			if err != nil {
-				done <- err
-				return
-			}
-			if err := c.Write(context.Background(), op, p); err != nil {
-				done <- err
-				return
-			}
-		}
-	}
+	h := func(c *wsmw.Conn, _ *http.Request) { done <- testkit.Echo(c) }
 	srv := httptest.NewServer(wsmw.Middleware(h, cfg)(http.NotFoundHandler()))
 	t.Cleanup(srv.Close)
 	return srv, done
 }
 
-func ioWait(t *testing.T, ch <-chan error) error {
-	t.Helper()
-	select {
-	case err := <-ch:
-		return err
-	case <-time.After(10 * time.Second):
-		t.Fatal("server handler did not finish")
-		return nil
-	}
-}
+var sizes = []int{0, 1, 125, 126, 65535, 65536, 3 << 20}
 
-// ioPayload returns n bytes: valid UTF-8 for text, all byte values for binary.
-func ioPayload(n int, text bool) []byte {
-	p := make([]byte, n)
-	for i := range p {
-		if text {
-			p[i] = 'a' + byte(i%26)
-		} else {
-			p[i] = byte(i * 7)
-		}
-	}
-	return p
-}
-
-var ioSizes = []int{0, 1, 125, 126, 65535, 65536, 3 << 20}
-
-func ioCtx(t *testing.T) context.Context {
+func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
+// dialCoder dials srv with coder/websocket; it returns the connection, closed
+// when the test ends, and a context for the test's use of it (testContext).
+func dialCoder(t *testing.T, srv *httptest.Server) (*coder.Conn, context.Context) {
+	t.Helper()
+	ctx := testContext(t)
+	c, _, err := coder.Dial(ctx, testkit.WSURL(srv.URL)+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c, ctx
+}
+
 func TestInteropServer_GorillaEcho(t *testing.T) {
-	srv, _ := ioEchoServer(t, nil)
-	ws := mwDial(t, mwURL(srv, "/"), nil)
+	srv, _ := middlewareEcho(t, nil)
+	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/", nil)
 	for _, text := range []bool{true, false} {
-		for _, n := range ioSizes {
+		for _, n := range sizes {
 			typ := websocket.BinaryMessage
 			if text {
 				typ = websocket.TextMessage
 			}
 			t.Run(fmt.Sprintf("type%d_%dbytes", typ, n), func(t *testing.T) {
-				p := ioPayload(n, text)
+				p := testkit.Pattern(n, text)
 				if err := ws.WriteMessage(typ, p); err != nil {
 					t.Fatal(err)
 				}
@@ -104,18 +82,13 @@ func TestInteropServer_GorillaEcho(t *testing.T) {
 }
 
 func TestInteropServer_CoderEcho(t *testing.T) {
-	srv, _ := ioEchoServer(t, nil)
-	ctx := ioCtx(t)
-	c, _, err := coder.Dial(ctx, mwURL(srv, "/"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	srv, _ := middlewareEcho(t, nil)
+	c, ctx := dialCoder(t, srv)
 	c.SetReadLimit(4 << 20)
 	for _, typ := range []coder.MessageType{coder.MessageText, coder.MessageBinary} {
-		for _, n := range ioSizes {
+		for _, n := range sizes {
 			t.Run(fmt.Sprintf("%v_%dbytes", typ, n), func(t *testing.T) {
-				p := ioPayload(n, typ == coder.MessageText)
+				p := testkit.Pattern(n, typ == coder.MessageText)
 				if err := c.Write(ctx, typ, p); err != nil {
 					t.Fatal(err)
 				}
@@ -167,13 +140,13 @@ func TestInteropServer_GorillaFragmentedMessage(t *testing.T) {
 	defer srv.Close()
 
 	d := websocket.Dialer{WriteBufferSize: 1024}
-	ws, _, err := d.Dial(mwURL(srv, "/"), nil)
+	ws, _, err := d.Dial(testkit.WSURL(srv.URL)+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ws.Close()
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	msg := ioPayload(10<<10, true)
+	msg := testkit.Pattern(10<<10, true)
 	w, err := ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		t.Fatal(err)
@@ -217,8 +190,8 @@ func TestInteropServer_ManyFragmentsReassembledLinearly(t *testing.T) {
 	}
 	srv := httptest.NewServer(wsmw.Middleware(h, nil)(http.NotFoundHandler()))
 	defer srv.Close()
-	ws := mwDial(t, mwURL(srv, "/"), nil)
-	if err := ws.WriteMessage(websocket.BinaryMessage, ioPayload(size, false)); err != nil {
+	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/", nil)
+	if err := ws.WriteMessage(websocket.BinaryMessage, testkit.Pattern(size, false)); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -234,13 +207,8 @@ func TestInteropServer_ManyFragmentsReassembledLinearly(t *testing.T) {
 
 // A coder client's Ping is answered by our automatic pong.
 func TestInteropServer_CoderPingAnswered(t *testing.T) {
-	srv, _ := ioEchoServer(t, nil)
-	ctx := ioCtx(t)
-	c, _, err := coder.Dial(ctx, mwURL(srv, "/"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	srv, _ := middlewareEcho(t, nil)
+	c, ctx := dialCoder(t, srv)
 	// coder reads the pong in Read: keep a reader running.
 	go func() {
 		for {
@@ -289,7 +257,7 @@ func TestInteropServer_ServerPingReachesGorilla(t *testing.T) {
 	}
 	srv := httptest.NewServer(wsmw.Middleware(h, nil)(http.NotFoundHandler()))
 	defer srv.Close()
-	ws := mwDial(t, mwURL(srv, "/"), nil)
+	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/", nil)
 	pings := make(chan string, 1)
 	ws.SetPingHandler(func(p string) error {
 		pings <- p
@@ -299,13 +267,10 @@ func TestInteropServer_ServerPingReachesGorilla(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case p := <-pings:
-		if p != "are you there" {
-			t.Errorf("gorilla's PingHandler got %q", p)
-		}
-	default:
+	if p, ok := testkit.Ready(pings); !ok {
 		t.Fatal("gorilla's PingHandler was not called")
+	} else if p != "are you there" {
+		t.Errorf("gorilla's PingHandler got %q", p)
 	}
 	if string(msg) != "pong:are you there" {
 		t.Fatalf("server reported %q, want our pong handler to see gorilla's pong", msg)
@@ -313,14 +278,14 @@ func TestInteropServer_ServerPingReachesGorilla(t *testing.T) {
 }
 
 func TestInteropServer_GorillaClosesWithCode(t *testing.T) {
-	srv, done := ioEchoServer(t, nil)
-	ws := mwDial(t, mwURL(srv, "/"), nil)
-	mwRoundTrip(t, ws, "before close")
+	srv, done := middlewareEcho(t, nil)
+	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/", nil)
+	roundTrip(t, ws, "before close")
 	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4001, "bye"), time.Now().Add(5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	// The server's ReadMessage returns the peer's close ...
-	err := ioWait(t, done)
+	err := handlerResult(t, done)
 	var ce *wsmw.CloseError
 	if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "bye" {
 		t.Fatalf("server ReadMessage error = %#v, want *CloseError{4001, \"bye\"}", err)
@@ -334,26 +299,21 @@ func TestInteropServer_GorillaClosesWithCode(t *testing.T) {
 }
 
 func TestInteropServer_CoderClosesWithCode(t *testing.T) {
-	srv, done := ioEchoServer(t, nil)
-	ctx := ioCtx(t)
-	c, _, err := coder.Dial(ctx, mwURL(srv, "/"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	srv, done := middlewareEcho(t, nil)
+	c, _ := dialCoder(t, srv)
 	// coder's Close succeeds only if the peer answers with the same code.
 	if err := c.Close(4001, "bye"); err != nil {
 		t.Fatalf("coder Close(4001): %v", err)
 	}
-	err = ioWait(t, done)
+	err := handlerResult(t, done)
 	var ce *wsmw.CloseError
 	if !errors.As(err, &ce) || ce.Code != 4001 || ce.Reason != "bye" {
 		t.Fatalf("server ReadMessage error = %#v, want *CloseError{4001, \"bye\"}", err)
 	}
 }
 
-// ioCloser is a server whose handler closes with 4002 "done" at once.
-func ioCloser(t *testing.T) (*httptest.Server, <-chan error) {
+// closingServer is a server whose handler closes with 4002 "done" at once.
+func closingServer(t *testing.T) (*httptest.Server, <-chan error) {
 	t.Helper()
 	done := make(chan error, 1)
 	h := func(c *wsmw.Conn, _ *http.Request) {
@@ -365,23 +325,18 @@ func ioCloser(t *testing.T) (*httptest.Server, <-chan error) {
 }
 
 func TestInteropServer_ServerClosesWithCode_Gorilla(t *testing.T) {
-	srv, done := ioCloser(t)
-	ws := mwDial(t, mwURL(srv, "/"), nil)
-	mwExpectClose(t, ws, 4002, "done") // gorilla's default close handler answers
-	if err := ioWait(t, done); err != nil {
+	srv, done := closingServer(t)
+	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/", nil)
+	expectGorillaClose(t, ws, 4002, "done") // gorilla's default close handler answers
+	if err := handlerResult(t, done); err != nil {
 		t.Fatalf("server Close: %v", err)
 	}
 }
 
 func TestInteropServer_ServerClosesWithCode_Coder(t *testing.T) {
-	srv, done := ioCloser(t)
-	ctx := ioCtx(t)
-	c, _, err := coder.Dial(ctx, mwURL(srv, "/"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	_, _, err = c.Read(ctx)
+	srv, done := closingServer(t)
+	c, ctx := dialCoder(t, srv)
+	_, _, err := c.Read(ctx)
 	if got := coder.CloseStatus(err); got != 4002 {
 		t.Fatalf("coder Read error = %v (status %d), want close 4002", err, got)
 	}
@@ -389,7 +344,7 @@ func TestInteropServer_ServerClosesWithCode_Coder(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Reason != "done" {
 		t.Errorf("coder close reason = %q, want \"done\"", ce.Reason)
 	}
-	if err := ioWait(t, done); err != nil {
+	if err := handlerResult(t, done); err != nil {
 		t.Fatalf("server Close: %v", err)
 	}
 }
@@ -410,9 +365,9 @@ func TestInteropServer_ClientViolationsCloseCodes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, done := ioEchoServer(t, &wsmw.ServerConfig{MaxMessageSize: 1000})
-			ws := mwDial(t, mwURL(srv, "/"), nil)
-			mwRoundTrip(t, ws, strings.Repeat("x", 1000)) // exactly the limit passes
+			srv, done := middlewareEcho(t, &wsmw.ServerConfig{MaxMessageSize: 1000})
+			ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/", nil)
+			roundTrip(t, ws, strings.Repeat("x", 1000)) // exactly the limit passes
 			start := time.Now()
 			if err := ws.WriteMessage(tc.typ, tc.payload); err != nil {
 				t.Fatal(err)
@@ -422,7 +377,7 @@ func TestInteropServer_ClientViolationsCloseCodes(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Code != tc.code {
 				t.Fatalf("client read = %v, want close %d", err, tc.code)
 			}
-			serr := ioWait(t, done)
+			serr := handlerResult(t, done)
 			var fe *wsmw.FailError
 			if !errors.As(serr, &fe) || int(fe.Code) != tc.code || !errors.Is(serr, tc.sentinel) {
 				t.Fatalf("server error = %v, want *FailError %d wrapping %v", serr, tc.code, tc.sentinel)
@@ -433,4 +388,10 @@ func TestInteropServer_ClientViolationsCloseCodes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handlerResult waits for the error the server's handler ended with.
+func handlerResult(t *testing.T, ch <-chan error) error {
+	t.Helper()
+	return testkit.Recv(t, ch, 10*time.Second, "the server handler")
 }

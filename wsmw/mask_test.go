@@ -6,15 +6,15 @@ import (
 	"testing"
 )
 
-// wtNaiveMask is the RFC 6455 §5.3 definition: j = i MOD 4, octet ^= key[j].
-func wtNaiveMask(key [4]byte, pos int, b []byte) int {
+// naiveMask is the RFC 6455 §5.3 definition: j = i MOD 4, octet ^= key[j].
+func naiveMask(key [4]byte, pos int, b []byte) int {
 	for i := range b {
 		b[i] ^= key[(pos+i)%4]
 	}
 	return (pos + len(b)) % 4
 }
 
-func wtRandBytes(rng *rand.Rand, n int) []byte {
+func randBytes(rng *rand.Rand, n int) []byte {
 	b := make([]byte, n)
 	rng.Read(b)
 	return b
@@ -33,11 +33,11 @@ func TestMaskMatchesNaive(t *testing.T) {
 			for pos := 0; pos < 8; pos++ { // positions ≥4 wrap
 				// Offsets into a larger buffer: the word loop must not depend on alignment.
 				for off := 0; off < 3; off++ {
-					buf := wtRandBytes(rng, n+off)
+					buf := randBytes(rng, n+off)
 					got := append([]byte(nil), buf...)
 					want := append([]byte(nil), buf...)
 					gp := Mask(key, pos, got[off:])
-					wp := wtNaiveMask(key, pos, want[off:])
+					wp := naiveMask(key, pos, want[off:])
 					if gp != wp || !bytes.Equal(got, want) {
 						t.Fatalf("key %x, pos %d, len %d, off %d: Mask gave pos %d %x, want pos %d %x", key, pos, n, off, gp, got, wp, want)
 					}
@@ -52,10 +52,10 @@ func TestMaskLarge(t *testing.T) {
 	key := [4]byte{0xde, 0xad, 0xbe, 0xef}
 	for _, n := range []int{255, 256, 257, 4096, 65537} {
 		for pos := 0; pos < 4; pos++ {
-			buf := wtRandBytes(rng, n)
+			buf := randBytes(rng, n)
 			got := append([]byte(nil), buf...)
 			Mask(key, pos, got)
-			wtNaiveMask(key, pos, buf)
+			naiveMask(key, pos, buf)
 			if !bytes.Equal(got, buf) {
 				t.Fatalf("len %d pos %d differs", n, pos)
 			}
@@ -69,10 +69,10 @@ func TestMaskChunked(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	key := [4]byte{0x12, 0x34, 0x56, 0x78}
 	for n := 0; n <= 70; n++ {
-		orig := wtRandBytes(rng, n)
+		orig := randBytes(rng, n)
 		for start := 0; start < 4; start++ {
 			whole := append([]byte(nil), orig...)
-			wtNaiveMask(key, start, whole)
+			naiveMask(key, start, whole)
 			for trial := 0; trial < 20; trial++ {
 				got := append([]byte(nil), orig...)
 				pos, rest := start, got
@@ -97,7 +97,7 @@ func TestMaskInvolution(t *testing.T) {
 	rng := rand.New(rand.NewSource(4))
 	key := [4]byte{9, 8, 7, 6}
 	for n := 0; n < 200; n += 7 {
-		orig := wtRandBytes(rng, n)
+		orig := randBytes(rng, n)
 		b := append([]byte(nil), orig...)
 		Mask(key, 1, b)
 		Mask(key, 1, b)
@@ -114,13 +114,13 @@ func TestRemask(t *testing.T) {
 	from := [4]byte{0x37, 0xfa, 0x21, 0x3d}
 	to := [4]byte{0x01, 0x80, 0xfe, 0x55}
 	for n := 0; n <= 100; n++ {
-		plain := wtRandBytes(rng, n)
+		plain := randBytes(rng, n)
 		for fp := 0; fp < 4; fp++ {
 			for tp := 0; tp < 4; tp++ {
 				masked := append([]byte(nil), plain...)
-				wtNaiveMask(from, fp, masked)
+				naiveMask(from, fp, masked)
 				want := append([]byte(nil), plain...)
-				wtNaiveMask(to, tp, want)
+				naiveMask(to, tp, want)
 
 				got := append([]byte(nil), masked...)
 				gf, gt := remask(from, fp, to, tp, got)

@@ -14,32 +14,20 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// mwURL turns an httptest URL into a ws:// URL for path.
-func mwURL(srv *httptest.Server, path string) string {
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + path
-}
-
-// mwDial dials url with gorilla and fails the test on error.
-func mwDial(t *testing.T, url string, h http.Header) *websocket.Conn {
+// dialGorilla dials url with gorilla and fails the test on error.
+func dialGorilla(t *testing.T, url string, h http.Header) *websocket.Conn {
 	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(url, h)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (status %d)", url, err, status)
-	}
-	t.Cleanup(func() { ws.Close() })
+	ws, _ := testkit.DialGorilla(t, nil, url, h)
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	return ws
 }
 
-// mwEchoOnce reads one message and echoes it.
-func mwEchoOnce(c *wsmw.Conn, _ *http.Request) {
+// echoOnce reads one message and echoes it.
+func echoOnce(c *wsmw.Conn, _ *http.Request) {
 	op, p, err := c.Read(context.Background(), nil)
 	if err != nil {
 		return
@@ -47,8 +35,8 @@ func mwEchoOnce(c *wsmw.Conn, _ *http.Request) {
 	_ = c.Write(context.Background(), op, p)
 }
 
-// mwRoundTrip sends msg over ws and checks the echo.
-func mwRoundTrip(t *testing.T, ws *websocket.Conn, msg string) {
+// roundTrip sends msg over ws and checks the echo.
+func roundTrip(t *testing.T, ws *websocket.Conn, msg string) {
 	t.Helper()
 	if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
 		t.Fatal(err)
@@ -62,8 +50,8 @@ func mwRoundTrip(t *testing.T, ws *websocket.Conn, msg string) {
 	}
 }
 
-// mwExpectClose reads until the close frame and checks its code.
-func mwExpectClose(t *testing.T, ws *websocket.Conn, code int, text string) {
+// expectGorillaClose reads until the close frame and checks its code.
+func expectGorillaClose(t *testing.T, ws *websocket.Conn, code int, text string) {
 	t.Helper()
 	for {
 		_, _, err := ws.ReadMessage()
@@ -81,8 +69,8 @@ func mwExpectClose(t *testing.T, ws *websocket.Conn, code int, text string) {
 	}
 }
 
-// mwNext is the wrapped handler of the plain-HTTP tests.
-func mwNext(w http.ResponseWriter, r *http.Request) {
+// nextHandler is the wrapped handler of the plain-HTTP tests.
+func nextHandler(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Next", r.Method+" "+r.URL.Path)
 	w.Header().Add("Set-Cookie", "a=1")
 	w.Header().Add("Set-Cookie", "b=2")
@@ -94,7 +82,7 @@ func mwNext(w http.ResponseWriter, r *http.Request) {
 func TestMiddleware_NonUpgradeRequestsReachNext(t *testing.T) {
 	called := make(chan struct{}, 1)
 	ws := func(c *wsmw.Conn, r *http.Request) { called <- struct{}{} }
-	srv := httptest.NewServer(wsmw.Middleware(ws, nil)(http.HandlerFunc(mwNext)))
+	srv := httptest.NewServer(wsmw.Middleware(ws, nil)(http.HandlerFunc(nextHandler)))
 	defer srv.Close()
 	tests := []struct {
 		name   string
@@ -105,7 +93,7 @@ func TestMiddleware_NonUpgradeRequestsReachNext(t *testing.T) {
 		{name: "PlainGET", method: "GET"},
 		{name: "POSTWithBody", method: "POST", body: "payload"},
 		{name: "ConnectionUpgradeToOtherProtocol", method: "GET", header: map[string]string{"Connection": "Upgrade", "Upgrade": "h2c"}},
-		{name: "WebSocketHeadersWithoutUpgrade", method: "GET", header: map[string]string{"Sec-WebSocket-Key": hsKey, "Sec-WebSocket-Version": "13"}},
+		{name: "WebSocketHeadersWithoutUpgrade", method: "GET", header: map[string]string{"Sec-WebSocket-Key": sampleKey, "Sec-WebSocket-Version": "13"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,14 +138,14 @@ func TestMiddleware_UpgradeReachesHandler(t *testing.T) {
 	got := make(chan seen, 1)
 	h := func(c *wsmw.Conn, r *http.Request) {
 		got <- seen{r.URL.Path, r.URL.RawQuery, r.Header.Get("X-Client"), r.Method, c.Subprotocol()}
-		mwEchoOnce(c, r)
+		echoOnce(c, r)
 	}
 	nextCalled := make(chan struct{}, 1)
 	next := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { nextCalled <- struct{}{} })
 	srv := httptest.NewServer(wsmw.Middleware(h, &wsmw.ServerConfig{Subprotocols: []string{"chat"}})(next))
 	defer srv.Close()
 
-	ws := mwDial(t, mwURL(srv, "/room/1?token=abc"), http.Header{"X-Client": {"gorilla"}, "Sec-WebSocket-Protocol": {"chat"}})
+	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/room/1?token=abc", http.Header{"X-Client": {"gorilla"}, "Sec-WebSocket-Protocol": {"chat"}})
 	if ws.Subprotocol() != "chat" {
 		t.Errorf("client subprotocol = %q, want chat", ws.Subprotocol())
 	}
@@ -165,8 +153,8 @@ func TestMiddleware_UpgradeReachesHandler(t *testing.T) {
 	if s.path != "/room/1" || s.query != "token=abc" || s.hdr != "gorilla" || s.method != "GET" || s.sub != "chat" {
 		t.Errorf("handler saw %+v", s)
 	}
-	mwRoundTrip(t, ws, "hello")
-	mwExpectClose(t, ws, websocket.CloseNormalClosure, "")
+	roundTrip(t, ws, "hello")
+	expectGorillaClose(t, ws, websocket.CloseNormalClosure, "")
 	select {
 	case <-nextCalled:
 		t.Fatal("the wrapped handler ran for an upgrade")
@@ -181,7 +169,7 @@ func TestMiddleware_MalformedUpgradeRefused(t *testing.T) {
 	next := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached <- "next" })
 	srv := httptest.NewServer(wsmw.Middleware(h, nil)(next))
 	defer srv.Close()
-	resp, body, _, _ := hsDo(t, srv, hsRequest("GET", "/", "HTTP/1.1", hsDel("Sec-WebSocket-Key")))
+	resp, body, _, _ := doRaw(t, srv, rawRequest("GET", "/", "HTTP/1.1", delHeader("Sec-WebSocket-Key")))
 	if resp.StatusCode != http.StatusBadRequest || strings.TrimSpace(body) == "" {
 		t.Fatalf("status = %d (%q), want 400 with a body", resp.StatusCode, body)
 	}
@@ -197,54 +185,49 @@ func TestMiddleware_HandlerCloseCodeKept(t *testing.T) {
 	h := func(c *wsmw.Conn, _ *http.Request) { c.Close(wsmw.StatusPolicyViolation, "no") }
 	srv := httptest.NewServer(wsmw.Middleware(h, nil)(http.NotFoundHandler()))
 	defer srv.Close()
-	ws := mwDial(t, mwURL(srv, "/"), nil)
-	mwExpectClose(t, ws, websocket.ClosePolicyViolation, "no")
+	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/", nil)
+	expectGorillaClose(t, ws, websocket.ClosePolicyViolation, "no")
 }
 
 func TestMiddleware_ChiUse(t *testing.T) {
 	r := chi.NewRouter()
-	r.Use(wsmw.Middleware(func(c *wsmw.Conn, r *http.Request) { mwEchoOnce(c, r) }, nil))
+	r.Use(wsmw.Middleware(func(c *wsmw.Conn, r *http.Request) { echoOnce(c, r) }, nil))
 	r.Get("/page", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "page") })
 	srv := httptest.NewServer(r)
 	defer srv.Close()
 
 	for _, path := range []string{"/page", "/unrouted"} {
-		ws := mwDial(t, mwURL(srv, path), nil)
-		mwRoundTrip(t, ws, "via r.Use "+path)
-		mwExpectClose(t, ws, websocket.CloseNormalClosure, "")
+		ws := dialGorilla(t, testkit.WSURL(srv.URL)+path, nil)
+		roundTrip(t, ws, "via r.Use "+path)
+		expectGorillaClose(t, ws, websocket.CloseNormalClosure, "")
 	}
-	mwGet(t, srv.URL+"/page", http.StatusOK, "page")
-	mwGet(t, srv.URL+"/unrouted", http.StatusNotFound, "")
+	get(t, srv.URL+"/page", http.StatusOK, "page")
+	get(t, srv.URL+"/unrouted", http.StatusNotFound, "")
 }
 
 func TestMiddleware_ChiWith(t *testing.T) {
 	r := chi.NewRouter()
-	r.With(wsmw.Middleware(func(c *wsmw.Conn, r *http.Request) { mwEchoOnce(c, r) }, nil)).
+	r.With(wsmw.Middleware(func(c *wsmw.Conn, r *http.Request) { echoOnce(c, r) }, nil)).
 		Get("/ws", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "fallback") })
 	srv := httptest.NewServer(r)
 	defer srv.Close()
 
-	ws := mwDial(t, mwURL(srv, "/ws"), nil)
-	mwRoundTrip(t, ws, "via r.With")
-	mwExpectClose(t, ws, websocket.CloseNormalClosure, "")
-	mwGet(t, srv.URL+"/ws", http.StatusOK, "fallback")
+	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/ws", nil)
+	roundTrip(t, ws, "via r.With")
+	expectGorillaClose(t, ws, websocket.CloseNormalClosure, "")
+	get(t, srv.URL+"/ws", http.StatusOK, "fallback")
 	// The middleware is only on /ws: elsewhere an upgrade is a plain 404.
-	if _, resp, err := websocket.DefaultDialer.Dial(mwURL(srv, "/other"), nil); err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
+	if _, resp, err := websocket.DefaultDialer.Dial(testkit.WSURL(srv.URL)+"/other", nil); err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("upgrade on /other: err %v, resp %v; want 404", err, resp)
 	}
 }
 
-// mwGet checks a plain GET; body "" skips the body check.
-func mwGet(t *testing.T, url string, status int, body string) {
+// get checks a plain GET; body "" skips the body check.
+func get(t *testing.T, url string, status int, body string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status || (body != "" && string(b) != body) {
-		t.Fatalf("GET %s = %d %q, want %d %q", url, resp.StatusCode, b, status, body)
+	gotStatus, b := testkit.Get(t, url)
+	if gotStatus != status || (body != "" && b != body) {
+		t.Fatalf("GET %s = %d %q, want %d %q", url, gotStatus, b, status, body)
 	}
 }
 
@@ -258,14 +241,14 @@ func TestMiddleware_ChiStackComposition(t *testing.T) {
 	r.Use(middleware.RequestID, middleware.RealIP, middleware.Logger, middleware.Recoverer, middleware.Timeout(5*time.Second))
 	r.Use(wsmw.Middleware(func(c *wsmw.Conn, r *http.Request) {
 		got <- seen{middleware.GetReqID(r.Context()), r.RemoteAddr}
-		mwEchoOnce(c, r)
+		echoOnce(c, r)
 	}, nil))
 	r.Get("/panic", func(http.ResponseWriter, *http.Request) { panic("boom") })
 	r.Get("/ok", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
 	srv := httptest.NewServer(r)
 	defer srv.Close()
 
-	ws := mwDial(t, mwURL(srv, "/ws"), http.Header{"X-Forwarded-For": {"203.0.113.7, 10.0.0.1"}})
+	ws := dialGorilla(t, testkit.WSURL(srv.URL)+"/ws", http.Header{"X-Forwarded-For": {"203.0.113.7, 10.0.0.1"}})
 	s := <-got
 	if s.reqID == "" {
 		t.Error("middleware.GetReqID is empty in the websocket handler")
@@ -273,10 +256,10 @@ func TestMiddleware_ChiStackComposition(t *testing.T) {
 	if s.remote != "203.0.113.7" {
 		t.Errorf("r.RemoteAddr = %q, want 203.0.113.7 from X-Forwarded-For", s.remote)
 	}
-	mwRoundTrip(t, ws, "through the chi stack")
-	mwExpectClose(t, ws, websocket.CloseNormalClosure, "")
+	roundTrip(t, ws, "through the chi stack")
+	expectGorillaClose(t, ws, websocket.CloseNormalClosure, "")
 
 	// A panic in an ordinary handler is still recovered (500), and the server lives on.
-	mwGet(t, srv.URL+"/panic", http.StatusInternalServerError, "")
-	mwGet(t, srv.URL+"/ok", http.StatusOK, "ok")
+	get(t, srv.URL+"/panic", http.StatusInternalServerError, "")
+	get(t, srv.URL+"/ok", http.StatusOK, "ok")
 }

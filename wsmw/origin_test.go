@@ -80,9 +80,9 @@ func TestOriginAllowed_Policy(t *testing.T) {
 	}
 }
 
-// originRoundTrip sends a raw opening handshake with host and origin to srv and
+// handshakeWithOrigin sends a raw opening handshake with host and origin to srv and
 // returns the response and its body.
-func originRoundTrip(t *testing.T, srv *httptest.Server, host, origin string) (*http.Response, string) {
+func handshakeWithOrigin(t *testing.T, srv *httptest.Server, host, origin string) (*http.Response, string) {
 	t.Helper()
 	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
@@ -109,8 +109,8 @@ func originRoundTrip(t *testing.T, srv *httptest.Server, host, origin string) (*
 	return resp, string(body)
 }
 
-// originServer runs Upgrade with cfg and reports its error.
-func originServer(t *testing.T, cfg *ServerConfig) (*httptest.Server, <-chan error) {
+// upgradeServer runs Upgrade with cfg and reports its error.
+func upgradeServer(t *testing.T, cfg *ServerConfig) (*httptest.Server, <-chan error) {
 	t.Helper()
 	errs := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -124,15 +124,10 @@ func originServer(t *testing.T, cfg *ServerConfig) (*httptest.Server, <-chan err
 	return srv, errs
 }
 
-func originUpgradeResult(t *testing.T, errs <-chan error) error {
+// upgradeResult waits for the error Upgrade returned.
+func upgradeResult(t *testing.T, errs <-chan error) error {
 	t.Helper()
-	select {
-	case err := <-errs:
-		return err
-	case <-time.After(5 * time.Second):
-		t.Fatal("handler did not run")
-		return nil
-	}
+	return waitErr(t, errs, 5*time.Second, "the handler")
 }
 
 // Through Upgrade, a refused origin is a 403 with a short body and ErrBadOrigin.
@@ -142,21 +137,21 @@ func TestUpgrade_OriginPolicy(t *testing.T) {
 			continue // not a valid header value on the wire
 		}
 		t.Run(tc.name, func(t *testing.T) {
-			srv, errs := originServer(t, &ServerConfig{Origins: tc.patterns})
-			resp, body := originRoundTrip(t, srv, tc.host, tc.origin)
-			err := originUpgradeResult(t, errs)
+			srv, errs := upgradeServer(t, &ServerConfig{Origins: tc.patterns})
+			resp, body := handshakeWithOrigin(t, srv, tc.host, tc.origin)
+			err := upgradeResult(t, errs)
 			if tc.allow {
 				if resp.StatusCode != http.StatusSwitchingProtocols || err != nil {
 					t.Fatalf("status %d (%q), Upgrade error %v; want 101", resp.StatusCode, body, err)
 				}
 				return
 			}
-			originCheckRefusal(t, resp, body, err)
+			checkOriginRefusal(t, resp, body, err)
 		})
 	}
 }
 
-func originCheckRefusal(t *testing.T, resp *http.Response, body string, err error) {
+func checkOriginRefusal(t *testing.T, resp *http.Response, body string, err error) {
 	t.Helper()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("status = %d (%q), want 403", resp.StatusCode, body)
@@ -202,9 +197,9 @@ func TestUpgrade_CheckOriginHookOverrides(t *testing.T) {
 					return tc.hook(r)
 				},
 			}
-			srv, errs := originServer(t, cfg)
-			resp, body := originRoundTrip(t, srv, tc.host, tc.origin)
-			err := originUpgradeResult(t, errs)
+			srv, errs := upgradeServer(t, cfg)
+			resp, body := handshakeWithOrigin(t, srv, tc.host, tc.origin)
+			err := upgradeResult(t, errs)
 			if !called {
 				t.Error("CheckOrigin was not called")
 			}
@@ -214,7 +209,7 @@ func TestUpgrade_CheckOriginHookOverrides(t *testing.T) {
 				}
 				return
 			}
-			originCheckRefusal(t, resp, body, err)
+			checkOriginRefusal(t, resp, body, err)
 		})
 	}
 }

@@ -7,9 +7,9 @@ import (
 	"unicode/utf8"
 )
 
-// wtUTF8Cases are edge cases of UTF-8 validity (Markus Kuhn's stress test and
+// utf8Cases are edge cases of UTF-8 validity (Markus Kuhn's stress test and
 // the Autobahn 6.x cases), valid and invalid.
-var wtUTF8Cases = []string{
+var utf8Cases = []string{
 	"", "a", "hello", "\x00", "\x7f", strings.Repeat("a", 100),
 	"κόσμε", "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5",
 	// Boundaries of each sequence length.
@@ -36,10 +36,10 @@ var wtUTF8Cases = []string{
 	"a\xc3\x28b", "\xe2\x28\xa1", "\xe2\x82\x28", "\xf0\x28\x8c\xbc", "\xf0\x90\x28\xbc", "\xf0\x28\x8c\x28",
 }
 
-// wtCompletable reports whether p is a prefix of some valid UTF-8 sequence: some
+// completable reports whether p is a prefix of some valid UTF-8 sequence: some
 // split p = head + tail has a valid head and a tail (at most 3 bytes) that up to
 // three continuation bytes (one of each class) make valid.
-func wtCompletable(p []byte) bool {
+func completable(p []byte) bool {
 	conts := []byte{0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf}
 	for k := 0; k <= 3 && k <= len(p); k++ {
 		if !utf8.Valid(p[:len(p)-k]) {
@@ -73,17 +73,17 @@ func wtCompletable(p []byte) bool {
 	return false
 }
 
-// wtCheckIncremental feeds p to the validator in the given chunk sizes and
+// checkIncremental feeds p to the validator in the given chunk sizes and
 // checks that it agrees with utf8.Valid and fails exactly at the first chunk
 // after which p can no longer become valid.
-func wtCheckIncremental(t *testing.T, p []byte, sizes []int) {
+func checkIncremental(t *testing.T, p []byte, sizes []int) {
 	t.Helper()
 	var v utf8Validator
 	end := 0
 	for _, n := range sizes {
 		end += n
 		ok := v.write(p[end-n : end])
-		if want := wtCompletable(p[:end]); ok != want {
+		if want := completable(p[:end]); ok != want {
 			t.Fatalf("%q in chunks %v: write of chunk ending at %d = %v, but completable = %v", p, sizes, end, ok, want)
 		}
 		if !ok {
@@ -102,7 +102,7 @@ func wtCheckIncremental(t *testing.T, p []byte, sizes []int) {
 	}
 }
 
-func wtOnes(n int) []int {
+func ones(n int) []int {
 	s := make([]int, n)
 	for i := range s {
 		s[i] = 1
@@ -111,21 +111,21 @@ func wtOnes(n int) []int {
 }
 
 func TestValidUTF8Table(t *testing.T) {
-	for _, s := range wtUTF8Cases {
+	for _, s := range utf8Cases {
 		p := []byte(s)
 		if got, want := validUTF8(p), utf8.Valid(p); got != want {
 			t.Errorf("validUTF8(%q) = %v, utf8.Valid = %v", s, got, want)
 		}
-		wtCheckIncremental(t, p, []int{len(p)})
-		wtCheckIncremental(t, p, wtOnes(len(p)))
+		checkIncremental(t, p, []int{len(p)})
+		checkIncremental(t, p, ones(len(p)))
 		for cut := 0; cut <= len(p); cut++ {
-			wtCheckIncremental(t, p, []int{cut, len(p) - cut})
+			checkIncremental(t, p, []int{cut, len(p) - cut})
 		}
 	}
 }
 
-// wtRandomUTF8Input mixes random bytes, interesting bytes and valid text with mutations.
-func wtRandomUTF8Input(rng *rand.Rand) []byte {
+// randomUTF8 mixes random bytes, interesting bytes and valid text with mutations.
+func randomUTF8(rng *rand.Rand) []byte {
 	interesting := []byte{0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf,
 		0xe0, 0xe1, 0xec, 0xed, 0xee, 0xef, 0xf0, 0xf1, 0xf3, 0xf4, 0xf5, 0xf8, 0xfe, 0xff}
 	n := rng.Intn(24)
@@ -174,7 +174,7 @@ func TestValidUTF8Random(t *testing.T) {
 	rng := rand.New(rand.NewSource(6455))
 	valid := 0
 	for i := 0; i < 20000; i++ {
-		p := wtRandomUTF8Input(rng)
+		p := randomUTF8(rng)
 		want := utf8.Valid(p)
 		if want {
 			valid++
@@ -183,7 +183,7 @@ func TestValidUTF8Random(t *testing.T) {
 			t.Fatalf("validUTF8(%q) = %v, utf8.Valid = %v", p, got, want)
 		}
 		if i%4 == 0 {
-			wtCheckIncremental(t, p, wtOnes(len(p)))
+			checkIncremental(t, p, ones(len(p)))
 		}
 		var sizes []int
 		for rest := len(p); rest > 0; {
@@ -194,7 +194,7 @@ func TestValidUTF8Random(t *testing.T) {
 			sizes = append(sizes, k)
 			rest -= k
 		}
-		wtCheckIncremental(t, p, sizes)
+		checkIncremental(t, p, sizes)
 	}
 	if valid < 2000 || valid > 18000 {
 		t.Errorf("poor mix: %d valid inputs of 20000", valid)

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/wsgate/wsgate/wsmw"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/wsgate/wsgate/internal/testkit"
+	"github.com/wsgate/wsgate/wsmw"
 )
 
 // startDemo serves the demo router on a free port, as main does.
@@ -49,14 +51,9 @@ func startDemoWithLogger(t *testing.T, log *zap.Logger, args ...string) string {
 
 func TestPageIsServed(t *testing.T) {
 	addr := startDemo(t)
-	resp, err := http.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !bytes.Contains(body, []byte("new WebSocket(")) {
-		t.Fatalf("status %d, page %q...", resp.StatusCode, body[:min(len(body), 80)])
+	status, body := testkit.Get(t, "http://"+addr+"/")
+	if status != 200 || !strings.Contains(body, "new WebSocket(") {
+		t.Fatalf("status %d, page %q...", status, body[:min(len(body), 80)])
 	}
 }
 
@@ -116,13 +113,8 @@ func TestForeignOriginRefused(t *testing.T) {
 
 func TestNonWebSocketRequestsReachRoutes(t *testing.T) {
 	addr := startDemo(t)
-	resp, err := http.Get("http://" + addr + "/ws")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUpgradeRequired {
-		t.Fatalf("plain GET /ws: %d", resp.StatusCode)
+	if status, _ := testkit.Get(t, "http://"+addr+"/ws"); status != http.StatusUpgradeRequired {
+		t.Fatalf("plain GET /ws: %d", status)
 	}
 }
 
@@ -143,30 +135,14 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 // X-Forwarded-For, and chi's request ID is in the session's log line.
 func TestChiRequestIDAndRealIPReachUpstreamAndLog(t *testing.T) {
 	seen := make(chan http.Header, 1)
-	up := http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	echo := testkit.GorillaEchoHandler(websocket.Upgrader{}, nil)
+	up := testkit.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.Header.Clone()
-		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			mt, p, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			c.WriteMessage(mt, p)
-		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go up.Serve(ln)
-	defer up.Close()
+		echo.ServeHTTP(w, r)
+	}), nil)
 
 	core, logs := observer.New(zap.InfoLevel)
-	addr := startDemoWithLogger(t, zap.New(core), "-upstream", "ws://"+ln.Addr().String()+"/")
+	addr := startDemoWithLogger(t, zap.New(core), "-upstream", "ws://"+up+"/")
 	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", http.Header{"X-Real-Ip": {"203.0.113.7"}})
 	if err != nil {
 		t.Fatal(err)
@@ -182,10 +158,7 @@ func TestChiRequestIDAndRealIPReachUpstreamAndLog(t *testing.T) {
 	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
 	c.ReadMessage()
 	c.Close()
-	deadline := time.Now().Add(3 * time.Second)
-	for logs.FilterMessage("session closed").Len() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(3*time.Second, func() bool { return logs.FilterMessage("session closed").Len() != 0 })
 	entries := logs.FilterMessage("session closed").All()
 	if len(entries) != 1 {
 		t.Fatalf("want one session log line, got %d", len(entries))

@@ -10,7 +10,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log"
 	"os"
 	"os/exec"
@@ -18,33 +17,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/testkit"
 )
 
 // fakeSuiteScript is the stand-in fuzzing server, relative to this package.
 var fakeSuiteScript = filepath.Join("..", "fakesuite", "fuzzingserver.py")
-
-// inCI reports whether a missing peer must fail the test instead of skipping
-// it (CI sets CI=true), as in the integration package.
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v == "true" || v == "1"
-}
-
-// requirePeer skips the test (locally) or fails it (in CI) when ok is false.
-func requirePeer(t *testing.T, ok bool, format string, args ...any) {
-	t.Helper()
-	if ok {
-		return
-	}
-	msg := fmt.Sprintf(format, args...)
-	if inCI() {
-		t.Fatalf("%s (CI=true: a missing peer fails instead of skipping)", msg)
-	}
-	t.Skip(msg)
-}
 
 // autobahnPython returns a Python 3 that imports Autobahn|Python on Twisted:
 // $AUTOBAHN_PYTHON when set, else Debian's /usr/bin/python3, else python3 on
@@ -64,26 +44,8 @@ func autobahnPython(t *testing.T) string {
 			return py
 		}
 	}
-	requirePeer(t, false, "no python3 with Autobahn|Python and Twisted (tried %v): apt-get install python3-autobahn", candidates)
+	testkit.RequirePeer(t, false, "no python3 with Autobahn|Python and Twisted (tried %v): apt-get install python3-autobahn", candidates)
 	return ""
-}
-
-// syncBuffer is a bytes buffer safe for a process's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // fakeSuite is a running stand-in fuzzing server.
@@ -91,7 +53,7 @@ type fakeSuite struct {
 	url    string // ws://127.0.0.1:PORT
 	cases  int
 	outdir string
-	stderr *syncBuffer
+	stderr *testkit.SyncBuffer
 }
 
 var listeningLine = regexp.MustCompile(`^listening on (ws://\S+) \((\d+) cases\)$`)
@@ -100,7 +62,7 @@ var listeningLine = regexp.MustCompile(`^listening on (ws://\S+) \((\d+) cases\)
 func startFakeSuite(t *testing.T, args ...string) *fakeSuite {
 	t.Helper()
 	py := autobahnPython(t)
-	s := &fakeSuite{outdir: t.TempDir(), stderr: &syncBuffer{}}
+	s := &fakeSuite{outdir: t.TempDir(), stderr: &testkit.SyncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	args = append([]string{fakeSuiteScript, "--listen", "127.0.0.1:0", "--outdir", s.outdir}, args...)
 	cmd := exec.CommandContext(ctx, py, args...)
@@ -261,7 +223,7 @@ func TestDriverCompressionCases(t *testing.T) {
 	for _, run1 := range runs {
 		t.Run(run1.agent, func(t *testing.T) {
 			t.Parallel() // each run has its own agent, hence its own verdicts
-			var logs syncBuffer
+			var logs testkit.SyncBuffer
 			cfg := config{
 				base: s.url, agent: run1.agent, caseTimeout: time.Minute, maxMessage: 1 << 20,
 				deflate: run1.deflate, serverBits: run1.serverBits, log: log.New(&logs, "", 0),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wsgate/wsgate/internal/testkit"
 )
 
 func TestEchoAndProxy(t *testing.T) {
@@ -25,7 +26,7 @@ func TestEchoAndProxy(t *testing.T) {
 func testEchoAndProxy(t *testing.T, deflate bool) {
 	echo := httptest.NewServer(echoHandler(1<<20, deflate))
 	defer echo.Close()
-	ph, err := proxyHandler("ws"+strings.TrimPrefix(echo.URL, "http"), 1<<20, deflate)
+	ph, err := proxyHandler(testkit.WSURL(echo.URL), 1<<20, deflate)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func testEchoAndProxy(t *testing.T, deflate bool) {
 	defer px.Close()
 	dialer := websocket.Dialer{EnableCompression: deflate}
 	for _, base := range []string{echo.URL, px.URL} {
-		c, resp, err := dialer.Dial("ws"+strings.TrimPrefix(base, "http"), nil)
+		c, resp, err := dialer.Dial(testkit.WSURL(base), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
