@@ -3,11 +3,13 @@ package caddymodule
 import (
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -211,9 +213,27 @@ func (h *Handler) loadModules(ctx caddy.Context) error {
 		lb.selection = mod.(reverseproxy.Selector)
 	}
 	if h.TLS != nil {
+		if err := checkPEMFiles(h.TLS.RootCAPEMFiles); err != nil {
+			return err
+		}
 		var err error
 		if h.upstreamTLS, err = h.TLS.MakeTLSClientConfig(ctx); err != nil {
 			return fmt.Errorf("tls: %v", err)
+		}
+	}
+	return nil
+}
+
+// checkPEMFiles reports a trusted CA file that cannot be read or holds no
+// certificate, which Caddy's TLS loader would silently skip.
+func checkPEMFiles(files []string) error {
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("tls: reading trusted CA: %v", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			return fmt.Errorf("tls: no certificate in %s", f)
 		}
 	}
 	return nil

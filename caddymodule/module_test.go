@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/wsmw"
@@ -29,9 +30,6 @@ func TestValidateRejectsBadConfig(t *testing.T) {
 		{"upstream scheme", Handler{Upstreams: []string{"ftp://a:1"}}, "scheme must be ws or wss"},
 		{"upstream without host", Handler{Upstreams: []string{"ws:///x"}}, "has no host"},
 		{"upstream unparsable", Handler{Upstreams: []string{"ws://a b:1"}}, "upstream"},
-		{"unknown lb policy", Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{SelectionPolicy: &SelectionPolicy{Policy: "weighted_round_robin"}}}, `unknown lb policy "weighted_round_robin"`},
-		{"random_choose 1", Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{SelectionPolicy: &SelectionPolicy{Policy: "random_choose", Choose: 1}}}, "choose must be an integer >= 2"},
-		{"header policy without field", Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{SelectionPolicy: &SelectionPolicy{Policy: "header"}}}, "field is required"},
 		{"negative retries", Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{Retries: -1}}, "retries must not be negative"},
 		{"negative try duration", Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{TryDuration: -ms}}, "must not be negative"},
 		{"negative health interval", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Active: &ActiveHealthChecks{Interval: -ms}}}, "health_checks.active.interval must not be negative"},
@@ -39,7 +37,8 @@ func TestValidateRejectsBadConfig(t *testing.T) {
 		{"bad health uri", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Active: &ActiveHealthChecks{URI: "%zz"}}}, "uri"},
 		{"negative fail duration", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Passive: &PassiveHealthChecks{FailDuration: -ms}}}, "fail_duration must not be negative"},
 		{"negative max fails", Handler{Upstreams: []string{"a:1"}, HealthChecks: &HealthChecks{Passive: &PassiveHealthChecks{MaxFails: -1}}}, "max_fails must not be negative"},
-		{"client cert without key", Handler{Upstreams: []string{"a:1"}, TLS: &TLSConfig{ClientCertificateFile: "c.pem"}}, "go together"},
+		{"client cert without key", Handler{Upstreams: []string{"a:1"}, TLS: &reverseproxy.TLSConfig{ClientCertificateFile: "c.pem"}}, "go together"},
+		{"tls except_ports", Handler{Upstreams: []string{"a:1"}, TLS: &reverseproxy.TLSConfig{ExceptPorts: []string{"80"}}}, "except_ports does not apply"},
 		{"placeholder in Origin", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Set: http.Header{"Origin": {"{http.request.host}"}}}}}, "Origin cannot take a placeholder"},
 		{"placeholder in X-Forwarded-For", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Add: http.Header{"X-Forwarded-For": {"{x}"}}}}}, "X-Forwarded-For cannot take a placeholder"},
 		{"set Sec-WebSocket-Protocol", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Add: http.Header{"Sec-WebSocket-Protocol": {"chat"}}}}}, "headers.request cannot set Sec-Websocket-Protocol"},
@@ -82,7 +81,6 @@ func TestValidateAcceptsGoodConfig(t *testing.T) {
 		{"drain_code private", Handler{Upstreams: []string{"a:1"}, DrainCode: 4000}},
 		{"ping_timeout below interval", Handler{Upstreams: []string{"a:1"}, PingInterval: caddy.Duration(time.Second), PingTimeout: caddy.Duration(time.Millisecond)}},
 		{"placeholder in X-Real-IP", Handler{Upstreams: []string{"a:1"}, Headers: &Headers{Request: &HeaderOps{Set: http.Header{"X-Real-Ip": {"{http.request.remote.host}"}}}}}},
-		{"every policy", Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{SelectionPolicy: &SelectionPolicy{Policy: "cookie"}}}},
 		{"validate utf8 json", Handler{Upstreams: []string{"a:1"}, ValidatePayload: []string{"utf8", "json"}, Allow: "text"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,11 +89,41 @@ func TestValidateAcceptsGoodConfig(t *testing.T) {
 			}
 		})
 	}
-	for _, p := range []string{"random", "random_choose", "round_robin", "least_conn", "first", "ip_hash", "client_ip_hash", "header", "cookie", ""} {
-		h := Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{SelectionPolicy: &SelectionPolicy{Policy: p, Field: "X-A"}}}
-		if err := h.Validate(); err != nil {
-			t.Errorf("policy %q: %v", p, err)
-		}
+}
+
+// Every selection policy of reverse_proxy loads into ws (and third-party ones
+// would: they are loaded by module name); their own checks apply.
+func TestProvisionLoadsCaddySelectionPolicies(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	for _, tc := range []struct {
+		policy, wantErr string
+	}{
+		{`{"policy":"random"}`, ""},
+		{`{"policy":"random_choose","choose":3}`, ""},
+		{`{"policy":"round_robin"}`, ""},
+		{`{"policy":"weighted_round_robin","weights":[1]}`, ""},
+		{`{"policy":"least_conn"}`, ""},
+		{`{"policy":"first"}`, ""},
+		{`{"policy":"ip_hash"}`, ""},
+		{`{"policy":"client_ip_hash"}`, ""},
+		{`{"policy":"uri_hash"}`, ""},
+		{`{"policy":"query","key":"user"}`, ""},
+		{`{"policy":"header","field":"X-A"}`, ""},
+		{`{"policy":"cookie","name":"lb","secret":"s","max_age":3600000000000}`, ""},
+		{`{"policy":"nonexistent"}`, "loading load balancing selection policy"},
+		{`{"policy":"random_choose","choose":1}`, "choose"},
+		{`{"policy":"header"}`, "field is required"},
+		{`{"policy":"query"}`, "key is required"},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			h := &Handler{Upstreams: []string{"a:1"}, LoadBalancing: &LoadBalancing{SelectionPolicyRaw: json.RawMessage(tc.policy)}}
+			err := h.Provision(ctx)
+			defer h.Cleanup()
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Provision() = %v, want error %q", err, tc.wantErr)
+			}
+		})
 	}
 }
 
@@ -109,12 +137,12 @@ func TestProvisionFailsOnUnreadableFiles(t *testing.T) {
 	os.WriteFile(bad, []byte("not a certificate"), 0o600)
 	for _, tc := range []struct {
 		name    string
-		tls     TLSConfig
+		tls     reverseproxy.TLSConfig
 		wantErr string
 	}{
-		{"missing CA", TLSConfig{RootCAPEMFiles: []string{filepath.Join(dir, "none.pem")}}, "reading trusted CA"},
-		{"CA without certificate", TLSConfig{RootCAPEMFiles: []string{bad}}, "no certificate in"},
-		{"missing client certificate", TLSConfig{ClientCertificateFile: bad, ClientCertificateKeyFile: bad}, "loading client certificate"},
+		{"missing CA", reverseproxy.TLSConfig{RootCAPEMFiles: []string{filepath.Join(dir, "none.pem")}}, "reading trusted CA"},
+		{"CA without certificate", reverseproxy.TLSConfig{RootCAPEMFiles: []string{bad}}, "no certificate in"},
+		{"missing client certificate", reverseproxy.TLSConfig{ClientCertificateFile: bad, ClientCertificateKeyFile: bad}, "loading client certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &Handler{Upstreams: []string{"a:1"}, TLS: &tc.tls}
@@ -244,9 +272,12 @@ func TestJSONConfig(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &h); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Validate(); err != nil {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := h.Provision(ctx); err != nil { // loads the selection policy and the TLS config
 		t.Fatal(err)
 	}
+	defer h.Cleanup()
 	cfg, err := h.proxyConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +290,11 @@ func TestJSONConfig(t *testing.T) {
 	}
 	check("Upstreams", cfg.Upstreams, []string{"ws://127.0.0.1:9001/echo", "127.0.0.1:9002"}) // the proxy makes it wss:// (tls is set)
 	check("UpstreamTLS set", cfg.UpstreamTLS != nil, true)
-	check("Balancer", reflect.TypeOf(cfg.Balancer), reflect.TypeOf(proxy.RoundRobin()))
+	cb, ok := cfg.Balancer.(*caddyBalancer)
+	if !ok {
+		t.Fatalf("Balancer is %T, want Caddy's round_robin module", cfg.Balancer)
+	}
+	check("Balancer", reflect.TypeOf(cb.sel), reflect.TypeOf(new(reverseproxy.RoundRobinSelection)))
 	check("Retries", cfg.Retries, 2)
 	check("TryDuration", cfg.TryDuration, time.Second)
 	check("TryInterval", cfg.TryInterval, 50*time.Millisecond)

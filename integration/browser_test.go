@@ -143,7 +143,7 @@ func TestBrowserChromium(t *testing.T) {
 	if c := closed(); c.Code != 1009 || c.Reason != reasonTooBig || !c.WasClean {
 		t.Errorf("after #sendBig the page saw close %+v, want 1009 %q, clean", c, reasonTooBig)
 	}
-	waitClose(t, uc, 1001, reasonViolation)
+	waitClose(t, uc, 1001, reasonClientViolation)
 
 	// (c) The page closes with 4000: the upstream sees exactly that.
 	uc = connect()

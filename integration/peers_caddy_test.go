@@ -66,7 +66,7 @@ func TestPeersCaddy(t *testing.T) {
 			t.Fatal(err)
 		}
 		gorillaExpectClose(t, c, 1009, reasonTooBig)
-		waitClose(t, uc, 1001, reasonViolation)
+		waitClose(t, uc, 1001, reasonClientViolation)
 	})
 
 	t.Run("node client to gorilla upstream", func(t *testing.T) {

@@ -27,10 +27,11 @@ import (
 
 // Close reasons the proxy sends (proxy/session.go, wsmw/read.go).
 const (
-	reasonUpstreamGone = "upstream went away"
-	reasonClientGone   = "client went away"
-	reasonTooBig       = "message too big"
-	reasonViolation    = "peer violated the protocol"
+	reasonUpstreamGone      = "upstream went away"
+	reasonClientGone        = "client went away"
+	reasonTooBig            = "message too big"
+	reasonClientViolation   = "client violated the protocol"
+	reasonUpstreamViolation = "upstream violated the protocol"
 )
 
 // utf8Text is a text message with 2-, 3- and 4-byte UTF-8 sequences.
@@ -94,8 +95,8 @@ func gorillaExpectClose(t testing.TB, c *websocket.Conn, code int, reason string
 // gorilla/websocket (v1.5.3) only accepts the close codes it knows, and 1014
 // (Bad Gateway, registered after RFC 6455) is not among them, so it reports a
 // protocol error instead of a close. The frame on the wire must still be
-// 1014 "upstream went away".
-func gorillaExpect1014(t testing.TB, c *websocket.Conn) {
+// 1014 with reason.
+func gorillaExpect1014(t testing.TB, c *websocket.Conn, reason string) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(waitTimeout))
 	_, _, err := c.ReadMessage()
@@ -103,8 +104,8 @@ func gorillaExpect1014(t testing.TB, c *websocket.Conn) {
 		t.Errorf("gorilla read ended with %v, want its protocol error for close code 1014", err)
 	}
 	closes := c.NetConn().(*sniffConn).closes()
-	if len(closes) != 1 || closes[0].Code != 1014 || closes[0].Payload != reasonUpstreamGone {
-		t.Errorf("close frames on the wire to the client: %+v, want one: 1014 %q", closes, reasonUpstreamGone)
+	if len(closes) != 1 || closes[0].Code != 1014 || closes[0].Payload != reason {
+		t.Errorf("close frames on the wire to the client: %+v, want one: 1014 %q", closes, reason)
 	}
 }
 
@@ -341,7 +342,7 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 				t.Fatal(err)
 			}
 			gorillaExpectClose(t, c, 1009, reasonTooBig)
-			waitClose(t, uc, 1001, reasonViolation)
+			waitClose(t, uc, 1001, reasonClientViolation)
 		})
 		t.Run("upstream message over the limit gives 1009 upstream", func(t *testing.T) {
 			c := gorillaDial(t, small.WSURL, 0)
@@ -349,7 +350,7 @@ func TestPeersGorillaClientCoderUpstream(t *testing.T) {
 			if err := uc.Send(true, testkit.Pattern(5000, true)); err != nil {
 				t.Fatal(err)
 			}
-			gorillaExpectClose(t, c, 1001, reasonViolation)
+			gorillaExpect1014(t, c, reasonUpstreamViolation)
 			waitClose(t, uc, 1009, reasonTooBig)
 		})
 	})
@@ -423,7 +424,7 @@ func gorillaCloseSubtests(t *testing.T, url string, up *echoUpstream) {
 		c := gorillaDial(t, url, 0)
 		up.Next(t)
 		up.Kill()
-		gorillaExpect1014(t, c)
+		gorillaExpect1014(t, c, reasonUpstreamGone)
 	})
 	t.Run("client killed gives 1001 upstream", func(t *testing.T) {
 		c := gorillaDial(t, url, 0)
@@ -539,7 +540,7 @@ func TestPeersCoderClientGorillaUpstream(t *testing.T) {
 			uc := up.Next(t)
 			cc.write(t, true, testkit.Pattern(1001, true))
 			cc.expectClose(t, 1009, reasonTooBig)
-			waitClose(t, uc, 1001, reasonViolation)
+			waitClose(t, uc, 1001, reasonClientViolation)
 		})
 		t.Run("upstream message over the limit gives 1009 upstream", func(t *testing.T) {
 			cc := coderDial(t, small.WSURL)
@@ -547,7 +548,7 @@ func TestPeersCoderClientGorillaUpstream(t *testing.T) {
 			if err := uc.Send(false, testkit.Pattern(5000, false)); err != nil {
 				t.Fatal(err)
 			}
-			cc.expectClose(t, 1001, reasonViolation)
+			cc.expectClose(t, 1014, reasonUpstreamViolation)
 			waitClose(t, uc, 1009, reasonTooBig)
 		})
 	})
@@ -669,7 +670,7 @@ func TestPeersNodeClient(t *testing.T) {
 		if e := node.Expect(t, "close"); e.Code != 1009 || e.Reason != reasonTooBig {
 			t.Errorf("node got close %d %q, want 1009 %q", e.Code, e.Reason, reasonTooBig)
 		}
-		waitClose(t, uc, 1001, reasonViolation)
+		waitClose(t, uc, 1001, reasonClientViolation)
 	})
 }
 
@@ -779,7 +780,7 @@ func TestPeersNodeUpstream(t *testing.T) {
 		c := gorillaDial(t, front.WSURL, 0)
 		srv.Expect(t, "connection")
 		srv.Kill(t)
-		gorillaExpect1014(t, c)
+		gorillaExpect1014(t, c, reasonUpstreamGone)
 	})
 }
 

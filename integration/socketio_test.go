@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/wsgate/wsgate/internal/testkit"
+	"github.com/wsgate/wsgate/internal/testkit/caddytest"
 )
 
 const (
@@ -77,7 +79,7 @@ type socketIONode struct {
 
 	mu     sync.Mutex
 	events []ioNodeEvent
-	stderr *peerSyncBuffer
+	stderr *testkit.SyncBuffer
 }
 
 func (n *socketIONode) log() []ioNodeEvent {
@@ -91,13 +93,13 @@ func (n *socketIONode) log() []ioNodeEvent {
 func requireSocketIO(t *testing.T) {
 	t.Helper()
 	_, err := exec.LookPath("node")
-	peerRequire(t, err == nil, "node not installed: run integration/setup.sh")
+	testkit.RequirePeer(t, err == nil, "node not installed: run integration/setup.sh")
 	for _, f := range []string{"socket.io/package.json", "socket.io-client/dist/socket.io.min.js"} {
 		_, err := os.Stat(filepath.Join("node_modules", f))
-		peerRequire(t, err == nil, "npm package %s not installed in integration/node_modules: run integration/setup.sh", strings.Split(f, "/")[0])
+		testkit.RequirePeer(t, err == nil, "npm package %s not installed in integration/node_modules: run integration/setup.sh", strings.Split(f, "/")[0])
 	}
-	_, err = os.Stat(peerChromium)
-	peerRequire(t, err == nil, "chromium not installed at %s: run integration/setup.sh", peerChromium)
+	_, err = os.Stat(chromiumPath)
+	testkit.RequirePeer(t, err == nil, "chromium not installed at %s: run integration/setup.sh", chromiumPath)
 }
 
 // startSocketIONodes starts k Socket.IO nodes, n1..nk; corsOrigin, if set, is
@@ -107,7 +109,7 @@ func startSocketIONodes(t *testing.T, k int, corsOrigin string) []*socketIONode 
 	nodes := make([]*socketIONode, k)
 	ready := make(chan error, k)
 	for i := range nodes {
-		n := &socketIONode{ID: fmt.Sprintf("n%d", i+1), stderr: &peerSyncBuffer{}}
+		n := &socketIONode{ID: fmt.Sprintf("n%d", i+1), stderr: &testkit.SyncBuffer{}}
 		nodes[i] = n
 		cmd := exec.Command("node", filepath.Join("node", "socketio_server.js"), n.ID, corsOrigin)
 		cmd.Stderr = n.stderr
@@ -173,8 +175,8 @@ func startSocketIONodes(t *testing.T, k int, corsOrigin string) []*socketIONode 
 			if err != nil {
 				t.Fatal(err)
 			}
-		case <-time.After(peerTimeout):
-			t.Fatalf("the Socket.IO nodes did not report listening within %v", peerTimeout)
+		case <-time.After(waitTimeout):
+			t.Fatalf("the Socket.IO nodes did not report listening within %v", waitTimeout)
 		}
 	}
 	return nodes
@@ -233,7 +235,7 @@ type pageOutcome struct {
 // page's outcome.
 func runPage(pageURL, profile string) pageOutcome {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(peerChromium),
+		chromedp.ExecPath(chromiumPath),
 		chromedp.Headless,
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
@@ -527,7 +529,7 @@ func probeHandshake(server string) string {
 // went through ws and not reverse_proxy shows at the nodes: no
 // permessage-deflate offer (ws with compression off strips it).
 func TestSocketIOCaddy(t *testing.T) {
-	leakCheck(t)
+	checkLeaks(t)
 	requireSocketIO(t)
 	for _, k := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d nodes", k), func(t *testing.T) {
@@ -537,9 +539,9 @@ func TestSocketIOCaddy(t *testing.T) {
 				addrs = append(addrs, n.Addr)
 			}
 			dir := socketIOPageDir(t)
-			port := peerFreePort(t)
+			port := testkit.FreePort(t)
 			up := strings.Join(addrs, " ")
-			peerStartCaddy(t, fmt.Sprintf(`:%d {
+			caddytest.Load(t, caddytest.Global+fmt.Sprintf(`:%d {
 	bind 127.0.0.1
 	handle /socket.io/* {
 		ws %[2]s {
@@ -571,7 +573,7 @@ func TestSocketIOCaddy(t *testing.T) {
 // the nodes allow the page's origin with credentials (CORS), and the demo
 // allows it for the upgrade (-origin).
 func TestSocketIOChi(t *testing.T) {
-	leakCheck(t)
+	checkLeaks(t)
 	requireSocketIO(t)
 	bin := buildChiDemo(t)
 	page := httptest.NewServer(http.FileServer(http.Dir(socketIOPageDir(t))))
@@ -623,7 +625,7 @@ func startChiDemo(t *testing.T, bin string, args ...string) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting the chi demo: %v", err)
 	}
-	logs := &peerSyncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	addr := make(chan string, 1)
 	copied := make(chan struct{})
 	go func() {
@@ -666,8 +668,8 @@ func startChiDemo(t *testing.T, bin string, args ...string) string {
 		return a
 	case <-exited:
 		t.Fatalf("the chi demo exited: %s", logs.String())
-	case <-time.After(peerTimeout):
-		t.Fatalf("the chi demo logged no listening line within %v: %s", peerTimeout, logs.String())
+	case <-time.After(waitTimeout):
+		t.Fatalf("the chi demo logged no listening line within %v: %s", waitTimeout, logs.String())
 	}
 	return ""
 }

@@ -2,8 +2,8 @@ package proxy
 
 import (
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -41,7 +41,7 @@ func countPicks(t *testing.T, b Balancer, pool []*Upstream, n int, req func(i in
 	t.Helper()
 	counts := make([]int, len(pool))
 	for i := range n {
-		idx := indexOf(pool, b.Select(pool, req(i)))
+		idx := indexOf(pool, b.Select(pool, req(i), nil))
 		if idx < 0 {
 			t.Fatalf("selection %d: got an upstream outside the pool (or nil)", i)
 		}
@@ -57,7 +57,7 @@ func TestRoundRobinCyclesEvenlyInOrder(t *testing.T) {
 	pool := testPool(3)
 	b := RoundRobin()
 	for i := range 300 {
-		if got := indexOf(pool, b.Select(pool, nil)); got != i%3 {
+		if got := indexOf(pool, b.Select(pool, nil, nil)); got != i%3 {
 			t.Fatalf("selection %d: got upstream %d, want %d", i, got, i%3)
 		}
 	}
@@ -74,7 +74,7 @@ func TestRoundRobinConcurrentSelectStaysEven(t *testing.T) {
 		wg.Go(func() {
 			local := make([]int, 3)
 			for range each {
-				local[indexOf(pool, b.Select(pool, nil))]++
+				local[indexOf(pool, b.Select(pool, nil, nil))]++
 			}
 			mu.Lock()
 			for i, c := range local {
@@ -106,7 +106,7 @@ func TestLeastConnPicksLeastLoaded(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pool := testPool(len(tt.loads), tt.loads...)
 			for range 100 {
-				got := indexOf(pool, LeastConn().Select(pool, nil))
+				got := indexOf(pool, LeastConn().Select(pool, nil, nil))
 				if !slices.Contains(tt.want, got) {
 					t.Fatalf("loads %v: picked %d, want one of %v", tt.loads, got, tt.want)
 				}
@@ -190,11 +190,11 @@ func TestRandomChoosesEveryUpstream(t *testing.T) {
 func TestFirstReturnsFirstInConfiguredOrder(t *testing.T) {
 	pool := testPool(3, 9, 0, 0)
 	for range 10 {
-		if got := First().Select(pool, nil); got != pool[0] {
+		if got := First().Select(pool, nil, nil); got != pool[0] {
 			t.Fatalf("First picked %d, want 0", indexOf(pool, got))
 		}
 	}
-	if got := First().Select(pool[1:], nil); got != pool[1] {
+	if got := First().Select(pool[1:], nil, nil); got != pool[1] {
 		t.Fatalf("First over pool[1:] picked %d, want 1", indexOf(pool, got))
 	}
 }
@@ -209,8 +209,10 @@ func allBalancers() map[string]Balancer {
 		"random_choose_9": RandomChoose(9),
 		"first":           First(),
 		"ip_hash":         IPHash(),
+		"uri_hash":        URIHash(),
+		"query":           QueryHash("user"),
 		"header":          HeaderHash("X-User"),
-		"cookie":          CookieHash("session"),
+		"cookie":          &StickyCookie{Name: "session"},
 	}
 }
 
@@ -220,7 +222,7 @@ func TestBalancersReturnNilOnEmptyPool(t *testing.T) {
 	r.AddCookie(&http.Cookie{Name: "session", Value: "s1"})
 	for name, b := range allBalancers() {
 		for _, pool := range [][]*Upstream{nil, {}} {
-			if got := b.Select(pool, r); got != nil {
+			if got := b.Select(pool, r, nil); got != nil {
 				t.Errorf("%s: Select(%#v) = %v, want nil", name, pool, got)
 			}
 		}
@@ -230,7 +232,7 @@ func TestBalancersReturnNilOnEmptyPool(t *testing.T) {
 func TestBalancersPickTheOnlyUpstream(t *testing.T) {
 	pool := testPool(1, 3)
 	for name, b := range allBalancers() {
-		if got := b.Select(pool, plainRequest(0)); got != pool[0] {
+		if got := b.Select(pool, plainRequest(0), nil); got != pool[0] {
 			t.Errorf("%s: Select over one upstream = %v, want it", name, got)
 		}
 	}
@@ -243,7 +245,7 @@ func TestBalancersDoNotAllocatePerSelect(t *testing.T) {
 		"round_robin": RoundRobin(), "least_conn": LeastConn(), "random": Random(),
 		"random_choose_2": RandomChoose(2), "random_choose_4": RandomChoose(4), "first": First(),
 	} {
-		if n := testing.AllocsPerRun(100, func() { b.Select(pool, r) }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { b.Select(pool, r, nil) }); n != 0 {
 			t.Errorf("%s: %v allocations per Select, want 0", name, n)
 		}
 	}
@@ -259,35 +261,26 @@ func requestFrom(addr string) *http.Request {
 func TestIPHashIsStablePerClient(t *testing.T) {
 	pool := testPool(5)
 	b := IPHash()
-	want := b.Select(pool, requestFrom("198.51.100.7:40000"))
+	want := b.Select(pool, requestFrom("198.51.100.7:40000"), nil)
 	for i := range 100 {
-		if got := b.Select(pool, requestFrom(fmt.Sprintf("198.51.100.7:%d", 40000+i))); got != want {
+		if got := b.Select(pool, requestFrom(fmt.Sprintf("198.51.100.7:%d", 40000+i)), nil); got != want {
 			t.Fatalf("request %d from the same IP went to %d, first went to %d", i, indexOf(pool, got), indexOf(pool, want))
 		}
 	}
 	// A fresh balancer (another proxy instance) agrees: the hash has no per-process seed.
-	if got := IPHash().Select(testPool(5), requestFrom("198.51.100.7")); got.Address() != want.Address() {
+	if got := IPHash().Select(testPool(5), requestFrom("198.51.100.7"), nil); got.Address() != want.Address() {
 		t.Fatalf("another instance picked %s, want %s", got.Address(), want.Address())
 	}
 }
 
-func TestIPHashIgnoresPortAndBrackets(t *testing.T) {
-	tests := []struct{ a, b string }{
-		{"1.2.3.4:5555", "1.2.3.4"},
-		{"1.2.3.4:1", "1.2.3.4:65535"},
-		{"[2001:db8::1]:443", "2001:db8::1"},
-		{"[2001:db8::1]", "2001:db8::1"},
-	}
-	for _, tt := range tests {
-		if clientIP(tt.a) != clientIP(tt.b) {
-			t.Errorf("clientIP(%q) = %q, clientIP(%q) = %q: want equal", tt.a, clientIP(tt.a), tt.b, clientIP(tt.b))
-		}
-	}
+func TestIPHashIgnoresThePort(t *testing.T) {
 	pool := testPool(7)
 	for i := range 50 {
-		ip := fmt.Sprintf("203.0.113.%d", i)
-		if a, b := IPHash().Select(pool, requestFrom(ip+":5555")), IPHash().Select(pool, requestFrom(ip)); a != b {
-			t.Fatalf("%s with and without port map to %d and %d", ip, indexOf(pool, a), indexOf(pool, b))
+		for _, ip := range []string{fmt.Sprintf("203.0.113.%d", i), fmt.Sprintf("2001:db8::%x", i)} {
+			withPort := requestFrom(net.JoinHostPort(ip, "5555"))
+			if a, b := IPHash().Select(pool, withPort, nil), IPHash().Select(pool, requestFrom(ip), nil); a != b {
+				t.Fatalf("%s with and without port map to %d and %d", ip, indexOf(pool, a), indexOf(pool, b))
+			}
 		}
 	}
 }
@@ -302,8 +295,8 @@ func TestIPHashRemovingAnUpstreamOnlyRemapsItsClients(t *testing.T) {
 	moved := 0
 	for range 1000 {
 		ip := fmt.Sprintf("%d.%d.%d.%d:%d", rng.IntN(256), rng.IntN(256), rng.IntN(256), rng.IntN(256), rng.IntN(65536))
-		before := b.Select(pool, requestFrom(ip))
-		after := b.Select(smaller, requestFrom(ip))
+		before := b.Select(pool, requestFrom(ip), nil)
+		after := b.Select(smaller, requestFrom(ip), nil)
 		counts[indexOf(pool, before)]++
 		if before != removed && after != before {
 			t.Fatalf("%s moved from %d to %d though its upstream stayed", ip, indexOf(pool, before), indexOf(pool, after))
@@ -322,25 +315,17 @@ func TestIPHashRemovingAnUpstreamOnlyRemapsItsClients(t *testing.T) {
 	}
 }
 
-func TestHashMatchesFNV1a(t *testing.T) {
-	for _, s := range []string{"", "a", "ws://10.0.0.1:8080/", "1.2.3.4"} {
-		h := fnv.New64a()
-		h.Write([]byte(s))
-		if got, want := fnv1a(fnvOffset, s), h.Sum64(); got != want {
-			t.Errorf("fnv1a(%q) = %#x, hash/fnv says %#x", s, got, want)
-		}
-	}
-}
-
 func TestKeyHashIsStablePerValueAndFallsBackToRandom(t *testing.T) {
 	tests := []struct {
-		name string
-		b    Balancer
-		set  func(r *http.Request, v string)
+		name      string
+		b         Balancer
+		set       func(r *http.Request, v string)
+		fallsBack bool // without the value, the choice is random (a request always has a URI)
 	}{
-		{"header", HeaderHash("x-user"), func(r *http.Request, v string) { r.Header.Set("X-User", v) }},
-		{"cookie", CookieHash("session"), func(r *http.Request, v string) { r.AddCookie(&http.Cookie{Name: "session", Value: v}) }},
-		{"host header", HeaderHash("Host"), func(r *http.Request, v string) { r.Host = v }},
+		{"header", HeaderHash("x-user"), func(r *http.Request, v string) { r.Header.Set("X-User", v) }, true},
+		{"query", QueryHash("user"), func(r *http.Request, v string) { r.URL.RawQuery = "user=" + v }, true},
+		{"uri", URIHash(), func(r *http.Request, v string) { r.RequestURI = "/" + v }, false},
+		{"host header", HeaderHash("Host"), func(r *http.Request, v string) { r.Host = v }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -369,6 +354,9 @@ func TestKeyHashIsStablePerValueAndFallsBackToRandom(t *testing.T) {
 			if !seen[0] || !seen[1] {
 				t.Errorf("20 values all mapped to one upstream: %v", seen)
 			}
+			if !tt.fallsBack {
+				return
+			}
 			// Absent: random, so both upstreams are chosen.
 			counts := countPicks(t, tt.b, pool, 200, with(""))
 			if counts[0] == 0 || counts[1] == 0 {
@@ -395,7 +383,11 @@ func TestParseBalancerMapsCaddyPolicyNames(t *testing.T) {
 		{"client_ip_hash", nil, IPHash()},
 		{"header", []string{"X-User"}, HeaderHash("X-User")},
 		{"header", []string{"x-user"}, HeaderHash("X-User")},
-		{"cookie", []string{"session"}, CookieHash("session")},
+		{"uri_hash", nil, URIHash()},
+		{"query", []string{"user"}, QueryHash("user")},
+		{"cookie", nil, &StickyCookie{}},
+		{"cookie", []string{"session"}, &StickyCookie{Name: "session"}},
+		{"cookie", []string{"session", "s3cret"}, &StickyCookie{Name: "session", Secret: "s3cret"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(append([]string{tt.policy}, tt.args...), " "), func(t *testing.T) {
@@ -417,7 +409,7 @@ func TestParseBalancerRejectsBadPoliciesAndArgs(t *testing.T) {
 		wantErr string
 	}{
 		{"weighted_round_robin", nil, "unknown lb policy"},
-		{"Random", nil, "valid: random, random_choose, round_robin, least_conn, first, ip_hash, client_ip_hash, header, cookie"},
+		{"Random", nil, "valid: client_ip_hash, cookie, first, header, ip_hash, least_conn, query, random, random_choose, round_robin, uri_hash"},
 		{"round_robin", []string{"1"}, "takes 0 to 0 arguments, got 1"},
 		{"first", []string{"x"}, "takes 0 to 0 arguments"},
 		{"", []string{"x"}, "takes 0 to 0 arguments"},
@@ -425,9 +417,9 @@ func TestParseBalancerRejectsBadPoliciesAndArgs(t *testing.T) {
 		{"random_choose", []string{"two"}, "choose must be an integer >= 2"},
 		{"random_choose", []string{"2", "3"}, "takes 0 to 1 arguments, got 2"},
 		{"header", nil, "takes 1 to 1 arguments, got 0"},
-		{"header", []string{""}, "empty name"},
-		{"cookie", nil, "takes 1 to 1 arguments"},
-		{"cookie", []string{"a", "b"}, "takes 1 to 1 arguments, got 2"},
+		{"header", []string{""}, "empty argument"},
+		{"query", nil, "takes 1 to 1 arguments, got 0"},
+		{"cookie", []string{"a", "b", "c"}, "takes 0 to 2 arguments, got 3"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(append([]string{tt.policy}, tt.args...), " "), func(t *testing.T) {

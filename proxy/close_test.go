@@ -262,7 +262,7 @@ func TestClosePolicyVerdict(t *testing.T) {
 			c.WriteMessage(websocket.TextMessage, []byte("bad"))
 			c.WriteMessage(websocket.TextMessage, []byte("after"))
 			wantClose(t, "client", readErr(c, 3*time.Second), tc.wantCode, tc.wantReason)
-			wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 1001, "")
+			wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 1001, "client message refused")
 			if strings.Join(upMsgs, ",") != "fine" {
 				t.Errorf("upstream received %q, want only \"fine\"", upMsgs)
 			}
@@ -279,12 +279,13 @@ func TestCloseMessageTooBig(t *testing.T) {
 		t.Fatalf("echo: %d %v", len(p), err)
 	}
 	c.WriteMessage(websocket.BinaryMessage, make([]byte, 2000))
-	wantCloses(t, c, upGot, 1009, "message too big", 1001, "peer violated the protocol")
+	wantCloses(t, c, upGot, 1009, "message too big", 1001, "client violated the protocol")
 	e.wantEnd(1009, "proxy")
 }
 
 // checkProtocolViolation runs a raw client that sends bad, expecting code to the
-// client and 1001 to the gorilla upstream.
+// client and 1001 to the gorilla upstream, which must not wait for the client's
+// answer to its close.
 func checkProtocolViolation(t *testing.T, bad func(raw *testkit.Conn), code int, reason string) {
 	t.Helper()
 	upGot := make(chan error, 1)
@@ -300,8 +301,8 @@ func checkProtocolViolation(t *testing.T, bad func(raw *testkit.Conn), code int,
 	if len(seen) != 0 {
 		t.Errorf("client saw %v before the close", seen)
 	}
+	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 1001, "client violated the protocol")
 	raw.SendClose(code, "")
-	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 1001, "peer violated the protocol")
 	wantEOF(t, raw)
 	e.wantEnd(code, "proxy")
 }
@@ -422,7 +423,8 @@ func TestCloseClientNeverAnswersUpstreamClose(t *testing.T) {
 	e.wantEnd(4001, "upstream")
 }
 
-// A policy close for an upstream message: the verdict's code to the upstream, 1001 to the client.
+// A policy close for an upstream message: the verdict's code to the upstream,
+// 1014 (bad gateway) to the client. A coder client: gorilla 1.5.3 refuses 1014.
 func TestClosePolicyVerdictDownstream(t *testing.T) {
 	testkit.CheckGoroutines(t)
 	up, upGot := startReporting(t, func(c *websocket.Conn) error {
@@ -436,11 +438,14 @@ func TestClosePolicyVerdictDownstream(t *testing.T) {
 		}
 		return Verdict{Action: Pass}
 	}}
-	e, c := dialSession(t, up.URL, Config{Inspectors: Chain{in}})
-	if _, p, err := c.ReadMessage(); err != nil || string(p) != "fine" {
+	e := startSession(t, up.URL, Config{Inspectors: Chain{in}})
+	c, _, ctx := dialCoder(t, e.URL, coder.CompressionDisabled)
+	if _, p, err := c.Read(ctx); err != nil || string(p) != "fine" {
 		t.Fatalf("first message %q %v", p, err)
 	}
-	wantCloses(t, c, upGot, 1001, "", 1008, "no")
+	_, _, err := c.Read(ctx)
+	wantCoderClose(t, "client", err, 1014, "upstream message refused")
+	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 1008, "no")
 	e.wantEnd(1008, "proxy")
 }
 
@@ -451,11 +456,14 @@ func TestCloseMessageTooBigFromUpstream(t *testing.T) {
 		c.WriteMessage(websocket.BinaryMessage, make([]byte, 2000))
 		return readErr(c, 3*time.Second)
 	})
-	e, c := dialSession(t, up.URL, Config{MaxMessageSize: 1000})
-	if _, p, err := c.ReadMessage(); err != nil || len(p) != 1000 {
+	e := startSession(t, up.URL, Config{MaxMessageSize: 1000})
+	c, _, ctx := dialCoder(t, e.URL, coder.CompressionDisabled)
+	if _, p, err := c.Read(ctx); err != nil || len(p) != 1000 {
 		t.Fatalf("first message: %d %v", len(p), err)
 	}
-	wantCloses(t, c, upGot, 1001, "peer violated the protocol", 1009, "message too big")
+	_, _, err := c.Read(ctx)
+	wantCoderClose(t, "client", err, 1014, "upstream violated the protocol")
+	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream close"), 1009, "message too big")
 	e.wantEnd(1009, "proxy")
 }
 

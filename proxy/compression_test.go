@@ -403,13 +403,13 @@ func TestCompressionPassthroughContextTakeover(t *testing.T) {
 func TestCompressionPassthroughInspected(t *testing.T) {
 	bad := `{"broken":` + strings.Repeat(" ", 2000)
 	for _, tc := range []struct {
-		name                  string
-		trigger               string // what the client sends to make things go wrong
-		clientCode, upCode    int
-		clientReason, upReson string
+		name                   string
+		trigger                string // what the client sends to make things go wrong
+		clientCode, upCode     int
+		clientReason, upReason string
 	}{
-		{"invalid from client", bad, 1007, 1001, "invalid json", ""},
-		{"invalid from upstream", `{"send":"bad"}`, 1001, 1007, "", "invalid json"},
+		{"invalid from client", bad, 1007, 1001, "invalid json", "client message refused"},
+		{"invalid from upstream", `{"send":"bad"}`, 1014, 1007, "upstream message refused", "invalid json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			testkit.CheckGoroutines(t)
@@ -454,7 +454,7 @@ func TestCompressionPassthroughInspected(t *testing.T) {
 			}
 			_, _, err := c.Read(ctx)
 			wantCoderClose(t, "client", err, tc.clientCode, tc.clientReason)
-			wantCoderClose(t, "upstream", testkit.Recv(t, upGot, 5*time.Second, "upstream end"), tc.upCode, tc.upReson)
+			wantCoderClose(t, "upstream", testkit.Recv(t, upGot, 5*time.Second, "upstream end"), tc.upCode, tc.upReason)
 			e.wantEnd(1007, initiatorProxy)
 
 			// The valid messages crossed the upstream leg compressed, both ways.
@@ -485,7 +485,7 @@ func TestCompressionPassthroughBomb(t *testing.T) {
 	}
 	_, _, err := c.Read(ctx)
 	wantCoderClose(t, "client", err, 1009, "message too big")
-	wantCoderClose(t, "upstream", testkit.Recv(t, upGot, 5*time.Second, "upstream end"), 1001, "")
+	wantCoderClose(t, "upstream", testkit.Recv(t, upGot, 5*time.Second, "upstream end"), 1001, "client message refused")
 	e.wantEnd(1009, initiatorProxy)
 }
 
@@ -670,7 +670,7 @@ func TestCompressionTerminateCorrupt(t *testing.T) {
 	raw.Send(testkit.Frame{Fin: true, Rsv: 0x40, Op: wsmw.OpText, Payload: []byte{0xff, 0xff, 0xff, 0xff}})
 	clientClose(t, raw, 3*time.Second, 1007, "invalid compressed data")
 	raw.SendClose(1007, "")
-	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream end"), 1001, "")
+	wantClose(t, "upstream", testkit.Recv(t, upGot, 3*time.Second, "upstream end"), 1001, "client message refused")
 	e.wantEnd(1007, initiatorProxy)
 }
 
@@ -758,7 +758,7 @@ func TestCompressionPassthroughDrop(t *testing.T) {
 		c.Write(ctx, coder.MessageBinary, big)
 		_, _, err := c.Read(ctx)
 		wantCoderClose(t, "client", err, 1011, "compressed message cannot be dropped")
-		wantCoderClose(t, "upstream", testkit.Recv(t, upGot, 5*time.Second, "upstream end"), 1001, "")
+		wantCoderClose(t, "upstream", testkit.Recv(t, upGot, 5*time.Second, "upstream end"), 1001, "client message refused")
 		e.wantEnd(1011, initiatorProxy)
 	})
 }

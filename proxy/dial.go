@@ -29,7 +29,10 @@ func (p *Proxy) dialUpstream(w http.ResponseWriter, r *http.Request) (*Upstream,
 			return nil, nil, nil, refusal{&wsmw.HandshakeError{Status: http.StatusBadGateway, Reason: "upstream lookup failed", Err: err}, "upstream_lookup"}
 		}
 		healthy := p.healthy(pool)
-		up := p.cfg.Balancer.Select(t.fresh(healthy), r, w)
+		var up *Upstream
+		if len(healthy) > 0 {
+			up = p.cfg.Balancer.Select(t.fresh(healthy), r, w)
+		}
 		if up == nil && lastErr == nil {
 			return nil, nil, nil, refusal{&wsmw.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "no upstream available", Err: ErrNoUpstream}, "no_upstream"}
 		}

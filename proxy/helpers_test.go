@@ -573,9 +573,9 @@ type countingBalancer struct {
 	selects atomic.Int64
 }
 
-func (b *countingBalancer) Select(pool []*Upstream, r *http.Request) *Upstream {
+func (b *countingBalancer) Select(pool []*Upstream, r *http.Request, w http.ResponseWriter) *Upstream {
 	b.selects.Add(1)
-	return First().Select(pool, r)
+	return First().Select(pool, r, w)
 }
 
 // sourceFunc is an UpstreamSource from a function.

@@ -51,7 +51,10 @@ func (f *httpForwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "upstream lookup failed", http.StatusBadGateway)
 		return
 	}
-	up := f.p.cfg.Balancer.Select(f.p.healthy(pool), r, w)
+	var up *Upstream
+	if healthy := f.p.healthy(pool); len(healthy) > 0 {
+		up = f.p.cfg.Balancer.Select(healthy, r, w)
+	}
 	if up == nil {
 		http.Error(w, "no upstream available", http.StatusServiceUnavailable)
 		return
