@@ -59,9 +59,9 @@ func (c StatusCode) ValidOnWire() bool {
 const maxCloseReason = maxControlPayload - 2
 
 // ParseClosePayload decodes and validates a close frame body (RFC 6455 §5.5.1).
-// An empty body yields StatusNoStatusRcvd. A 1-byte body or an invalid code is
-// ErrProtocol; an invalid UTF-8 reason is ErrProtocol too (the close body is
-// not a text message, and the issue of record asks for 1002).
+// An empty body yields StatusNoStatusRcvd. A 1-byte body, an invalid code and a
+// reason that is not UTF-8 are all ErrProtocol: the body is a malformed control
+// frame (1002), not a text message (1007).
 func ParseClosePayload(p []byte) (StatusCode, string, error) {
 	switch {
 	case len(p) == 0:

@@ -62,7 +62,7 @@ func newDeflateState(p DeflateParams, client bool, o *CompressionOptions) *defla
 // inflates reports whether the message level inflates compressed messages (nil-safe).
 func (s *deflateState) inflates() bool { return s != nil && s.codec }
 
-// compresses reports whether WriteMessage compresses a message of n bytes (nil-safe).
+// compresses reports whether Write compresses a message of n bytes (nil-safe).
 func (s *deflateState) compresses(n int) bool { return s != nil && s.codec && n >= s.threshold }
 
 // window is the end of the inflated stream: a ring of the last len(buf) bytes.

@@ -50,7 +50,7 @@ type Conn struct {
 	wv       net.Buffers
 	wsent    bool   // a close frame was written
 	writeErr error  // sticky: a failed write leaves the stream unusable
-	batch    *batch // frames gathered by ForwardFrame, nil when none (forward.go)
+	batch    *batch // frames gathered by forwardFrame, nil when none (forward.go)
 
 	pingHandler func([]byte) error
 	pongHandler func([]byte) error

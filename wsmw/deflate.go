@@ -280,7 +280,7 @@ func (cfg *DialConfig) checkDeflateAnswer(exts []ExtensionOffer) (rest []Extensi
 
 // inspectDeflate returns the receive-only state of a Conn whose permessage-deflate
 // was negotiated by the caller's own hooks (a proxy relaying the peer's answer): the
-// message level leaves its payloads compressed, Inflate decodes them.
+// message level leaves its payloads compressed, relay.Inflate decodes them.
 func inspectDeflate(extensions string, rsv byte, client bool) *deflateState {
 	if rsv&RSV1 == 0 || !strings.Contains(strings.ToLower(extensions), PermessageDeflate) {
 		return nil

@@ -5,35 +5,42 @@
 //
 // # Two levels
 //
-// The frame level is what a proxy uses: NextFrame returns each frame's Header
-// after applying every receive rule of RFC 6455, ReadPayload (or PayloadReader)
-// streams its payload, and WriteFrame / WriteFrameInPlace / WriteFrameFrom send
-// frames, the last one streaming a payload of any size in bounded memory.
-// Control frames are returned too; pings are answered by the ping handler
-// (by default with a pong) and a close frame is recorded but not answered, so
-// the caller decides how to complete the close handshake.
+// The message level is what most handlers use: Read returns the next whole
+// message (appended to a buffer the caller may reuse, so steady-state reads
+// allocate nothing) and Write sends one, both taking a context whose end
+// interrupts them. A MessageType is text or binary: control frames are not
+// messages. Pings are answered, pongs passed to the pong handler, and a
+// received close is answered with the same code, the connection closed and
+// the peer's *CloseError returned.
 //
-// The message level sits on top: ReadMessage / AppendMessage read a whole
-// message within the size limit, NextReader streams one across its fragments,
-// WriteMessage and NextWriter send one. At this level a received close is
-// answered with the same code and the connection closed; the peer's
-// *CloseError is returned.
+// The frame level gives what a proxy or a protocol layer needs: NextFrame
+// returns each frame's Header, after applying every receive rule of RFC 6455,
+// and a reader of its payload; WriteFrame sends a frame with the given FIN,
+// RSV bits and opcode, so that a message can be sent as fragments with
+// control frames between them. Control frames are returned too; pings are
+// answered by the ping handler (by default with a pong) and a close frame is
+// recorded but not answered, so the caller decides how to complete the close
+// handshake (Close). The machinery that forwards frames from one connection
+// to another (splice, batched re-masking) is the proxy's, kept out of this
+// package's API (package internal/relay of this module).
 //
 // # Concurrency
 //
 // One goroutine reads; any number write. Each frame is written whole under a
 // lock, so control frames (pongs, pings, the close) may go between the
-// fragments of a message but never inside a frame. Messages from NextWriter
-// hold a message lock until their final frame, so WriteMessage calls wait.
-// Close may be called from any goroutine: if a read is in progress, the reader
-// receives the peer's close; otherwise Close reads until it arrives, bounded by
-// the close timeout.
+// fragments of a message but never inside a frame; a writer sending a message
+// as fragments keeps other writers' messages out itself. Close may be called
+// from any goroutine: if a read is in progress, the reader receives the peer's
+// close; otherwise Close reads until it arrives, bounded by the close timeout.
+// Group tracks a handler's connections, so that a server can close them all
+// with a code on shutdown and wait for their handlers.
 //
 // # Rules and close codes
 //
 // A frame that breaks the protocol fails the connection (RFC 6455 §7.1.7): a
-// close frame with the code is sent, the peer's close awaited briefly, and the
-// read returns a *FailError. Masking (client frames masked, server frames not),
+// close frame with the code is sent and the read returns a *FailError at once;
+// the peer's close is awaited in the background (so it is not lost to a TCP
+// reset), bounded by the close timeout, and then the connection is closed. Masking (client frames masked, server frames not),
 // RSV bits without a negotiated extension, unknown opcodes, fragmented or
 // oversized (>125 bytes) control frames, continuation frames out of place and
 // invalid close payloads fail with 1002; invalid UTF-8 in a text message fails
@@ -46,9 +53,9 @@
 // A connection holds no read buffer while idle: on TCP and Unix sockets the
 // reader waits for readiness before taking a 4 KiB buffer from a pool, and
 // gives it back as soon as it is drained. Writes need no buffer in the server
-// role (header and payload go out in one vectored write); a client masks
-// through a pooled 16 KiB buffer unless the caller hands over the payload
-// (WriteFrameInPlace). Steady-state frame reads and writes do not allocate.
+// role (header and payload go out in one vectored write); a client masks a
+// copy of the payload, through a pooled buffer. Steady-state frame reads and
+// writes do not allocate.
 //
 // With permessage-deflate an idle connection holds about 150 bytes of state,
 // plus what context takeover demands (measured by TestDeflate_MemoryPerConnection):
@@ -63,17 +70,16 @@
 // # Compression
 //
 // CompressionOptions in ServerConfig or DialConfig negotiate permessage-deflate
-// (RFC 7692) with all four parameters. At the message level, messages whose first
-// frame has RSV1 are inflated (text is then checked as UTF-8, 1007), within
-// MaxMessageSize: inflation stops as soon as the output exceeds it (1009), so a
-// small message that would inflate to gigabytes costs no more than the limit.
-// Data that does not inflate fails with 1007 (RFC 7692 names no code).
-// WriteMessage compresses messages of Threshold bytes or more; NextWriter and
-// control frames are sent uncompressed. The frame level passes RSV1 frames
-// through untouched, as a proxy relaying them needs; Inflate decodes such a
-// message for inspection. A Conn whose permessage-deflate was accepted by
-// the caller's own Extensions hooks reports it (Compressed, CompressionParams)
-// but leaves payloads compressed at every level.
+// (RFC 7692) with all four parameters. Read inflates messages whose first
+// frame has RSV1 (text is then checked as UTF-8, 1007), within MaxMessageSize:
+// inflation stops as soon as the output exceeds it (1009), so a small message
+// that would inflate to gigabytes costs no more than the limit. Data that
+// does not inflate fails with 1007 (RFC 7692 names no code). Write compresses
+// messages of Threshold bytes or more; frames written with WriteFrame and
+// control frames are sent as they are. The frame level passes RSV1 frames
+// through untouched, as a proxy relaying them needs. A Conn whose
+// permessage-deflate was accepted by the caller's own Extensions hooks reports
+// it (Compression) but leaves payloads compressed at every level.
 //
 // # Origin policy
 //

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/gorilla/websocket"
@@ -151,4 +153,68 @@ func ExampleConn_NextFrame() {
 			return
 		}
 	}
+}
+
+// A client: Dial, then one message each way with Write and Read (a reused
+// buffer keeps steady-state reads allocation-free), and the close handshake.
+func ExampleDial() {
+	srv := httptest.NewServer(wsmw.Middleware(func(c *wsmw.Conn, r *http.Request) {
+		typ, p, err := c.Read(r.Context(), nil)
+		if err == nil {
+			c.Write(r.Context(), typ, []byte(strings.ToUpper(string(p))))
+		}
+		c.Read(r.Context(), nil) // until the client's close, which Read answers
+	}, nil)(http.NotFoundHandler()))
+	defer srv.Close()
+
+	ctx := context.Background()
+	c, _, err := wsmw.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.Write(ctx, wsmw.MessageText, []byte("hello")); err != nil {
+		log.Fatal(err)
+	}
+	buf := make([]byte, 0, 512)
+	typ, p, err := c.Read(ctx, buf[:0])
+	fmt.Println(typ, string(p), err)
+	fmt.Println(c.Close(wsmw.StatusNormalClosure, "bye"))
+	// Output:
+	// text HELLO <nil>
+	// <nil>
+}
+
+// Graceful shutdown of plain handlers: a Group tracks the connections of the
+// handlers it wraps; Shutdown closes them with a code (1001 here) and waits
+// for the handlers to return, as http.Server.Shutdown does for HTTP.
+func ExampleGroup() {
+	var conns wsmw.Group
+	chat := func(c *wsmw.Conn, r *http.Request) {
+		for {
+			if _, _, err := c.Read(r.Context(), nil); err != nil {
+				return // Shutdown's close arrived: *wsmw.CloseError after the client's answer
+			}
+		}
+	}
+	srv := httptest.NewServer(wsmw.Middleware(conns.Handler(chat), nil)(http.NotFoundHandler()))
+	defer srv.Close()
+
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ws.Close()
+	closed := make(chan error, 1)
+	go func() { _, _, err := ws.ReadMessage(); closed <- err }() // answers the close
+
+	for conns.Len() == 0 { // the handler runs once the upgrade is done
+		runtime.Gosched()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fmt.Println(conns.Shutdown(ctx, wsmw.StatusGoingAway, "server shutting down"), conns.Len())
+	fmt.Println(<-closed)
+	// Output:
+	// <nil> 0
+	// websocket: close 1001 (going away): server shutting down
 }

@@ -25,7 +25,7 @@ type reader struct {
 
 	rawFn  func(fd uintptr) bool // readiness read for syscall.RawConn (see read_unix.go)
 	rawErr error
-	fwd    *batch // the batch a ForwardFrame read goes into (forwardRead in read_unix.go)
+	fwd    *batch // the batch a forwardFrame read goes into (rawForwardRead in read_unix.go)
 
 	hdr       Header // current frame
 	remaining int64  // payload bytes of hdr not read yet
