@@ -14,28 +14,30 @@
 // returns and the session runs in two goroutines, one per direction, so that
 // net/http frees its per-connection buffers.
 //
-// Each direction is a pump: it reads a frame header, decides, and streams the
-// payload to the other leg without reassembling the message. Client frames
-// are re-masked with a fresh key; binary frames go through ForwardFrame, which
-// converts the mask in one pass and gathers frames that arrive back to back
-// into one write (flushed before the pump waits for its source); large
-// upstream binary frames move socket to socket in the kernel (SpliceFrame).
-// Control frames are forwarded as they come, between fragments too; the
-// proxy's own keepalive pongs are not. A message is reassembled only when an
-// inspector asks for its payload (or compression in terminate mode needs it),
-// bounded by the size limit; it then keeps its fragmentation unless it is
-// replaced.
+// Each direction is a relayer (relay.go): it reads a frame header, decides,
+// and streams the payload to the other leg without reassembling the message.
+// Data frames go through relay.Forward, which converts the masking in one
+// pass (client frames are re-masked with a fresh key, text checked as UTF-8
+// on the way) and gathers frames that arrive back to back into one write,
+// flushed before the relayer waits for its source; large upstream binary
+// frames move socket to socket in the kernel (splice). Control frames are
+// forwarded as they come, between fragments too; the proxy's own keepalive
+// pongs are not. A message is reassembled only when an inspector asks for its
+// payload (or compression in terminate mode needs it), bounded by the size
+// limit; it then keeps its fragmentation unless it is replaced.
 //
 // # Closes
 //
 // A close from either side is forwarded with its code and reason, and the
-// answer travels back the same way. A leg that fails without a close gives the
-// other leg 1014 (upstream gone) or 1001 (client gone); a protocol violation or
-// an inspector's Close gives the offender its code and the other side 1001;
-// Shutdown closes the upstream leg first, forwards what it still sends, and
-// then gives the client the drain code (1012 by default). Every close
-// handshake is bounded by CloseTimeout; then both TCP connections close and
-// both goroutines end.
+// answer travels back the same way. The side that did nothing wrong hears at
+// once (close.go): a leg that vanished, stopped reading or stopped answering
+// pings, or that broke the protocol, a limit or a policy, gets its own code
+// (1002, 1007, 1009, the verdict's) while the other leg gets 1014 if the
+// offender was the upstream, 1001 if it was the client, without waiting for
+// the offender's close handshake, which goes on in the background. Shutdown
+// closes the upstream leg first, forwards what it still sends, and then gives
+// the client the drain code (1012 by default). Every close handshake is
+// bounded by CloseTimeout; then both connections close and both goroutines end.
 //
 // # Memory and cost
 //
