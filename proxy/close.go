@@ -39,13 +39,15 @@ func (s *session) tell(dst, l *leg, what string) {
 }
 
 // send sends a close to l at once and bounds the rest of the session by
-// CloseTimeout; a leg that cannot take it is dropped.
+// CloseTimeout; a leg that cannot take it is dropped. The close goes out
+// before the session is marked closing: a relayer that then finds its leg
+// gone and the session closing takes the close as sent.
 func (s *session) send(l *leg, code wsmw.StatusCode, reason string) {
-	s.beginClosing()
 	s.armWrite(l)
 	if err := relay.SendClose(l.conn, code, reason); err != nil && !errors.Is(err, wsmw.ErrCloseSent) {
 		l.conn.CloseNow()
 	}
+	s.beginClosing()
 }
 
 // readFailed handles a read error on src: a protocol violation (wsmw already sent

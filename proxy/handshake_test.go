@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -465,9 +464,19 @@ func TestActiveHealthProbesUseUpstreamTLS(t *testing.T) {
 				cfg.UpstreamTLS = &tls.Config{RootCAs: pool}
 			}
 			e := startProxy(t, cfg)
-			e.p.health.CheckNow(context.Background())
-			if got := activeUp(e.p.static[0]); got != trusted {
-				t.Errorf("upstream healthy after a probe: %v", got)
+			u := e.p.static[0]
+			// The checker probes at once when it starts; CheckNow skips an
+			// upstream whose probe is still running, so wait for a result.
+			probed := func() bool {
+				u.mu.Lock()
+				defer u.mu.Unlock()
+				return u.probePasses+u.probeFails > 0
+			}
+			if !testkit.Eventually(5*time.Second, probed) {
+				t.Fatal("no probe result")
+			}
+			if got := activeUp(u); got != trusted {
+				t.Errorf("upstream healthy after a probe: %v (probe error %v)", got, u.lastProbeErr)
 			}
 		})
 	}
