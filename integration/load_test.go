@@ -227,7 +227,7 @@ func TestLoadGracefulShutdown(t *testing.T) {
 	rec := &echoRecorder{echoed: make(map[string][]int)}
 	upSrv := httptest.NewServer(rec.handler())
 	t.Cleanup(upSrv.Close)
-	p, addr := proxyFront(t, proxy.Config{Upstreams: []string{upSrv.URL}, CloseTimeout: 2 * time.Second}, nil)
+	p, addr := proxyFront(t, proxy.Config{Upstreams: []string{upSrv.URL}, CloseTimeout: 5 * time.Second}, nil) // an upstream silent that long during the drain is gone
 
 	type result struct {
 		received []int
