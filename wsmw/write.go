@@ -2,20 +2,28 @@ package wsmw
 
 import (
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"sync"
 )
 
-// writeChunk is the size of the pooled buffer a client uses to mask payloads
-// without touching the caller's bytes, and a streamed frame is copied through.
-const writeChunk = 64 << 10
+// writeChunk and smallChunk are the payload sizes of the pooled buffers a
+// client masks payloads through, without touching the caller's bytes.
+const (
+	writeChunk = 64 << 10
+	smallChunk = 512
+)
 
-// writeBuf holds a frame header and a chunk of payload, so a frame of up to
-// writeChunk bytes goes out in a single write.
-type writeBuf [MaxHeaderSize + writeChunk]byte
+// writeBuf and smallBuf hold a frame header and a chunk of payload, so a frame
+// of up to their chunk size goes out in a single write.
+type (
+	writeBuf [MaxHeaderSize + writeChunk]byte
+	smallBuf [MaxHeaderSize + smallChunk]byte
+)
 
-var writeBufPool = sync.Pool{New: func() any { return new(writeBuf) }}
+var (
+	writeBufPool = sync.Pool{New: func() any { return new(writeBuf) }}
+	smallBufPool = sync.Pool{New: func() any { return new(smallBuf) }}
+)
 
 // newMaskKey returns a fresh masking key (RFC 6455 §5.3). The runtime's ChaCha8
 // generator behind math/rand/v2 is seeded from the OS and unpredictable to a peer,
@@ -130,75 +138,40 @@ func (c *Conn) writeFrame(h Header, payload []byte, inPlace bool) error {
 		c.wbufs[0], c.wbufs[1] = nil, nil
 		return c.wrote(err)
 	}
-	// Client with a payload it must not modify: mask through a pooled buffer.
+	return c.writeMasked(hdr, payload, h.Mask)
+}
+
+// writeMasked writes hdr and payload masked with key, leaving payload as it
+// is: through a pooled buffer, in chunks of at most writeChunk bytes. A
+// payload of up to smallChunk bytes (a close, a ping, a short message) takes
+// a small buffer, so that many connections closing at once do not each hold
+// a large one.
+func (c *Conn) writeMasked(hdr, payload []byte, key [4]byte) error {
+	if len(payload) <= smallChunk {
+		bp := smallBufPool.Get().(*smallBuf)
+		defer smallBufPool.Put(bp)
+		return c.writeMaskedThrough(bp[:], hdr, payload, key)
+	}
 	bp := writeBufPool.Get().(*writeBuf)
 	defer writeBufPool.Put(bp)
-	buf := bp[:copy(bp[:], hdr)]
+	return c.writeMaskedThrough(bp[:], hdr, payload, key)
+}
+
+// writeMaskedThrough is writeMasked through buf.
+func (c *Conn) writeMaskedThrough(buf, hdr, payload []byte, key [4]byte) error {
+	n := copy(buf, hdr)
 	pos := 0
 	for {
-		k := copy(bp[len(buf):], payload)
-		chunk := bp[len(buf) : len(buf)+k]
-		pos = Mask(h.Mask, pos, chunk)
+		k := copy(buf[n:], payload)
+		pos = Mask(key, pos, buf[n:n+k])
 		payload = payload[k:]
-		if _, err := c.nc.Write(bp[:len(buf)+k]); err != nil {
+		if _, err := c.nc.Write(buf[:n+k]); err != nil {
 			return c.wrote(err)
 		}
 		if len(payload) == 0 {
 			return nil
 		}
-		buf = bp[:0]
-	}
-}
-
-// writeFrameFrom writes one frame of h.Length bytes read from r, streaming them
-// through a pooled buffer: a frame of any size is forwarded in bounded memory. The
-// frame lock is held throughout, so control frames wait for the end of this frame.
-// If r fails before the first chunk is complete, nothing is written and the
-// connection stays usable; if it fails later the frame cannot be completed, so
-// the connection is closed. Both return ErrIncompleteFrame.
-func (c *Conn) writeFrameFrom(h Header, r io.Reader) error {
-	h.Masked = c.client
-	if err := c.checkWrite(&h); err != nil {
-		return err
-	}
-	if err := c.lockWrite(h.OpCode); err != nil {
-		return err
-	}
-	defer c.wmu.Unlock()
-	if c.client {
-		h.Mask = newMaskKey()
-	}
-	bp := writeBufPool.Get().(*writeBuf)
-	defer writeBufPool.Put(bp)
-	buf := AppendHeader(bp[:0], h)
-	left := h.Length
-	pos := 0
-	for {
-		want := int64(len(bp) - len(buf))
-		if want > left {
-			want = left
-		}
-		n, err := io.ReadFull(r, bp[len(buf):len(buf)+int(want)])
-		if err != nil && left == h.Length {
-			// Nothing written yet: the frame is abandoned whole and the stream stays usable.
-			return fmt.Errorf("%w: payload source failed before the frame was sent: %w", ErrIncompleteFrame, err)
-		}
-		if c.client {
-			pos = Mask(h.Mask, pos, bp[len(buf):len(buf)+n])
-		}
-		left -= int64(n)
-		if len(buf)+n > 0 {
-			if _, werr := c.nc.Write(bp[:len(buf)+n]); werr != nil {
-				return c.wrote(werr)
-			}
-		}
-		if err != nil {
-			return c.wrote(fmt.Errorf("%w: payload source ended with %d of %d bytes left: %w", ErrIncompleteFrame, left, h.Length, err))
-		}
-		if left == 0 {
-			return nil
-		}
-		buf = bp[:0]
+		n = 0
 	}
 }
 
