@@ -95,8 +95,10 @@ var offences = []offence{
 // gets its close (1014 to a client, 1001 to an upstream, saying what the
 // offender did) within hearsWithin of the moment the proxy could know, and
 // its connection ends at once, while the offender, which never answers, gets
-// its own code at once and its connection ends after about CloseTimeout; the
-// session's log line and metrics tell its end, and no goroutine outlives it.
+// its own code at once and its connection stays open for its close handshake
+// (until CloseTimeout, for the patient ones; a dropped offender is closed at
+// once, without a close); the session's log line and metrics tell its end,
+// and no goroutine outlives it.
 func TestInnocentLegHearsAtOnce(t *testing.T) {
 	testkit.CheckGoroutines(t) // after every parallel case's cleanups
 	for _, side := range []string{initiatorClient, initiatorUpstream} {
