@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,6 +48,36 @@ func startDemoWithLogger(t *testing.T, log *zap.Logger, args ...string) string {
 		srv.Close()
 	})
 	return ln.Addr().String()
+}
+
+// serveDemo runs serve, as main does, with args on a free port and returns
+// its address, and stop, which ends serve as a signal does and returns what
+// serve returned. stop runs when the test ends, if the test did not call it.
+func serveDemo(t *testing.T, args ...string) (addr string, stop func() error) {
+	t.Helper()
+	o, err := parseFlags(append([]string{"-listen", "127.0.0.1:0"}, args...), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, o, zap.NewNop(), func(a string) { addrc <- a }) }()
+	var once sync.Once
+	var serr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			serr = testkit.Recv(t, served, 15*time.Second, "serve's return after the drain")
+		})
+		return serr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return testkit.Recv(t, addrc, 5*time.Second, "the listener"), stop
 }
 
 func TestPageIsServed(t *testing.T) {
@@ -123,7 +154,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	if _, err := parseFlags([]string{"-h"}, &out); err == nil {
 		t.Fatal("-h should stop parsing")
 	}
-	for _, f := range []string{"-listen", "-upstream", "-lb", "-max-message-size", "-max-frame-size", "-origin", "-idle-timeout", "-drain-timeout", "-debug", "-compression"} {
+	for _, f := range []string{"-listen", "-upstream", "-lb", "-max-message-size", "-max-frame-size", "-origin", "-idle-timeout", "-drain-timeout", "-debug", "-compression", "-read-header-timeout", "-max-header-bytes"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("-h does not document %s", f)
 		}
@@ -221,15 +252,7 @@ func TestCompressionFlag(t *testing.T) {
 // A signal (here: the context ending) drains the demo: a proxied session gets
 // 1012, an /echo connection 1001, and serve returns once both have ended.
 func TestShutdownDrainsBothEndpoints(t *testing.T) {
-	o, err := parseFlags([]string{"-listen", "127.0.0.1:0"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	served := make(chan error, 1)
-	go func() { served <- serve(ctx, o, zap.NewNop(), func(a string) { addrc <- a }) }()
-	addr := <-addrc
+	addr, stop := serveDemo(t)
 	codes := make(chan int, 2)
 	for _, path := range []string{"/ws", "/echo"} {
 		c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+path, nil)
@@ -254,14 +277,8 @@ func TestShutdownDrainsBothEndpoints(t *testing.T) {
 			}
 		}()
 	}
-	cancel()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Fatalf("serve: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not return after the drain")
+	if err := stop(); err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 	got := map[int]bool{<-codes: true, <-codes: true}
 	if !got[1012] || !got[1001] {
