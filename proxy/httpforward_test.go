@@ -176,7 +176,7 @@ func TestHTTPHandlerStickyWithWebSocketOnChi(t *testing.T) {
 		first := steps[0]()
 		req := newRequest(t, http.MethodGet, front.URL, "")
 		spread[first] = true
-		if cs := jar.Cookies(req.URL); len(cs) != 1 || cs[0].Value != cookieValue("k", namedAddr(t, ups, first)) {
+		if cs := jar.Cookies(req.URL); len(cs) != 1 || cs[0].Value != testkit.LBCookie("k", namedAddr(t, ups, first)) {
 			t.Fatalf("client %d: cookies %v after its first request, want lb naming %s", i, cs, first)
 		}
 		for j, step := range steps[1:] {

@@ -1,9 +1,6 @@
 package proxy
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"maps"
 	"net/http"
 	"net/http/cookiejar"
@@ -16,14 +13,6 @@ import (
 
 	"github.com/wsgate/wsgate/internal/testkit"
 )
-
-// cookieValue is the value of Caddy's cookie policy for the upstream at
-// hostPort: the hex HMAC-SHA256 of hostPort keyed by secret.
-func cookieValue(secret, hostPort string) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(hostPort))
-	return hex.EncodeToString(m.Sum(nil))
-}
 
 // namedPool returns ups' ws:// URLs, for Config.Upstreams.
 func namedPool(ups []*testkit.Named) []string {
@@ -71,7 +60,7 @@ func TestStickyCookieSetOn101AndFollowed(t *testing.T) {
 		}
 		spread[first] = true
 		ck := onlyCookie(t, resp)
-		if want := cookieValue("s3cret", namedAddr(t, ups, first)); ck.Name != "sid" || ck.Value != want {
+		if want := testkit.LBCookie("s3cret", namedAddr(t, ups, first)); ck.Name != "sid" || ck.Value != want {
 			t.Fatalf("cookie %s=%s, want sid=%s (the HMAC of %s's host:port)", ck.Name, ck.Value, want, first)
 		}
 		if raw := resp.Header.Get("Set-Cookie"); !strings.HasSuffix(raw, "; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax") {
@@ -109,7 +98,7 @@ func TestStickyCookieOverTLSIsSecure(t *testing.T) {
 		t.Fatalf("upgrade refused: %v", resp)
 	}
 	ck := onlyCookie(t, resp)
-	if ck.Name != "lb" || ck.Value != cookieValue("", namedAddr(t, ups, name)) || ck.Path != "/" || !ck.HttpOnly || !ck.Secure || ck.SameSite != http.SameSiteNoneMode || ck.MaxAge != 0 {
+	if ck.Name != "lb" || ck.Value != testkit.LBCookie("", namedAddr(t, ups, name)) || ck.Path != "/" || !ck.HttpOnly || !ck.Secure || ck.SameSite != http.SameSiteNoneMode || ck.MaxAge != 0 {
 		t.Errorf("Set-Cookie %q, want lb=<HMAC>; Path=/; HttpOnly; Secure; SameSite=None, a session cookie", resp.Header.Get("Set-Cookie"))
 	}
 }
@@ -133,7 +122,7 @@ func TestStickyCookieOnRelayedRefusal(t *testing.T) {
 			for _, c := range r.resp.Cookies() {
 				got[c.Name] = c.Value
 			}
-			want := map[string]string{"sid": cookieValue("k", strings.TrimPrefix(up.URL, "http://"))}
+			want := map[string]string{"sid": testkit.LBCookie("k", strings.TrimPrefix(up.URL, "http://"))}
 			if upCookie != "" {
 				want["app"] = "1"
 			}
@@ -166,12 +155,12 @@ func TestStickyCookieReplacedWhenItsUpstreamIsGone(t *testing.T) {
 		}
 	}
 
-	for _, value := range []string{"forged", cookieValue("", strings.TrimPrefix(dead, "ws://"))} {
+	for _, value := range []string{"forged", testkit.LBCookie("", strings.TrimPrefix(dead, "ws://"))} {
 		name, resp := testkit.NamedWS(t, nil, e.ws("/"), http.Header{"Cookie": {"lb=" + value}})
 		if name != "alive" {
 			t.Fatalf("cookie %s: %q %v, want alive", value, name, resp)
 		}
-		if cs := resp.Cookies(); len(cs) == 0 || cs[len(cs)-1].Value != cookieValue("", alive.Addr) {
+		if cs := resp.Cookies(); len(cs) == 0 || cs[len(cs)-1].Value != testkit.LBCookie("", alive.Addr) {
 			t.Errorf("cookie %s: Set-Cookie %q, want the last one naming alive", value, resp.Header.Values("Set-Cookie"))
 		}
 	}

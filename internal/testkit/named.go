@@ -1,7 +1,10 @@
 package testkit
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log"
@@ -168,4 +171,12 @@ func NamedHTTP(t testing.TB, client *http.Client, req *http.Request) (string, *h
 		t.Fatalf("%s %s: X-Upstream %s, body %q", req.Method, req.URL, name, body)
 	}
 	return name, resp, string(body)
+}
+
+// LBCookie is the value of Caddy's cookie policy (and proxy.StickyCookie)
+// for the upstream at hostPort: the hex HMAC-SHA256 of hostPort keyed by secret.
+func LBCookie(secret, hostPort string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(hostPort))
+	return hex.EncodeToString(m.Sum(nil))
 }
