@@ -60,19 +60,18 @@ func TestFailoverServesEverySession(t *testing.T) {
 		for _, policy := range []string{"random", "round_robin", "first", "least_conn", "ip_hash", "uri_hash", "cookie"} {
 			t.Run(bad+"/"+policy, func(t *testing.T) {
 				cfg := Config{}
-				alive := testkit.StartNamed(t, "alive", nil)
+				var upTLS *tls.Config
 				switch bad {
 				case "refused":
 					cfg.Upstreams = []string{testkit.DeadURL(t)}
 				case "dns":
 					cfg.Upstreams = []string{unresolvable}
 				case "tls":
-					alive = testkit.StartNamed(t, "alive", &tls.Config{})
 					failing, _ := tlsFailing(t, 0)
 					cfg.Upstreams = []string{failing}
-					cfg.UpstreamTLS = &tls.Config{InsecureSkipVerify: true}
+					upTLS, cfg.UpstreamTLS = &tls.Config{}, &tls.Config{InsecureSkipVerify: true}
 				}
-				cfg.Upstreams = append(cfg.Upstreams, alive.WS)
+				cfg.Upstreams = append(cfg.Upstreams, testkit.StartNamed(t, "alive", upTLS).WS)
 				var err error
 				if cfg.Balancer, err = ParseBalancer(policy); err != nil {
 					t.Fatal(err)
