@@ -240,13 +240,13 @@ func (c sameChoiceClient) upgrade(t *testing.T, base, target string, header http
 	return name, resp.Header.Values("Set-Cookie")
 }
 
-// sameChoiceSite is a site serving, as a Socket.IO app is served, plain
-// requests with reverse_proxy and upgrades with ws, both with lb_policy
-// policy over the same upstreams: wsList for ws (URLs or host:port),
-// rpList for reverse_proxy (host:port).
-func sameChoiceSite(address, tlsLine, wsList, rpList, policy string) string {
-	return fmt.Sprintf("%s {\n%s\tws %s {\n\t\tlb_policy %s\n\t}\n\treverse_proxy %s {\n\t\tlb_policy %s\n\t}\n}\n",
-		address, tlsLine, wsList, policy, rpList, policy)
+// sameChoiceRoute is a route for the paths under prefix serving, as a
+// Socket.IO app is served, plain requests with reverse_proxy and upgrades
+// with ws, both with lb_policy policy over the same upstreams: wsList for ws
+// (URLs or host:port), rpList for reverse_proxy (host:port).
+func sameChoiceRoute(prefix, wsList, rpList, policy string) string {
+	return fmt.Sprintf("\thandle %s* {\n\t\tws %s {\n\t\t\tlb_policy %s\n\t\t}\n\t\treverse_proxy %s {\n\t\t\tlb_policy %s\n\t\t}\n\t}\n",
+		prefix, wsList, policy, rpList, policy)
 }
 
 // upstreamLists returns ups as ws takes them (ws:// URLs and bare host:port,
@@ -272,26 +272,26 @@ func TestWSSelectsWhatReverseProxySelects(t *testing.T) {
 	ups := testkit.StartNamedSet(t, 3)
 	wsList, rpList := upstreamLists(ups)
 	policies := []string{"ip_hash", "client_ip_hash", "uri_hash", "query user", "header X-User", "first"}
-	ports := map[string]int{}
-	cfg := caddytest.Global
+	port := testkit.FreePort(t)
+	cfg := fmt.Sprintf("%s:%d {\n", caddytest.Global, port)
 	for _, p := range policies {
-		ports[p] = testkit.FreePort(t)
-		cfg += sameChoiceSite(fmt.Sprintf(":%d", ports[p]), "", wsList, rpList, p)
+		cfg += sameChoiceRoute("/"+strings.Fields(p)[0]+"/", wsList, rpList, p)
 	}
-	caddytest.Load(t, cfg)
+	caddytest.Load(t, cfg+"}\n")
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	for _, p := range policies {
 		t.Run(p, func(t *testing.T) {
-			base := fmt.Sprintf("http://127.0.0.1:%d", ports[p])
+			prefix := "/" + strings.Fields(p)[0] + "/"
 			spread := map[string]int{}
 			for range 60 {
-				ip, target, h := "127.0.0.1", "/socket.io/", http.Header{}
+				ip, target, h := "127.0.0.1", prefix, http.Header{}
 				switch p {
 				case "ip_hash", "client_ip_hash":
 					ip = fmt.Sprintf("127.0.0.%d", 1+rand.IntN(254))
 				case "uri_hash":
-					target = "/" + randomToken() + "/?v=" + randomToken()
+					target = prefix + randomToken() + "/?v=" + randomToken()
 				case "query user":
-					target = "/socket.io/?user=" + randomToken()
+					target = prefix + "?user=" + randomToken()
 				case "header X-User":
 					h.Set("X-User", randomToken())
 				}
@@ -330,12 +330,14 @@ func TestWSSetsReverseProxysCookie(t *testing.T) {
 	}), nil)
 	ca := newTestCA(t)
 	_, certFile, keyFile := ca.issue(t, "site", false, "127.0.0.1")
-	const policy = "cookie sid s3cret {\n\t\t\tmax_age 1h\n\t\t}"
-	plain, secure, refused := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
+	const policy = "cookie sid s3cret {\n\t\t\t\tmax_age 1h\n\t\t\t}"
+	plain, secure := testkit.FreePort(t), testkit.FreePort(t)
 	caddytest.Load(t, caddytest.Global+
-		sameChoiceSite(fmt.Sprintf("http://:%d", plain), "", wsList, rpList, policy)+
-		sameChoiceSite(fmt.Sprintf("https://:%d", secure), fmt.Sprintf("\ttls %s %s\n", certFile, keyFile), wsList, rpList, policy)+
-		sameChoiceSite(fmt.Sprintf("http://:%d", refused), "", refusing, refusing, policy))
+		fmt.Sprintf("http://:%d {\n", plain)+
+		sameChoiceRoute("/socket.io/", wsList, rpList, policy)+
+		sameChoiceRoute("/refused/", refusing, refusing, policy)+
+		fmt.Sprintf("}\nhttps://:%d {\n\ttls %s %s\n", secure, certFile, keyFile)+
+		sameChoiceRoute("/socket.io/", wsList, rpList, policy)+"}\n")
 
 	for _, tc := range []struct {
 		name, base, attrs string
@@ -390,9 +392,9 @@ func TestWSSetsReverseProxysCookie(t *testing.T) {
 
 	t.Run("refusal", func(t *testing.T) {
 		c := newSameChoiceClient("127.0.0.1", nil)
-		base := fmt.Sprintf("http://127.0.0.1:%d", refused)
-		_, rpSet := c.get(t, base, "/", nil)
-		_, resp := testkit.NamedWS(t, c.ws, testkit.WSURL(base)+"/", nil)
+		base := fmt.Sprintf("http://127.0.0.1:%d", plain)
+		_, rpSet := c.get(t, base, "/refused/", nil)
+		_, resp := testkit.NamedWS(t, c.ws, testkit.WSURL(base)+"/refused/", nil)
 		if resp == nil || resp.StatusCode != http.StatusForbidden {
 			t.Fatalf("upgrade: %v, want the upstream's 403", resp)
 		}
