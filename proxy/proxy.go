@@ -300,7 +300,7 @@ func (p *Proxy) relayRefusal(w http.ResponseWriter, r *http.Request, resp *http.
 	h.Del("Content-Length")
 	p.cfg.HeaderDown.apply(h, nil)
 	for k, vs := range h {
-		w.Header()[k] = vs
+		w.Header()[k] = append(w.Header()[k], vs...) // after what the balancer set (a sticky cookie)
 	}
 	w.WriteHeader(resp.StatusCode)
 	if resp.Body != nil {
