@@ -42,10 +42,12 @@ func (c *Conn) Close(code StatusCode, reason string) error {
 	return err
 }
 
-// waitPeerClose waits, bounded by the close timeout, for the peer's close frame.
+// waitPeerClose waits, bounded by the close timeout, for the peer's close
+// frame. A failed connection waits for it in the background (see fail), and
+// signals peerDone when that wait is over.
 func (c *Conn) waitPeerClose() {
 	deadline := time.Now().Add(c.closeTimeout)
-	if c.rd.mu.TryLock() {
+	if c.failed.Load() == nil && c.rd.mu.TryLock() {
 		// No read in progress: read ourselves until the close (or an error) arrives.
 		defer c.rd.mu.Unlock()
 		_ = c.nc.SetReadDeadline(deadline)
