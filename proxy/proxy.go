@@ -286,7 +286,7 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, rf refusal) {
 	if ce := p.log.Check(level, "handshake refused"); ce != nil {
 		ce.Write(p.requestFields(r, zap.Int("status", rf.Status), zap.String("reason", rf.metric), zap.Error(rf.HandshakeError))...)
 	}
-	relay.RefuseHandshake(w, rf.HandshakeError)
+	relay.RefuseHandshake(w, r, rf.HandshakeError)
 }
 
 // relayRefusal passes an upstream's refusal (a status of 300 or more) on to

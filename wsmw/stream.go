@@ -1,0 +1,266 @@
+package wsmw
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// stream is the net.Conn of a Conn whose WebSocket is an HTTP/2 or HTTP/3
+// stream: streamConn in the server role, clientStream in the client role.
+type stream interface {
+	net.Conn
+	// writeBuffers writes the buffers of v, a frame's header and payload, together.
+	writeBuffers(v net.Buffers) (int64, error)
+	// end ends the stream, in order (the close handshake is complete) or
+	// abruptly (reset), once; Close is end(false).
+	end(orderly bool)
+}
+
+// streamConn is what a Conn runs on when its WebSocket is an HTTP/2 or HTTP/3
+// stream (RFC 8441, RFC 9220): a net.Conn that reads the request body and
+// writes the response, flushing every write, with deadlines and the end of
+// the stream through an http.ResponseController.
+//
+// The ResponseWriter belongs to the handler: net/http's HTTP/2 server frees
+// it when the handler returns, after which any use of it crashes. So the
+// handler must close the Conn before it returns, and every use of the
+// ResponseWriter here holds mu shared and checks closed; end, called once by
+// the Conn's CloseNow, takes mu exclusively and sets closed.
+type streamConn struct {
+	body   io.ReadCloser
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	h3     bool
+	local  net.Addr
+	remote net.Addr
+
+	mu      sync.RWMutex // held shared while w is used, exclusively by end
+	closed  bool         // guarded by mu: w must not be used any more
+	once    sync.Once
+	aborted atomic.Bool // the stream ended abruptly (see end)
+}
+
+func newStreamConn(w http.ResponseWriter, r *http.Request) *streamConn {
+	network := "tcp"
+	if r.ProtoMajor == 3 {
+		network = "udp"
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if local == nil {
+		local = streamAddr{network, ""}
+	}
+	body := r.Body
+	if body == nil {
+		body = http.NoBody
+	}
+	return &streamConn{
+		body:   body,
+		w:      w,
+		rc:     http.NewResponseController(w),
+		h3:     r.ProtoMajor == 3,
+		local:  local,
+		remote: parseAddr(network, r.RemoteAddr),
+	}
+}
+
+// Read reads the request body: the frames the peer sends.
+func (s *streamConn) Read(p []byte) (int, error) { return s.body.Read(p) }
+
+// Write writes p to the response and flushes it, so that it leaves at once.
+func (s *streamConn) Write(p []byte) (int, error) {
+	if err := s.use(); err != nil {
+		return 0, err
+	}
+	defer s.mu.RUnlock()
+	n, err := s.w.Write(p)
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	return n, err
+}
+
+// writeBuffers writes the buffers of v with a single flush, so that a
+// frame's header and payload leave together.
+func (s *streamConn) writeBuffers(v net.Buffers) (int64, error) {
+	if err := s.use(); err != nil {
+		return 0, err
+	}
+	defer s.mu.RUnlock()
+	var n int64
+	for _, b := range v {
+		k, err := s.w.Write(b)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, s.rc.Flush()
+}
+
+// use takes mu shared, unless the stream is closed: the ResponseWriter may be gone.
+func (s *streamConn) use() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return net.ErrClosed
+	}
+	return nil
+}
+
+// SetReadDeadline sets the stream's read deadline. Once it has passed, the
+// request body is closed for good (HTTP/2), as the Conn expects of any read timeout.
+func (s *streamConn) SetReadDeadline(t time.Time) error {
+	if err := s.use(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	return s.rc.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the stream's write deadline. Once it has passed, the
+// stream is reset (HTTP/2) or its writes fail (HTTP/3).
+func (s *streamConn) SetWriteDeadline(t time.Time) error {
+	if err := s.use(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	return s.rc.SetWriteDeadline(t)
+}
+
+func (s *streamConn) SetDeadline(t time.Time) error {
+	if err := s.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return s.SetWriteDeadline(t)
+}
+
+func (s *streamConn) LocalAddr() net.Addr  { return s.local }
+func (s *streamConn) RemoteAddr() net.Addr { return s.remote }
+
+// Close ends the stream abruptly; the Conn's CloseNow calls end instead. It
+// is what a failed write calls.
+func (s *streamConn) Close() error {
+	s.end(false)
+	return nil
+}
+
+// end ends the Conn's use of the stream, once. RFC 8441 §5 and RFC 9220 §3
+// map TCP's FIN to the end of the stream and its RST to a stream reset:
+//   - orderly (the close handshake is complete): reads are woken up and
+//     nothing more is written; the stream ends (END_STREAM, or the FIN bit on
+//     HTTP/3) when the handler returns;
+//   - abrupt: the stream is reset at once on HTTP/2 (a write deadline in the
+//     past makes net/http send RST_STREAM); on HTTP/3 blocked writes fail,
+//     the peer is told to stop sending (STOP_SENDING), and the handler resets
+//     the rest by panicking with http.ErrAbortHandler (endStream).
+//
+// Operations still in flight are waited for: an abrupt end wakes them, and an
+// orderly one whose write is stuck becomes abrupt.
+func (s *streamConn) end(orderly bool) {
+	s.once.Do(func() {
+		if orderly {
+			_ = s.rc.SetReadDeadline(aLongTimeAgo)
+		} else {
+			s.abort()
+		}
+		if !s.mu.TryLock() {
+			if orderly {
+				s.abort()
+			}
+			s.mu.Lock()
+		}
+		s.closed = true
+		s.mu.Unlock()
+	})
+}
+
+// abort resets the stream as far as the handler can before it returns.
+func (s *streamConn) abort() {
+	s.aborted.Store(true)
+	_ = s.rc.SetWriteDeadline(aLongTimeAgo) // HTTP/2: RST_STREAM now; HTTP/3: blocked writes fail
+	_ = s.body.Close()                      // blocked reads fail; HTTP/3: STOP_SENDING
+}
+
+// streamAddr is the address of a stream's peer when it is not an IP:port.
+type streamAddr struct{ network, addr string }
+
+func (a streamAddr) Network() string { return a.network }
+func (a streamAddr) String() string  { return a.addr }
+
+// parseAddr turns a request's RemoteAddr into a net.Addr of network.
+func parseAddr(network, s string) net.Addr {
+	ap, err := netip.ParseAddrPort(s)
+	switch {
+	case err != nil:
+		return streamAddr{network, s}
+	case network == "udp":
+		return net.UDPAddrFromAddrPort(ap)
+	}
+	return net.TCPAddrFromAddrPort(ap)
+}
+
+// quietReads reports whether reads from nc should wait in the reader's small
+// head array instead of a pooled buffer (see quietFill): on a stream, which
+// has no RawConn to wait for readiness on.
+func quietReads(nc net.Conn) bool {
+	_, ok := nc.(stream)
+	return ok
+}
+
+// quietFill waits for the next bytes holding no pooled buffer: it reads at
+// most a frame header's worth into r.head, then moves them into a buffer from
+// the pool. An idle stream thus costs the Conn no read buffer, as a socket
+// does with its readiness wait.
+func (r *reader) quietFill() error {
+	if h := testHookWait.Load(); h != nil {
+		(*h)(false)
+	}
+	n, err := r.c.nc.Read(r.head[:])
+	if n == 0 {
+		return err // nil: a read of nothing, tried again
+	}
+	r.acquire()
+	r.w = copy(r.bp[:], r.head[:n])
+	return nil // an error that came with data comes again with the next read
+}
+
+// writev writes c.wv, header and payload of one frame, in one go: a vectored
+// write on a socket, one flush on a stream.
+func (c *Conn) writev() (int64, error) {
+	if s, ok := c.nc.(stream); ok {
+		return s.writeBuffers(c.wv)
+	}
+	return c.wv.WriteTo(c.nc)
+}
+
+// closeNetConn closes c's connection for CloseNow. A stream ends in order
+// when the close handshake is complete: a close frame went each way.
+func (c *Conn) closeNetConn() error {
+	if s, ok := c.nc.(stream); ok {
+		s.end(c.wsent.Load() && c.closeRecv.Load() != nil)
+		return nil
+	}
+	return c.nc.Close()
+}
+
+// onStream reports whether c is the server side of an HTTP/2 or HTTP/3 stream.
+func (c *Conn) onStream() bool {
+	_, ok := c.nc.(*streamConn)
+	return ok
+}
+
+// endStream is called, once c is closed, by the handler that served c,
+// just before it returns. An HTTP/3 stream that ended abruptly is reset by
+// panicking with http.ErrAbortHandler, which quic-go's server answers by
+// resetting both directions of the stream (net/http's HTTP/2 server has
+// already reset its stream in end).
+func (c *Conn) endStream() {
+	if s, ok := c.nc.(*streamConn); ok && s.h3 && s.aborted.Load() {
+		panic(http.ErrAbortHandler)
+	}
+}
