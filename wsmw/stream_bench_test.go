@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/wsgate/wsgate/internal/streamtest"
 )
 
 // BenchmarkIdleStreamMemory reports heap+stack bytes held per idle WebSocket
@@ -21,7 +23,7 @@ import (
 // share one TCP connection, opened by a client built on x/net's framer that
 // holds nothing per stream.
 func BenchmarkIdleStreamMemory(b *testing.B) {
-	requireXConnect(b)
+	streamtest.RequireXConnect(b)
 	const streams = 1000
 	run := func(b *testing.B, h http.Handler, ready <-chan func()) {
 		srv := httptest.NewUnstartedServer(h)

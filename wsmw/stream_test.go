@@ -8,11 +8,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/streamtest"
 )
 
 // echoHandler echoes messages with the message API until the peer closes.
@@ -30,7 +33,7 @@ func echoHandler(c *Conn, r *http.Request) {
 
 // forEachProto runs f as a subtest for every stream protocol.
 func forEachProto(t *testing.T, f func(t *testing.T, proto string)) {
-	for _, proto := range streamProtos {
+	for _, proto := range streamtest.Protos {
 		t.Run(proto, func(t *testing.T) { f(t, proto) })
 	}
 }
@@ -171,13 +174,13 @@ func TestStreamNotWebSocket(t *testing.T) {
 		})
 		s := startStream(t, proto, mux)
 		for _, path := range []string{"/mw", "/upgrade"} {
-			rs, resp := s.openRawProtocol(t, path, "webtransport", nil)
+			st, resp := s.Open(t, path, "webtransport", nil)
 			want := map[string]int{"/mw": http.StatusTeapot, "/upgrade": http.StatusBadRequest}[path]
-			if rs != nil || resp.StatusCode != want {
+			if st != nil || resp.StatusCode != want {
 				t.Errorf("%s with :protocol webtransport: status %d, want %d", path, resp.StatusCode, want)
 			}
 		}
-		resp, err := s.get("/upgrade")
+		resp, _, err := s.Get("/upgrade")
 		if err != nil || resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("GET /upgrade: %v %v, want 400", resp, err)
 		}
@@ -200,7 +203,7 @@ func TestStreamCloses(t *testing.T) {
 		// client drives the raw client; it returns the close code it expects
 		// the server's handler to see (0: none, the read failed).
 		client func(t *testing.T, rs *rawStream) StatusCode
-		end    ending
+		end    streamtest.Ending
 	}{
 		{
 			name:    "client closes",
@@ -212,7 +215,7 @@ func TestStreamCloses(t *testing.T) {
 				}
 				return 4000
 			},
-			end: endStream,
+			end: streamtest.EndStream,
 		},
 		{
 			name:    "server closes",
@@ -224,7 +227,7 @@ func TestStreamCloses(t *testing.T) {
 				rs.write(t, wtCF(OpClose, wtCloseBody(4001, "")))
 				return 0
 			},
-			end: endStream,
+			end: streamtest.EndStream,
 		},
 		{
 			name:    "server closes, client never answers",
@@ -234,7 +237,7 @@ func TestStreamCloses(t *testing.T) {
 				rs.readClose(t)
 				return 0
 			},
-			end: endReset,
+			end: streamtest.EndReset,
 		},
 		{
 			name: "server drops the connection",
@@ -246,7 +249,7 @@ func TestStreamCloses(t *testing.T) {
 				rs.write(t, wtCF(OpText, "hello"))
 				return 0
 			},
-			end: endReset,
+			end: streamtest.EndReset,
 		},
 		{
 			name:    "message over the limit",
@@ -260,7 +263,7 @@ func TestStreamCloses(t *testing.T) {
 				rs.write(t, wtCF(OpClose, wtCloseBody(1009, "")))
 				return 0
 			},
-			end: endStream,
+			end: streamtest.EndStream,
 		},
 		{
 			name:    "invalid UTF-8",
@@ -273,7 +276,7 @@ func TestStreamCloses(t *testing.T) {
 				rs.write(t, wtCF(OpClose, wtCloseBody(1007, "")))
 				return 0
 			},
-			end: endStream,
+			end: streamtest.EndStream,
 		},
 		{
 			name:    "unmasked frame",
@@ -286,7 +289,7 @@ func TestStreamCloses(t *testing.T) {
 				rs.write(t, wtCF(OpClose, wtCloseBody(1002, "")))
 				return 0
 			},
-			end: endStream,
+			end: streamtest.EndStream,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -313,7 +316,7 @@ func TestStreamCloses(t *testing.T) {
 					t.Fatalf("status %d", resp.StatusCode)
 				}
 				want := tc.client(t, rs)
-				if got := rs.streamEnding(t); got != tc.end {
+				if got := rs.ending(t); got != tc.end {
 					t.Errorf("stream ended with %s, want %s", got, tc.end)
 				}
 				<-done
@@ -361,7 +364,7 @@ func TestStreamHandlerPanics(t *testing.T) {
 			t.Fatalf("close %v, want 1011", got)
 		}
 		rs.write(t, wtCF(OpClose, wtCloseBody(1011, "")))
-		if got := rs.streamEnding(t); got != endStream {
+		if got := rs.ending(t); got != streamtest.EndStream {
 			t.Errorf("stream ended with %s", got)
 		}
 	})
@@ -456,7 +459,7 @@ func TestStreamDialRefused(t *testing.T) {
 		if !errors.As(err, &he) || he.Status != http.StatusForbidden || resp == nil {
 			t.Fatalf("dial: %v, want a 403 HandshakeError", err)
 		}
-		if body := readAll(t, resp); !strings.Contains(body, "origin not allowed") {
+		if body, _ := io.ReadAll(resp.Body); !strings.Contains(string(body), "origin not allowed") {
 			t.Errorf("body %q", body)
 		}
 	})
