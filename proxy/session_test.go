@@ -797,8 +797,8 @@ func TestSessionMetrics(t *testing.T) {
 			"up bytes":   ssGather(t, reg, "t_bytes_total", map[string]string{"direction": "up"}),
 			"down bytes": ssGather(t, reg, "t_bytes_total", map[string]string{"direction": "down"}),
 			"active":     ssGather(t, reg, "t_sessions_active", nil),
-			"sessions":   ssGather(t, reg, "t_sessions_total", nil),
-			"closes":     ssGather(t, reg, "t_closes_total", map[string]string{"code": "1000", "initiator": "client"}),
+			"sessions":   ssGather(t, reg, "t_sessions_total", map[string]string{"client_proto": "http/1.1"}),
+			"closes":     ssGather(t, reg, "t_closes_total", map[string]string{"code": "1000", "initiator": "client", "client_proto": "http/1.1"}),
 		}
 		var keys []string
 		for k := range want {
