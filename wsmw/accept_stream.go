@@ -65,14 +65,14 @@ func acceptStream(w http.ResponseWriter, r *http.Request, cfg *ServerConfig, cc 
 	if cc.extensions != "" {
 		h.Set("Sec-WebSocket-Extensions", cc.extensions)
 	}
-	s := newStreamConn(w, r)
-	_ = s.rc.SetReadDeadline(time.Time{})
-	_ = s.rc.SetWriteDeadline(time.Time{})
+	// The 200 goes through the handler's wrappers, like any response; the frames will not.
 	w.WriteHeader(http.StatusOK)
-	if err := s.rc.Flush(); err != nil {
-		s.abort()
+	if err := http.NewResponseController(w).Flush(); err != nil {
 		return nil, fmt.Errorf("websocket: failed to send the handshake response: %w", err)
 	}
+	s := newStreamConn(w, r)
+	_ = s.rrc.SetReadDeadline(time.Time{})
+	_ = s.wrc.SetWriteDeadline(time.Time{})
 	return newConn(s, nil, false, cc), nil
 }
 

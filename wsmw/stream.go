@@ -24,7 +24,15 @@ type stream interface {
 // streamConn is what a Conn runs on when its WebSocket is an HTTP/2 or HTTP/3
 // stream (RFC 8441, RFC 9220): a net.Conn that reads the request body and
 // writes the response, flushing every write, with deadlines and the end of
-// the stream through an http.ResponseController.
+// the stream through http.ResponseControllers.
+//
+// Once the handshake's 200 is sent, the stream belongs to the WebSocket as a
+// hijacked connection would: frames and write deadlines go to the server's
+// own ResponseWriter, under any middleware's wrappers (which may keep state
+// that is not safe for the concurrent writes and deadline changes a Conn
+// makes, or reset deadlines on every write). Read deadlines go through the
+// handler's ResponseWriter, so that a wrapper of the request body that owns
+// its read deadlines (Caddy's idle timeouts) sees them.
 //
 // The ResponseWriter belongs to the handler: net/http's HTTP/2 server frees
 // it when the handler returns, after which any use of it crashes. So the
@@ -33,8 +41,9 @@ type stream interface {
 // the Conn's CloseNow, takes mu exclusively and sets closed.
 type streamConn struct {
 	body   io.ReadCloser
-	w      http.ResponseWriter
-	rc     *http.ResponseController
+	w      http.ResponseWriter      // the server's own, under every wrapper
+	wrc    *http.ResponseController // of w: flushes and write deadlines
+	rrc    *http.ResponseController // of the handler's ResponseWriter: read deadlines
 	h3     bool
 	local  net.Addr
 	remote net.Addr
@@ -58,13 +67,27 @@ func newStreamConn(w http.ResponseWriter, r *http.Request) *streamConn {
 	if body == nil {
 		body = http.NoBody
 	}
+	inner := innermost(w)
 	return &streamConn{
 		body:   body,
-		w:      w,
-		rc:     http.NewResponseController(w),
+		w:      inner,
+		wrc:    http.NewResponseController(inner),
+		rrc:    http.NewResponseController(w),
 		h3:     r.ProtoMajor == 3,
 		local:  local,
 		remote: parseAddr(network, r.RemoteAddr),
+	}
+}
+
+// innermost unwraps w (as http.ResponseController does) down to the
+// ResponseWriter of the server itself.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
 	}
 }
 
@@ -79,7 +102,7 @@ func (s *streamConn) Write(p []byte) (int, error) {
 	defer s.mu.RUnlock()
 	n, err := s.w.Write(p)
 	if err == nil {
-		err = s.rc.Flush()
+		err = s.wrc.Flush()
 	}
 	return n, err
 }
@@ -99,7 +122,7 @@ func (s *streamConn) writeBuffers(v net.Buffers) (int64, error) {
 			return n, err
 		}
 	}
-	return n, s.rc.Flush()
+	return n, s.wrc.Flush()
 }
 
 // use takes mu shared, unless the stream is closed: the ResponseWriter may be gone.
@@ -119,7 +142,7 @@ func (s *streamConn) SetReadDeadline(t time.Time) error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	return s.rc.SetReadDeadline(t)
+	return s.rrc.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the stream's write deadline. Once it has passed, the
@@ -129,7 +152,7 @@ func (s *streamConn) SetWriteDeadline(t time.Time) error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	return s.rc.SetWriteDeadline(t)
+	return s.wrc.SetWriteDeadline(t)
 }
 
 func (s *streamConn) SetDeadline(t time.Time) error {
@@ -164,7 +187,7 @@ func (s *streamConn) Close() error {
 func (s *streamConn) end(orderly bool) {
 	s.once.Do(func() {
 		if orderly {
-			_ = s.rc.SetReadDeadline(aLongTimeAgo)
+			_ = s.rrc.SetReadDeadline(aLongTimeAgo)
 		} else {
 			s.abort()
 		}
@@ -182,8 +205,8 @@ func (s *streamConn) end(orderly bool) {
 // abort resets the stream as far as the handler can before it returns.
 func (s *streamConn) abort() {
 	s.aborted.Store(true)
-	_ = s.rc.SetWriteDeadline(aLongTimeAgo) // HTTP/2: RST_STREAM now; HTTP/3: blocked writes fail
-	_ = s.body.Close()                      // blocked reads fail; HTTP/3: STOP_SENDING
+	_ = s.wrc.SetWriteDeadline(aLongTimeAgo) // HTTP/2: RST_STREAM now; HTTP/3: blocked writes fail
+	_ = s.body.Close()                       // blocked reads fail; HTTP/3: STOP_SENDING
 }
 
 // streamAddr is the address of a stream's peer when it is not an IP:port.
