@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -154,14 +155,29 @@ func (s *Server) Get(path string) (*http.Response, []byte, error) {
 
 // Open sends an extended CONNECT for path with :protocol protocol and hdr
 // (plus Sec-WebSocket-Version: 13 unless hdr has one). It returns the
-// response, and the stream when the answer is a 200. Both end with t.
+// response, and the stream when the answer is a 200; both end with t.
 func (s *Server) Open(t testing.TB, path, protocol string, hdr http.Header) (*Stream, *http.Response) {
 	t.Helper()
+	st, resp, err := s.Connect(path, protocol, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if resp.StatusCode != http.StatusOK {
+		return nil, resp
+	}
+	return st, resp
+}
+
+// Connect is Open for callers that close the stream themselves (it is
+// returned whatever the status) and handle errors.
+func (s *Server) Connect(path, protocol string, hdr http.Header) (*Stream, *http.Response, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	req, err := http.NewRequestWithContext(ctx, http.MethodConnect, s.HTTPURL(path), pr)
 	if err != nil {
-		t.Fatal(err)
+		cancel()
+		return nil, nil, err
 	}
 	if s.Proto == "h3" {
 		req.Proto = protocol // quic-go takes :protocol from Proto
@@ -175,14 +191,9 @@ func (s *Server) Open(t testing.TB, path, protocol string, hdr http.Header) (*St
 	resp, err := s.RoundTripper().RoundTrip(req)
 	if err != nil {
 		cancel()
-		t.Fatalf("extended CONNECT over %s: %v", s.Proto, err)
+		return nil, nil, fmt.Errorf("extended CONNECT over %s: %w", s.Proto, err)
 	}
-	st := &Stream{body: resp.Body, pw: pw, cancel: cancel, remote: s.URL}
-	t.Cleanup(func() { st.Close() })
-	if resp.StatusCode != http.StatusOK {
-		return nil, resp
-	}
-	return st, resp
+	return &Stream{body: resp.Body, pw: pw, cancel: cancel, remote: s.URL}, resp, nil
 }
 
 // Stream is the client side of an extended CONNECT stream as a net.Conn:
