@@ -457,6 +457,9 @@ type confTarget struct {
 	name string
 	addr string
 	up   *confLenient // nil when the target is the echo server itself
+	// dial, if set, opens the client's connection instead of confDial (a
+	// WebSocket on an HTTP/2 or HTTP/3 stream: streams_test.go).
+	dial func(path string) (*confClient, error)
 }
 
 // confEcho echoes each message with the message API: text as text, binary as binary.
@@ -582,7 +585,11 @@ func (c *confCase) violation() bool {
 
 // confRun runs one case against a target.
 func confRun(t *testing.T, tg confTarget, cs *confCase, path string) {
-	c, err := confDial(tg.addr, path)
+	dial := func(path string) (*confClient, error) { return confDial(tg.addr, path) }
+	if tg.dial != nil {
+		dial = tg.dial
+	}
+	c, err := dial(path)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
