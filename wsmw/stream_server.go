@@ -38,6 +38,7 @@ type streamConn struct {
 
 	mu      sync.RWMutex // held shared while w is used, exclusively by end
 	closed  bool         // guarded by mu: w must not be used any more
+	writing atomic.Int32 // writes in flight, which may be blocked (flow control)
 	once    sync.Once
 	aborted atomic.Bool // the stream ended abruptly (see end)
 }
@@ -88,6 +89,8 @@ func (s *streamConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	defer s.mu.RUnlock()
+	s.writing.Add(1)
+	defer s.writing.Add(-1)
 	n, err := s.w.Write(p)
 	if err == nil {
 		err = s.wrc.Flush()
@@ -102,6 +105,8 @@ func (s *streamConn) writeBuffers(v net.Buffers) (int64, error) {
 		return 0, err
 	}
 	defer s.mu.RUnlock()
+	s.writing.Add(1)
+	defer s.writing.Add(-1)
 	var n int64
 	for _, b := range v {
 		k, err := s.w.Write(b)
@@ -171,20 +176,17 @@ func (s *streamConn) Close() error {
 //     the rest by panicking with http.ErrAbortHandler (endStream).
 //
 // Operations still in flight are waited for: an abrupt end wakes them, and an
-// orderly one whose write is stuck becomes abrupt.
+// orderly end with a write in flight (which may be stuck) becomes abrupt.
+// After a complete close handshake nothing is written, so that is a write
+// of the close frame itself that another goroutine did not wait for.
 func (s *streamConn) end(orderly bool) {
 	s.once.Do(func() {
-		if orderly {
+		if orderly && s.writing.Load() == 0 {
 			_ = s.rrc.SetReadDeadline(aLongTimeAgo)
 		} else {
 			s.abort()
 		}
-		if !s.mu.TryLock() {
-			if orderly {
-				s.abort()
-			}
-			s.mu.Lock()
-		}
+		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
 	})
