@@ -28,6 +28,7 @@ import (
 // proxy on chi to a gorilla upstream on HTTP/1.1: every size, fragments
 // forwarded frame for frame, pings both ways, and every way a session ends.
 func TestStreamsGoClientThroughChi(t *testing.T) {
+	leakCheck(t)
 	for _, proto := range streamtest.Protos {
 		t.Run(proto, func(t *testing.T) {
 			up := peerGorillaUpstream(t, 0)
@@ -112,6 +113,7 @@ func TestStreamsGoClientThroughChi(t *testing.T) {
 // against the wsmw echo, over h2c and h2: messages, fragments, pings, closes
 // and how the server ends the stream.
 func TestStreamsNodeClient(t *testing.T) {
+	leakCheck(t)
 	peerNodeReady(t)
 	for _, proto := range []string{"h2c", "h2"} {
 		t.Run(proto, func(t *testing.T) {
@@ -279,6 +281,7 @@ func TestStreamsChromium(t *testing.T) {
 // (GODEBUG=http2xconnect=1) and HTTP/3 on one port: clients on each reach a
 // gorilla upstream through it, with close codes, 1009 and 1007.
 func TestStreamsCaddy(t *testing.T) {
+	leakCheck(t)
 	up := peerGorillaUpstream(t, 0)
 	addr, h2, h3 := caddyStreams(t, fmt.Sprintf(`	ws /ws* %s {
 		max_message_size 64KiB
@@ -368,6 +371,7 @@ func TestStreamsCaddyIdle(t *testing.T) {
 // (h2c) and HTTP/3 streams, against the wsmw echo and the proxy (in front of
 // the lenient upstream, which must see no violation).
 func TestConformanceStreams(t *testing.T) {
+	leakCheck(t)
 	cases := confCases()
 	for _, proto := range []string{"h2c", "h3"} {
 		t.Run(proto, func(t *testing.T) {
