@@ -36,36 +36,34 @@ func (t *dialTarget) streamHandshake(ctx context.Context, cfg *DialConfig, authz
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &clientStream{cancel: cancel}
 	req, pw := t.connectRequest(sctx, cfg, authz, h3, s)
+	abandon := func() {
+		cancel()
+		pw.Close()
+	}
 	stop := context.AfterFunc(ctx, cancel)
 	resp, err := rt.RoundTrip(req)
 	if !stop() && err == nil {
+		resp.Body.Close()
 		err = ctx.Err()
 	}
 	if err != nil {
-		cancel()
-		pw.Close()
-		if resp != nil {
-			resp.Body.Close()
-		}
+		abandon()
 		return nil, nil, t.netErr(ctx, "extended CONNECT", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		err := refused(resp, orDefault(cfg.MaxErrorBody, DefaultMaxErrorBody))
-		cancel()
-		pw.Close()
+		abandon()
 		return nil, resp, err
 	}
 	cc := connConfig{maxFrame: cfg.MaxFrameSize, maxMessage: cfg.MaxMessageSize, closeTimeout: cfg.CloseTimeout}
 	if cc, err = checkNegotiation(resp, cfg, cc); err != nil {
-		cancel()
-		pw.Close()
+		abandon()
 		resp.Body.Close()
 		return nil, resp, err
 	}
 	s.body, s.pw = resp.Body, pw
 	if s.remote == nil {
-		s.remote = streamAddr{"tcp", t.addr}
-		s.local = streamAddr{"tcp", ""}
+		s.remote, s.local = streamAddr{"tcp", t.addr}, streamAddr{"tcp", ""}
 	}
 	c := newConn(s, nil, true, cc)
 	s.linger = c.closeTimeout
@@ -91,17 +89,15 @@ func (t *dialTarget) connectRequest(ctx context.Context, cfg *DialConfig, authz 
 	req := (&http.Request{
 		Method:        http.MethodConnect,
 		URL:           &u,
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
 		Header:        make(http.Header),
 		Body:          pr,
 		ContentLength: -1,
 		Host:          t.host,
 	}).WithContext(httptrace.WithClientTrace(ctx, trace))
 	if h3 {
-		req.Proto, req.ProtoMajor = "websocket", 3 // quic-go's http3 takes :protocol from Proto
+		req.Proto = "websocket" // quic-go's http3 takes :protocol from Proto
 	} else {
-		req.Header.Set(":protocol", "websocket") // net/http's HTTP/2 client takes it from the header
+		req.Header.Set(":protocol", "websocket") // x/net's http2 takes it from the header
 	}
 	for k, vs := range cfg.Header {
 		if !strings.EqualFold(k, "Host") {
