@@ -332,6 +332,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !wsmw.IsUpgradeRequest(r) {
 		return next.ServeHTTP(w, r)
 	}
+	defer liftIdleTimeouts(r)()
 	h.pooled.proxy.ServeHTTP(w, r)
 	return nil
 }

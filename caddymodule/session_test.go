@@ -186,7 +186,7 @@ func TestSessionsThroughCaddy(t *testing.T) {
 	t.Run("metrics on the config's registry", func(t *testing.T) {
 		// A session is counted when both its legs have closed, which may be just
 		// after its client saw the close: scrape until the counts are there.
-		wants := []string{"caddy_ws_sessions_total", `caddy_ws_closes_total{code="1009"`, `caddy_ws_handshake_failures_total{reason="upstream_unreachable"}`}
+		wants := []string{"caddy_ws_sessions_total", `caddy_ws_closes_total{client_proto="http/1.1",code="1009"`, `caddy_ws_handshake_failures_total{reason="upstream_unreachable"}`}
 		var body string
 		testkit.Eventually(3*time.Second, func() bool {
 			body = httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))

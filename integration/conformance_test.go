@@ -170,6 +170,9 @@ type target struct {
 	name string
 	addr string
 	up   *lenientUpstream // nil when the target is the echo server itself
+	// dial, if set, opens the client's connection instead of dialRaw (a
+	// WebSocket on an HTTP/2 or HTTP/3 stream: streams_test.go).
+	dial func(path string) (*testkit.Conn, error)
 }
 
 // wsmwTarget is a wsmw echo server with 64 KiB limits.
@@ -265,7 +268,17 @@ func (c *conformanceCase) violation() bool {
 
 // runCase runs one case against a target.
 func runCase(t *testing.T, tg target, cs *conformanceCase, path string) {
-	c := dialRaw(t, tg.addr, path)
+	var c *testkit.Conn
+	if tg.dial == nil {
+		c = dialRaw(t, tg.addr, path)
+	} else {
+		var err error
+		if c, err = tg.dial(path); err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		c.MaxFrame = 1 << 20
+		defer c.Close()
+	}
 
 	var (
 		msgs      []message

@@ -14,6 +14,16 @@
 // returns and the session runs in two goroutines, one per direction, so that
 // net/http frees its per-connection buffers.
 //
+// A client on HTTP/2 or HTTP/3 opens its WebSocket with an extended CONNECT
+// (RFC 8441, RFC 9220) on a stream of a connection it already has; the
+// upstream is still dialed with an HTTP/1.1 upgrade, as Caddy's reverse_proxy
+// does. The stream ends when ServeHTTP returns, so for such a client the
+// session runs in ServeHTTP's goroutine (and one more for the other
+// direction) until both legs are closed: a complete close handshake ends the
+// client's stream in order, anything else resets it. Everything else is the
+// same; the session's log line and metrics name the client leg's protocol
+// (client_proto: http/1.1, h2 or h3).
+//
 // Each direction is a relayer (relay.go): it reads a frame header, decides,
 // and streams the payload to the other leg without reassembling the message.
 // Data frames go through relay.Forward, which converts the masking in one

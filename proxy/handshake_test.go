@@ -600,7 +600,7 @@ func TestHandshakeFailureMetrics(t *testing.T) {
 		`t_handshake_failures_total{reason="upstream_refused"}`:     1,
 		`t_handshake_failures_total{reason="upstream_timeout"}`:     1,
 		`t_handshake_failures_total{reason="upstream_unreachable"}`: 1,
-		`t_sessions_total`:  1,
+		`t_sessions_total{client_proto="http/1.1"}`:                 1,
 		`t_sessions_active`: 0,
 	} {
 		if got[k] != v {

@@ -14,7 +14,8 @@ var hopHeaders = []string{
 }
 
 // endToEnd returns a copy of h without hop-by-hop headers (including those named
-// in Connection) and without Sec-WebSocket-* headers, which belong to one leg.
+// in Connection), without Sec-WebSocket-* headers, which belong to one leg, and
+// without pseudo-headers (net/http keeps HTTP/2's :protocol among the headers).
 func endToEnd(h http.Header) http.Header {
 	out := h.Clone()
 	for _, v := range h.Values("Connection") {
@@ -28,7 +29,7 @@ func endToEnd(h http.Header) http.Header {
 		out.Del(k)
 	}
 	for k := range out {
-		if strings.HasPrefix(k, "Sec-Websocket-") {
+		if strings.HasPrefix(k, "Sec-Websocket-") || strings.HasPrefix(k, ":") {
 			delete(out, k)
 		}
 	}

@@ -206,7 +206,7 @@ func checkInnocent(t *testing.T, offender string, o offence) {
 		by = initiatorProxy
 	}
 	e.wantEnd(o.endCode, by)
-	want := metricKey("t_closes_total", map[string]string{"code": fmt.Sprint(o.endCode), "initiator": by})
+	want := metricKey("t_closes_total", map[string]string{"code": fmt.Sprint(o.endCode), "initiator": by, "client_proto": "http/1.1"})
 	if got := gather(t, reg); got[want] != 1 || got["t_sessions_active"] != 0 {
 		t.Errorf("%s = %v, sessions_active = %v; want 1 and 0", want, got[want], got["t_sessions_active"])
 	}

@@ -32,6 +32,7 @@ type SessionInfo struct {
 	ClientAddr  string        // client IP:port as seen by the proxy (after chi RealIP, if used)
 	Upstream    string        // upstream address
 	Subprotocol string
+	ClientProto string // the client leg's protocol: "http/1.1", "h2" or "h3"
 	Start       time.Time
 	// Context ends with the session; an inspector that waits (a rate limit
 	// delaying a message) must stop waiting when it is done.

@@ -17,7 +17,7 @@ import (
 // sessions, so forwarding pays nothing for them. A nil *Metrics records nothing.
 type Metrics struct {
 	active            prometheus.Gauge
-	sessions          prometheus.Counter
+	sessions          *prometheus.CounterVec
 	closes            *prometheus.CounterVec
 	dialSeconds       *prometheus.HistogramVec
 	handshakeFailures *prometheus.CounterVec
@@ -58,12 +58,12 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "sessions_active", Help: "WebSocket sessions being proxied.",
 		}),
-		sessions: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "sessions_total", Help: "WebSocket sessions proxied since start.",
-		}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sessions_total", Help: "WebSocket sessions proxied since start, by the client leg's protocol (http/1.1, h2, h3).",
+		}, []string{"client_proto"}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "closes_total", Help: "Ended sessions by close code and by who closed first.",
-		}, []string{"code", "initiator"}),
+			Namespace: namespace, Name: "closes_total", Help: "Ended sessions by close code, by who closed first and by the client leg's protocol.",
+		}, []string{"code", "initiator", "client_proto"}),
 		dialSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "upstream_dial_duration_seconds", Help: "Upstream dial and handshake latency.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
@@ -76,6 +76,9 @@ func NewMetrics(reg prometheus.Registerer, namespace string) (*Metrics, error) {
 		bytesDesc: prometheus.NewDesc(namespace+"_bytes_total",
 			"Payload bytes of forwarded data messages, by direction.", []string{"direction"}, nil),
 		proxies: make(map[*Proxy]struct{}),
+	}
+	for _, proto := range []string{"http/1.1", "h2", "h3"} {
+		m.sessions.WithLabelValues(proto) // every protocol's series exists from the start, at 0
 	}
 	if reg != nil {
 		if err := reg.Register(m); err != nil {
@@ -145,21 +148,22 @@ func (m *Metrics) detach(p *Proxy) {
 	m.mu.Unlock()
 }
 
-func (m *Metrics) sessionStarted() {
+// sessionStarted counts a session whose client leg speaks proto (see clientProto).
+func (m *Metrics) sessionStarted(proto string) {
 	if m == nil {
 		return
 	}
 	m.active.Inc()
-	m.sessions.Inc()
+	m.sessions.WithLabelValues(proto).Inc()
 }
 
 // sessionEnded records the end of a session; its counts move to the ended totals.
-func (m *Metrics) sessionEnded(code wsmw.StatusCode, initiator string, up, down [2]int64) {
+func (m *Metrics) sessionEnded(code wsmw.StatusCode, initiator, proto string, up, down [2]int64) {
 	if m == nil {
 		return
 	}
 	m.active.Dec()
-	m.closes.WithLabelValues(strconv.Itoa(int(code)), initiator).Inc()
+	m.closes.WithLabelValues(strconv.Itoa(int(code)), initiator, proto).Inc()
 	m.ended[ClientToUpstream].msgs.Add(up[0])
 	m.ended[ClientToUpstream].bytes.Add(up[1])
 	m.ended[UpstreamToClient].msgs.Add(down[0])

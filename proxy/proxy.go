@@ -170,8 +170,12 @@ func (p *Proxy) Middleware(next http.Handler) http.Handler {
 
 // ServeHTTP proxies one WebSocket upgrade request. The upstream is dialed before
 // the client is answered, so its refusal (status and bounded body) or its
-// unavailability (502/503/504) reaches the client as an HTTP response. After the
-// upgrade the session continues in its own goroutines and ServeHTTP returns.
+// unavailability (502/503/504) reaches the client as an HTTP response. After an
+// HTTP/1.1 upgrade the session continues in its own goroutines and ServeHTTP
+// returns. On HTTP/2 and HTTP/3 (an extended CONNECT, RFC 8441 and RFC 9220)
+// the client leg is the request's stream, which ends when ServeHTTP returns:
+// the session runs in ServeHTTP's goroutine, and ServeHTTP returns when it
+// has ended. The upstream leg is an HTTP/1.1 upgrade either way.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rf, ok := p.checkRequest(r); !ok {
 		p.refuse(w, r, rf)
@@ -202,9 +206,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.cfg.Metrics.handshakeFailure("client_upgrade")
 		return
 	}
+	admitted = false
+	if r.ProtoMajor >= 2 {
+		// The client leg is this request's stream: the session must end before ServeHTTP does.
+		p.serveSession(r, client, conn, up)
+		relay.EndStream(client)
+		return
+	}
 	// The session runs in goroutines of its own and ServeHTTP returns, so net/http
 	// frees the buffers it holds per connection for as long as a handler runs.
-	admitted = false
 	go p.serveSession(r, client, conn, up)
 }
 
@@ -286,7 +296,7 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, rf refusal) {
 	if ce := p.log.Check(level, "handshake refused"); ce != nil {
 		ce.Write(p.requestFields(r, zap.Int("status", rf.Status), zap.String("reason", rf.metric), zap.Error(rf.HandshakeError))...)
 	}
-	relay.RefuseHandshake(w, rf.HandshakeError)
+	relay.RefuseHandshake(w, r, rf.HandshakeError)
 }
 
 // relayRefusal passes an upstream's refusal (a status of 300 or more) on to

@@ -111,6 +111,7 @@ func (p *Proxy) newSession(r *http.Request, client, up *wsmw.Conn, upstream *Ups
 		ClientAddr:  r.RemoteAddr,
 		Upstream:    upstream.Address(),
 		Subprotocol: client.Subprotocol(),
+		ClientProto: clientProto(r),
 		Start:       time.Now(),
 		Context:     ctx,
 	}
@@ -133,7 +134,7 @@ func (s *session) begin() {
 	s.client.conn.SetPingHandler(noop)
 	s.up.conn.SetPingHandler(noop)
 	s.upstream.active.Add(1)
-	p.cfg.Metrics.sessionStarted()
+	p.cfg.Metrics.sessionStarted(s.info.ClientProto)
 	p.mu.Lock()
 	p.sessions[s] = struct{}{}
 	draining, deadline := p.draining, p.drainDeadline
@@ -273,7 +274,7 @@ func (s *session) recordEnd() {
 	if by == "" {
 		by = initiatorProxy
 	}
-	s.p.cfg.Metrics.sessionEnded(code, by,
+	s.p.cfg.Metrics.sessionEnded(code, by, s.info.ClientProto,
 		[2]int64{s.client.msgs.Load(), s.client.bytes.Load()},
 		[2]int64{s.up.msgs.Load(), s.up.bytes.Load()})
 }
@@ -292,6 +293,7 @@ func (s *session) logEnd() {
 	}
 	fields := append(s.logBase[:len(s.logBase):len(s.logBase)],
 		zap.Uint64("session", s.info.ID),
+		zap.String("client_proto", s.info.ClientProto),
 		zap.String("upstream", s.info.Upstream),
 		zap.String("subprotocol", s.info.Subprotocol),
 		zap.Duration("duration", time.Since(s.info.Start)),

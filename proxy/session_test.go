@@ -603,8 +603,8 @@ func TestSessionMetrics(t *testing.T) {
 			"up bytes":   metric(t, reg, "t_bytes_total", map[string]string{"direction": "up"}),
 			"down bytes": metric(t, reg, "t_bytes_total", map[string]string{"direction": "down"}),
 			"active":     metric(t, reg, "t_sessions_active", nil),
-			"sessions":   metric(t, reg, "t_sessions_total", nil),
-			"closes":     metric(t, reg, "t_closes_total", map[string]string{"code": "1000", "initiator": "client"}),
+			"sessions":   metric(t, reg, "t_sessions_total", map[string]string{"client_proto": "http/1.1"}),
+			"closes":     metric(t, reg, "t_closes_total", map[string]string{"code": "1000", "initiator": "client", "client_proto": "http/1.1"}),
 		}
 		var keys []string
 		for k := range want {

@@ -51,35 +51,17 @@ type ServerConfig struct {
 	Logger *zap.Logger
 }
 
-// CheckHandshake validates r as an opening handshake (RFC 6455 §4.2.1) and the
-// origin policy, without answering. It returns a *HandshakeError with the status
-// Upgrade would answer. A proxy calls it before dialing its upstream.
+// CheckHandshake validates r as an opening handshake and the origin policy,
+// without answering. It returns a *HandshakeError with the status Upgrade
+// would answer. A proxy calls it before dialing its upstream. On HTTP/1.1 the
+// handshake is an upgrade (RFC 6455 §4.2.1); on HTTP/2 and HTTP/3 it is an
+// extended CONNECT (RFC 8441 §4-5, RFC 9220), which has no key.
 func CheckHandshake(r *http.Request, cfg *ServerConfig) error {
 	if cfg == nil {
 		cfg = &ServerConfig{}
 	}
-	herr := func(status int, cause error, reason string) error {
-		return &HandshakeError{Status: status, Reason: reason, Err: cause}
-	}
-	switch {
-	case r.Method != http.MethodGet:
-		return herr(http.StatusMethodNotAllowed, ErrNoHandshake, "websocket handshake must use GET")
-	case r.ProtoMajor != 1 || r.ProtoMinor < 1:
-		return herr(http.StatusBadRequest, ErrNoHandshake, "websocket handshake requires HTTP/1.1")
-	case !headerHasToken(r.Header, "Connection", "upgrade"):
-		return herr(http.StatusUpgradeRequired, ErrNoHandshake, `"Connection" header must contain "upgrade"`)
-	case !headerHasToken(r.Header, "Upgrade", "websocket"):
-		return herr(http.StatusUpgradeRequired, ErrNoHandshake, `"Upgrade" header must be "websocket"`)
-	}
-	switch v := r.Header.Values("Sec-WebSocket-Version"); {
-	case len(v) == 0:
-		return herr(http.StatusUpgradeRequired, ErrNoVersion, "missing Sec-WebSocket-Version (13 is supported)")
-	case len(v) != 1 || strings.TrimSpace(v[0]) != "13":
-		return herr(http.StatusUpgradeRequired, ErrUnsupportedVersion, "unsupported Sec-WebSocket-Version (13 is supported)")
-	}
-	keys := r.Header.Values("Sec-WebSocket-Key")
-	if len(keys) != 1 || !validKey(keys[0]) {
-		return herr(http.StatusBadRequest, ErrNoKey, "Sec-WebSocket-Key must be a base64-encoded 16-byte value")
+	if err := checkRequest(r); err != nil {
+		return err
 	}
 	ok := false
 	if cfg.CheckOrigin != nil {
@@ -88,9 +70,49 @@ func CheckHandshake(r *http.Request, cfg *ServerConfig) error {
 		ok = originAllowed(r, cfg.Origins)
 	}
 	if !ok {
-		return herr(http.StatusForbidden, ErrBadOrigin, "origin not allowed")
+		return handshakeErr(http.StatusForbidden, ErrBadOrigin, "origin not allowed")
 	}
 	return nil
+}
+
+// checkRequest applies the rules of the handshake request of r's HTTP version.
+func checkRequest(r *http.Request) error {
+	if r.ProtoMajor >= 2 {
+		return checkExtendedConnect(r)
+	}
+	switch {
+	case r.Method != http.MethodGet:
+		return handshakeErr(http.StatusMethodNotAllowed, ErrNoHandshake, "websocket handshake must use GET")
+	case r.ProtoMajor != 1 || r.ProtoMinor < 1:
+		return handshakeErr(http.StatusBadRequest, ErrNoHandshake, "websocket handshake requires HTTP/1.1")
+	case !headerHasToken(r.Header, "Connection", "upgrade"):
+		return handshakeErr(http.StatusUpgradeRequired, ErrNoHandshake, `"Connection" header must contain "upgrade"`)
+	case !headerHasToken(r.Header, "Upgrade", "websocket"):
+		return handshakeErr(http.StatusUpgradeRequired, ErrNoHandshake, `"Upgrade" header must be "websocket"`)
+	}
+	if err := checkVersion(r); err != nil {
+		return err
+	}
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 || !validKey(keys[0]) {
+		return handshakeErr(http.StatusBadRequest, ErrNoKey, "Sec-WebSocket-Key must be a base64-encoded 16-byte value")
+	}
+	return nil
+}
+
+// checkVersion requires Sec-WebSocket-Version: 13 (RFC 6455 §4.2.1, RFC 8441 §5).
+func checkVersion(r *http.Request) error {
+	switch v := r.Header.Values("Sec-WebSocket-Version"); {
+	case len(v) == 0:
+		return handshakeErr(http.StatusUpgradeRequired, ErrNoVersion, "missing Sec-WebSocket-Version (13 is supported)")
+	case len(v) != 1 || strings.TrimSpace(v[0]) != "13":
+		return handshakeErr(http.StatusUpgradeRequired, ErrUnsupportedVersion, "unsupported Sec-WebSocket-Version (13 is supported)")
+	}
+	return nil
+}
+
+func handshakeErr(status int, cause error, reason string) error {
+	return &HandshakeError{Status: status, Reason: reason, Err: cause}
 }
 
 func validKey(k string) bool {
@@ -103,18 +125,21 @@ func validKey(k string) bool {
 	return err == nil && n == 16
 }
 
-// refuseHandshake answers a refused handshake: the status of err (a
+// refuseHandshake answers r's refused handshake: the status of err (a
 // *HandshakeError, or 400 otherwise) with a short plain-text body, plus the
-// headers RFC 6455 asks for (Sec-WebSocket-Version on 426).
-func refuseHandshake(w http.ResponseWriter, err error) {
+// headers RFC 6455 asks for (Sec-WebSocket-Version on 426). HTTP/2 and HTTP/3
+// have no Upgrade and Connection headers.
+func refuseHandshake(w http.ResponseWriter, r *http.Request, err error) {
 	status, reason := http.StatusBadRequest, err.Error()
 	var he *HandshakeError
 	if errors.As(err, &he) {
 		status, reason = he.Status, he.Reason
 		if status == http.StatusUpgradeRequired {
 			w.Header().Set("Sec-WebSocket-Version", "13")
-			w.Header().Set("Upgrade", "websocket")
-			w.Header().Set("Connection", "Upgrade")
+			if r.ProtoMajor == 1 {
+				w.Header().Set("Upgrade", "websocket")
+				w.Header().Set("Connection", "Upgrade")
+			}
 		}
 		if status == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", http.MethodGet)
@@ -127,13 +152,18 @@ func refuseHandshake(w http.ResponseWriter, err error) {
 // negotiates subprotocol and extensions, hijacks the connection, writes the 101
 // response and returns the Conn. On refusal it answers the HTTP error itself and
 // returns a *HandshakeError. Deadlines set by http.Server are cleared after the hijack.
+//
+// On HTTP/2 and HTTP/3 (an extended CONNECT) nothing is hijacked: Upgrade
+// answers 200 and the Conn runs on the request's stream, which ends when the
+// handler returns. The handler must therefore serve the Conn itself and close
+// it (Close, or CloseNow) before it returns; see the package documentation.
 func Upgrade(w http.ResponseWriter, r *http.Request, cfg *ServerConfig) (*Conn, error) {
 	if cfg == nil {
 		cfg = &ServerConfig{}
 	}
 	if err := CheckHandshake(r, cfg); err != nil {
 		cfg.logRefusal(r, err)
-		refuseHandshake(w, err)
+		refuseHandshake(w, r, err)
 		return nil, err
 	}
 
@@ -160,6 +190,9 @@ func Upgrade(w http.ResponseWriter, r *http.Request, cfg *ServerConfig) (*Conn, 
 		}
 	}
 
+	if r.ProtoMajor >= 2 {
+		return acceptStream(w, r, cfg, cc)
+	}
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		herr := &HandshakeError{Status: http.StatusInternalServerError, Reason: "connection cannot be hijacked", Err: err}

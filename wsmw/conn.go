@@ -48,9 +48,9 @@ type Conn struct {
 	whdr     [MaxHeaderSize]byte
 	wbufs    [2][]byte
 	wv       net.Buffers
-	wsent    bool   // a close frame was written
-	writeErr error  // sticky: a failed write leaves the stream unusable
-	batch    *batch // frames gathered by forwardFrame, nil when none (forward.go)
+	wsent    atomic.Bool // a close frame was written (or is being written); set under wmu
+	writeErr error       // sticky: a failed write leaves the stream unusable
+	batch    *batch      // frames gathered by forwardFrame, nil when none (forward.go)
 
 	pingHandler func([]byte) error
 	pongHandler func([]byte) error
@@ -141,7 +141,7 @@ func (c *Conn) CloseNow() error {
 	var err error
 	c.closeNCOnce.Do(func() {
 		c.closed.Store(true)
-		err = c.nc.Close()
+		err = c.closeNetConn()
 		c.signalPeerDone()
 	})
 	return err
@@ -151,5 +151,5 @@ func (c *Conn) CloseNow() error {
 func (c *Conn) closeSent() bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.wsent
+	return c.wsent.Load()
 }

@@ -60,6 +60,18 @@ type DialConfig struct {
 	// Credentials authenticate the handshake. Nil: the URL's userinfo, if any, with AuthAny.
 	Credentials *Credentials
 
+	// HTTP2, if set, opens the WebSocket as an extended CONNECT (RFC 8441) on
+	// a stream of an HTTP/2 connection of this RoundTripper, instead of an
+	// HTTP/1.1 upgrade on a connection of its own. It must be
+	// golang.org/x/net/http2's *Transport (net/http's Transport refuses the
+	// :protocol pseudo-header), with AllowHTTP and a plain TCP DialTLSContext
+	// for ws://. WebSockets dialed through one transport share its
+	// connections; TLSConfig and NetDial are then the transport's business.
+	HTTP2 http.RoundTripper
+	// HTTP3 is HTTP2 for HTTP/3 (RFC 9220), with a RoundTripper such as
+	// quic-go's *http3.Transport; wss:// only. HTTP2 wins if both are set.
+	HTTP3 http.RoundTripper
+
 	// MaxFrameSize bounds a received frame's payload (default DefaultMaxFrameSize); 1009 beyond.
 	MaxFrameSize int64
 	// MaxMessageSize bounds a received message's payload (default DefaultMaxMessageSize); 1009 beyond.
@@ -76,7 +88,9 @@ type DialConfig struct {
 // ErrUnauthorized, ErrBadAccept ...) returned with the response, whose Body is
 // replaced by a copy of at most MaxErrorBody bytes, so a proxy can relay status,
 // headers and body. Redirects are not followed. A 401 is answered once, on a new
-// connection, with Basic or Digest credentials (see Credentials).
+// connection, with Basic or Digest credentials (see Credentials). With
+// DialConfig.HTTP2 or HTTP3 set, the handshake is an extended CONNECT on a new
+// stream (RFC 8441, RFC 9220), answered 200, and the Conn runs on that stream.
 func Dial(ctx context.Context, rawURL string, cfg *DialConfig) (*Conn, *http.Response, error) {
 	if cfg == nil {
 		cfg = &DialConfig{}
@@ -97,7 +111,7 @@ func Dial(ctx context.Context, rawURL string, cfg *DialConfig) (*Conn, *http.Res
 	if creds == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		return c, resp, err
 	}
-	authz, aerr := creds.answer(resp.Header, authz != "", http.MethodGet, t.uri)
+	authz, aerr := creds.answer(resp.Header, authz != "", cfg.method(), t.uri)
 	if aerr != nil {
 		return nil, resp, &HandshakeError{Status: resp.StatusCode, Reason: aerr.Error(), Err: ErrUnauthorized}
 	}
@@ -194,6 +208,9 @@ func (t *dialTarget) checkConfig(cfg *DialConfig) error {
 
 // handshake runs one attempt on a new connection, bounded by ctx.
 func (t *dialTarget) handshake(ctx context.Context, cfg *DialConfig, authz string) (*Conn, *http.Response, error) {
+	if cfg.HTTP2 != nil || cfg.HTTP3 != nil {
+		return t.streamHandshake(ctx, cfg, authz)
+	}
 	dial := cfg.NetDial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
@@ -317,6 +334,15 @@ func checkResponse(resp *http.Response, key string, cfg *DialConfig) (connConfig
 	}
 	if a := resp.Header.Values("Sec-WebSocket-Accept"); len(a) != 1 || strings.TrimSpace(a[0]) != AcceptKey(key) {
 		return cc, herr(ErrBadAccept, "Sec-WebSocket-Accept does not match the key")
+	}
+	return checkNegotiation(resp, cfg, cc)
+}
+
+// checkNegotiation validates the subprotocol and extensions a server accepted
+// (RFC 6455 §4.1, client steps 5-6) and adds them to cc.
+func checkNegotiation(resp *http.Response, cfg *DialConfig, cc connConfig) (connConfig, error) {
+	herr := func(cause error, reason string) error {
+		return &HandshakeError{Status: resp.StatusCode, Reason: reason, Err: cause}
 	}
 	switch p := resp.Header.Values("Sec-WebSocket-Protocol"); {
 	case len(p) > 1:

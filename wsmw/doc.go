@@ -81,6 +81,38 @@
 // permessage-deflate was accepted by the caller's own Extensions hooks reports
 // it (Compression) but leaves payloads compressed at every level.
 //
+// # HTTP/2 and HTTP/3
+//
+// Browsers open a WebSocket on an existing HTTP/2 or HTTP/3 connection when
+// the server advertises extended CONNECT: the handshake is a CONNECT request
+// with :protocol websocket (RFC 8441, RFC 9220), answered 200, and the frames
+// flow on that request's stream. IsUpgradeRequest, CheckHandshake, Upgrade and
+// Middleware accept it: Sec-WebSocket-Version 13 is required (426 otherwise),
+// there is no key and no accept, and subprotocols, extensions, origins, every
+// limit and API work as on TCP. net/http's HTTP/2 server advertises extended
+// CONNECT only when the process starts with GODEBUG=http2xconnect=1; quic-go's
+// HTTP/3 server always does.
+//
+// The stream ends when the handler returns, so the connection cannot outlive
+// ServeHTTP: Middleware runs h in ServeHTTP's goroutine on HTTP/2 and HTTP/3,
+// and a handler that calls Upgrade must close the Conn before it returns. The
+// way the Conn closes decides how the stream ends (RFC 8441 §5): after a
+// complete close handshake the stream ends in order (END_STREAM, or FIN);
+// otherwise (CloseNow, a failure, a peer gone) it is reset: at once on
+// HTTP/2; on HTTP/3 the peer is told to stop sending at once and the rest is
+// reset when the handler panics with http.ErrAbortHandler, as Middleware does
+// when it returns. Such resets carry INTERNAL_ERROR (H3_INTERNAL_ERROR), not
+// the CANCEL (H3_REQUEST_CANCELLED) of RFC 8441 and RFC 9220: net/http and
+// quic-go give a handler no other way to reset its stream.
+//
+// An idle Conn on a stream holds no read buffer either: it waits for the next
+// frame's first bytes in a 14-byte array of its own. What it costs is mostly
+// what net/http's HTTP/2 server holds for any open stream (its stream state,
+// the request, the response writer's 4 KiB buffer and the handler's
+// goroutine); BenchmarkIdleStreamMemory measures both.
+//
+// DialConfig.HTTP2 and DialConfig.HTTP3 dial the same way, as a client.
+//
 // # Origin policy
 //
 // A request without Origin (a non-browser client) is accepted. A browser's

@@ -92,11 +92,34 @@ func (r *reader) drainUntilClose() {
 		}
 		h, err := parseHeader(r.bp[r.r : r.r+n])
 		r.r += n
-		if err != nil || h.OpCode == OpClose {
+		if err != nil {
+			return
+		}
+		if h.OpCode == OpClose {
+			r.recordClose(h)
 			return
 		}
 		skip = h.Length
 	}
+}
+
+// recordClose records the close frame whose header h the drain just read:
+// the close handshake of the failed connection is complete.
+func (r *reader) recordClose(h Header) {
+	n := int(min(h.Length, maxControlPayload))
+	if r.fill(n) != nil {
+		return
+	}
+	p := r.ctrl[:copy(r.ctrl[:n], r.bp[r.r:r.r+n])]
+	r.r += n
+	if h.Masked {
+		Mask(h.Mask, 0, p)
+	}
+	code, reason, err := ParseClosePayload(p)
+	if err != nil {
+		code, reason = StatusNoStatusRcvd, ""
+	}
+	r.c.closeRecv.CompareAndSwap(nil, &CloseError{Code: code, Reason: reason})
 }
 
 // drained returns a channel closed when the background wait of a failed

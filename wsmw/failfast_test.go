@@ -114,7 +114,8 @@ func TestFailReadsThePeersAnswer(t *testing.T) {
 // failure (as Middleware does when a handler returns) waits for the close
 // handshake under way instead of cutting it: the peer's late answer is read
 // (clean EOF, no reset), no second close frame is sent, and with a silent
-// peer Close returns after the close timeout.
+// peer Close returns after the close timeout. The peer's close is recorded,
+// so that a stream (HTTP/2, HTTP/3) that failed still ends in order.
 func TestCloseAfterFailWaitsForTheBackgroundHandshake(t *testing.T) {
 	eachRoleAndRead(t, func(t *testing.T, client bool, read func(*Conn) error) {
 		t.Run("peer answers", func(t *testing.T) {
@@ -137,6 +138,9 @@ func TestCloseAfterFailWaitsForTheBackgroundHandshake(t *testing.T) {
 				t.Errorf("Close returned %v after the peer's answer", d)
 			}
 			expectEOF(t, raw, 2*time.Second) // nothing more: no 1000 after the 1002
+			if ce := c.closeReceived(); ce == nil || ce.Code != StatusProtocolError {
+				t.Errorf("peer's close %v, want its 1002 recorded", ce)
+			}
 		})
 		t.Run("silent peer", func(t *testing.T) {
 			const timeout = 300 * time.Millisecond

@@ -54,9 +54,11 @@ func Subprotocols(h http.Header) []string {
 	return out
 }
 
-// IsUpgradeRequest reports whether r asks for a WebSocket upgrade (its Upgrade
-// header names websocket). Such requests are answered by the handshake, with an
-// error status if they are malformed; all others belong to ordinary handlers.
+// IsUpgradeRequest reports whether r asks for a WebSocket: its Upgrade
+// header names websocket (HTTP/1.1), or it is an extended CONNECT whose
+// :protocol is websocket (HTTP/2, RFC 8441; HTTP/3, RFC 9220). Such requests
+// are answered by the handshake, with an error status if they are malformed;
+// all others belong to ordinary handlers.
 func IsUpgradeRequest(r *http.Request) bool {
-	return headerHasToken(r.Header, "Upgrade", "websocket")
+	return headerHasToken(r.Header, "Upgrade", "websocket") || isWebSocketConnect(r)
 }

@@ -15,12 +15,16 @@ type Handler func(c *Conn, r *http.Request)
 // WebSocket upgrade are handshaken with cfg and handed to h; every other request
 // goes to the wrapped handler untouched.
 //
-// After the upgrade, h runs in a goroutine of its own and the HTTP handler
-// returns at once, so net/http releases the buffers it keeps per connection
-// (about 8 KiB) instead of holding them for the connection's lifetime. h gets
-// a request whose context is no longer cancelled when ServeHTTP returns (its
-// values, such as a chi request ID, are kept). A panic in h is recovered,
-// logged, and the connection closed with 1011.
+// After an HTTP/1.1 upgrade, h runs in a goroutine of its own and the HTTP
+// handler returns at once, so net/http releases the buffers it keeps per
+// connection (about 8 KiB) instead of holding them for the connection's
+// lifetime. On HTTP/2 and HTTP/3 (RFC 8441, RFC 9220) the WebSocket is the
+// request's stream, which ends when ServeHTTP returns: h runs in ServeHTTP's
+// own goroutine, and ServeHTTP returns when h has returned and the connection
+// is closed. Either way h gets a request whose context is not cancelled by
+// the end of ServeHTTP or by deadlines of the HTTP request (its values, such
+// as a chi request ID, are kept). A panic in h is recovered, logged, and the
+// connection closed with 1011.
 //
 //	r := chi.NewRouter()
 //	r.Use(wsmw.Middleware(echo, nil))
@@ -35,7 +39,13 @@ func Middleware(h Handler, cfg *ServerConfig) func(http.Handler) http.Handler {
 			if err != nil {
 				return // Upgrade answered the refusal
 			}
-			go serve(h, c, r.WithContext(context.WithoutCancel(r.Context())), cfg)
+			r = r.WithContext(context.WithoutCancel(r.Context()))
+			if c.onStream() {
+				serve(h, c, r, cfg)
+				c.endStream()
+				return
+			}
+			go serve(h, c, r, cfg)
 		})
 	}
 }

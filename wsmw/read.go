@@ -27,6 +27,9 @@ type reader struct {
 	rawErr error
 	fwd    *batch // the batch a forwardFrame read goes into (rawForwardRead in read_unix.go)
 
+	quiet bool                // no RawConn, but reads wait in head rather than in a pooled buffer (stream.go)
+	head  [MaxHeaderSize]byte // what a quiet read waits in: at most the next frame's header
+
 	hdr       Header // current frame
 	remaining int64  // payload bytes of hdr not read yet
 	maskPos   int
@@ -49,6 +52,7 @@ func (r *reader) init(c *Conn, buffered []byte) {
 	if c.rc != nil {
 		r.rawFn = r.rawRead
 	}
+	r.quiet = quietReads(c.nc)
 	if len(buffered) > 0 {
 		if len(buffered) <= readBufSize {
 			r.acquire()
@@ -93,6 +97,12 @@ func (r *reader) fill(need int) error {
 					(*h)(false)
 				}
 				if err := r.rawFill(); err != nil {
+					return err
+				}
+				continue
+			}
+			if r.quiet {
+				if err := r.quietFill(); err != nil {
 					return err
 				}
 				continue

@@ -44,4 +44,8 @@ func (relayOps) CheckDeflateAnswer(offer, answer ExtensionOffer) (DeflateParams,
 	return checkDeflateAnswer(offer, answer)
 }
 
-func (relayOps) RefuseHandshake(w http.ResponseWriter, err error) { refuseHandshake(w, err) }
+func (relayOps) RefuseHandshake(w http.ResponseWriter, r *http.Request, err error) {
+	refuseHandshake(w, r, err)
+}
+
+func (relayOps) EndStream(c *Conn) { c.endStream() }

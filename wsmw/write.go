@@ -87,7 +87,7 @@ func (c *Conn) lockWriteBatch(op OpCode) error {
 		err := c.writeErr
 		c.wmu.Unlock()
 		return err
-	case c.wsent:
+	case c.wsent.Load():
 		c.wmu.Unlock()
 		return ErrCloseSent
 	case c.closed.Load():
@@ -95,7 +95,7 @@ func (c *Conn) lockWriteBatch(op OpCode) error {
 		return ErrClosed
 	}
 	if op == OpClose {
-		c.wsent = true
+		c.wsent.Store(true)
 	}
 	return nil
 }
@@ -134,7 +134,7 @@ func (c *Conn) writeFrame(h Header, payload []byte, inPlace bool) error {
 		// One vectored write for header and payload; wv lives in the Conn so it does not escape per call.
 		c.wbufs[0], c.wbufs[1] = hdr, payload
 		c.wv = c.wbufs[:]
-		_, err := c.wv.WriteTo(c.nc)
+		_, err := c.writev()
 		c.wbufs[0], c.wbufs[1] = nil, nil
 		return c.wrote(err)
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	// plug in Caddy modules here
@@ -9,5 +11,6 @@ import (
 )
 
 func main() {
+	noteHTTP2(os.Args)
 	caddycmd.Main()
 }

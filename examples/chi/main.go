@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"flag"
@@ -51,6 +52,8 @@ type options struct {
 	compression    string
 	headerTimeout  time.Duration
 	maxHeaderBytes int
+	tlsCert        string
+	tlsKey         string
 	debug          bool
 }
 
@@ -69,6 +72,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.compression, "compression", "off", "permessage-deflate on /ws: off (strip the offer), passthrough (negotiate end to end), terminate (compressed to the browser, plain upstream); the demo /echo accepts it unless off")
 	fs.DurationVar(&o.headerTimeout, "read-header-timeout", 10*time.Second, "http.Server ReadHeaderTimeout: a client has this long to send its request headers (slowloris)")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 64<<10, "http.Server MaxHeaderBytes: larger request headers get 431 from net/http")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS (HTTP/1.1 and HTTP/2) with this certificate file (PEM); needs -tls-key")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "the private key file (PEM) of -tls-cert")
 	fs.BoolVar(&o.debug, "debug", false, "log handshakes and refusals at debug level")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/chi [flags]\n\nServes a demo page at /, a wsmw echo at /echo and the proxy at /ws.\n\nFlags:\n")
@@ -76,6 +81,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return nil, errors.New("-tls-cert and -tls-key go together")
 	}
 	return o, nil
 }
@@ -133,14 +141,14 @@ func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.P
 	if o.compression == "off" {
 		compression = nil
 	}
-	r.With(wsmw.Middleware(echoConns.Handler(echo), &wsmw.ServerConfig{
+	webSocketRoute(r, "/echo", wsmw.Middleware(echoConns.Handler(echo), &wsmw.ServerConfig{
 		Origins:        o.origins,
 		MaxFrameSize:   o.maxFrameSize,
 		MaxMessageSize: o.maxMessageSize,
 		Compression:    compression,
 		Logger:         log,
-	})).Get("/echo", notWS)
-	r.With(p.Middleware).Get("/ws", notWS)
+	}), notWS)
+	webSocketRoute(r, "/ws", p.Middleware, notWS)
 	// Socket.IO (or SockJS...) behind the proxy: its WebSocket upgrades are
 	// proxied frame by frame, its long-polling requests forwarded as plain HTTP,
 	// both to the upstream the balancer picks (-lb cookie:lb keeps a client on one).
@@ -152,8 +160,14 @@ func newRouter(o *options, addr string, log *zap.Logger) (http.Handler, *proxy.P
 // registered on reg; with no -upstream its upstream is the demo's own /echo.
 func newProxy(o *options, addr string, log *zap.Logger, reg prometheus.Registerer) (*proxy.Proxy, error) {
 	upstreams := o.upstreams
+	var upstreamTLS *tls.Config
 	if len(upstreams) == 0 {
 		upstreams = []string{"ws://" + addr + "/echo"}
+		if o.tlsCert != "" {
+			// The embedded echo is this very listener, whose certificate need not name its address.
+			upstreams = []string{"wss://" + addr + "/echo"}
+			upstreamTLS = &tls.Config{InsecureSkipVerify: true}
+		}
 	}
 	parts := strings.Split(o.lb, ":") // policy[:arg[:arg]]
 	lb, err := proxy.ParseBalancer(parts[0], parts[1:]...)
@@ -170,6 +184,7 @@ func newProxy(o *options, addr string, log *zap.Logger, reg prometheus.Registere
 	}
 	return proxy.New(proxy.Config{
 		Upstreams:      upstreams,
+		UpstreamTLS:    upstreamTLS,
 		Balancer:       lb,
 		MaxFrameSize:   o.maxFrameSize,
 		MaxMessageSize: o.maxMessageSize,
@@ -183,6 +198,14 @@ func newProxy(o *options, addr string, log *zap.Logger, reg prometheus.Registere
 			return []zap.Field{zap.String("request_id", middleware.GetReqID(r.Context()))}
 		},
 	})
+}
+
+// webSocketRoute routes pattern through mw, which takes the WebSockets, to h
+// for GET (an HTTP/1.1 upgrade) and CONNECT (an extended CONNECT on HTTP/2
+// and HTTP/3, RFC 8441 and RFC 9220).
+func webSocketRoute(r chi.Router, pattern string, mw func(http.Handler) http.Handler, h http.HandlerFunc) {
+	r.With(mw).Get(pattern, h)
+	r.With(mw).Connect(pattern, h)
 }
 
 func run(args []string) error {
@@ -216,8 +239,15 @@ func serve(ctx context.Context, o *options, log *zap.Logger, ready func(addr str
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: o.headerTimeout, MaxHeaderBytes: o.maxHeaderBytes}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("listening", zap.String("url", "http://"+ln.Addr().String()+"/"))
+	scheme := "http"
+	if o.tlsCert != "" {
+		scheme = "https"
+		go func() { errc <- srv.ServeTLS(ln, o.tlsCert, o.tlsKey) }()
+		logHTTP2(log)
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	log.Info("listening", zap.String("url", scheme+"://"+ln.Addr().String()+"/"))
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

@@ -22,9 +22,9 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatalf("upgrade: %q %v", name, resp)
 	}
 	wants := []string{
-		"wsgate_sessions_total 1",
+		`wsgate_sessions_total{client_proto="http/1.1"} 1`,
 		"wsgate_sessions_active 0",
-		`wsgate_closes_total{code="1000",initiator="client"} 1`,
+		`wsgate_closes_total{client_proto="http/1.1",code="1000",initiator="client"} 1`,
 		`wsgate_upstream_dial_duration_seconds_count{result="ok",upstream="` + up.WS + `"} 1`,
 		"process_resident_memory_bytes ",
 	}

@@ -26,7 +26,8 @@ type Ops interface {
 	Inflate(c *wsmw.Conn, dst, compressed []byte) ([]byte, error)
 	CheckDeflateOffer(o wsmw.ExtensionOffer) error
 	CheckDeflateAnswer(offer, answer wsmw.ExtensionOffer) (wsmw.DeflateParams, error)
-	RefuseHandshake(w http.ResponseWriter, err error)
+	RefuseHandshake(w http.ResponseWriter, r *http.Request, err error)
+	EndStream(c *wsmw.Conn)
 	NetConn(c *wsmw.Conn) net.Conn
 	Drained(c *wsmw.Conn) <-chan struct{}
 }
@@ -105,10 +106,18 @@ func CheckDeflateAnswer(offer, answer wsmw.ExtensionOffer) (wsmw.DeflateParams, 
 	return ops.CheckDeflateAnswer(offer, answer)
 }
 
-// RefuseHandshake answers a refused handshake as wsmw.Upgrade does: the status
-// of a *wsmw.HandshakeError (400 otherwise), a short text body, and the
+// RefuseHandshake answers r's refused handshake as wsmw.Upgrade does: the
+// status of a *wsmw.HandshakeError (400 otherwise), a short text body, and the
 // headers RFC 6455 asks for with it.
-func RefuseHandshake(w http.ResponseWriter, err error) { ops.RefuseHandshake(w, err) }
+func RefuseHandshake(w http.ResponseWriter, r *http.Request, err error) {
+	ops.RefuseHandshake(w, r, err)
+}
+
+// EndStream is called by the handler that served c, an HTTP/2 or HTTP/3
+// stream, once c is closed and just before the handler returns. If c ended
+// abruptly on HTTP/3 it panics with http.ErrAbortHandler, the way an HTTP/3
+// handler resets its stream; otherwise it does nothing.
+func EndStream(c *wsmw.Conn) { ops.EndStream(c) }
 
 // Drained returns a channel closed when c, failed for breaking a rule (a read
 // returned a *wsmw.FailError), has ended its close handshake in the background
