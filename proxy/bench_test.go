@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wsgate/wsgate/wsmw"
 )
@@ -155,4 +157,79 @@ func benchReadHeader(br *bufio.Reader) (wsmw.Header, error) {
 	}
 	_, err = br.Discard(n)
 	return h, err
+}
+
+// BenchmarkStackAfterMessage reports how much goroutine stack a session keeps
+// once it has forwarded one message each way and gone idle again: the growth
+// of the process's stacks from right after the handshakes to after one echo
+// on each session, per session. The client is driven from the benchmark's
+// goroutine and the upstream's goroutines have grown already during the
+// handshake, so the growth is the proxy's: its two relay goroutines start with
+// 2 KiB stacks, and a forwarding path deeper than they allow doubles them for
+// the rest of the session (Go never shrinks a stack back to 2 KiB).
+func BenchmarkStackAfterMessage(b *testing.B) {
+	for _, size := range []int{128, 1 << 10, 16 << 10, 64 << 10} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			const sessions = 200
+			p, err := New(Config{Upstreams: []string{benchEcho(b)}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			front := httptest.NewServer(p)
+			defer front.Close()
+			payload := make([]byte, size)
+			key := [4]byte{1, 2, 3, 4}
+			frame := append(wsmw.AppendHeader(nil, wsmw.Header{Fin: true, OpCode: wsmw.OpBinary, Masked: true, Mask: key, Length: int64(size)}), payload...)
+			in := make([]byte, size)
+			var grown int64
+			for range b.N {
+				conns := make([]net.Conn, sessions)
+				readers := make([]*bufio.Reader, sessions)
+				for i := range conns {
+					conns[i], readers[i] = benchHandshake(b, front.URL)
+				}
+				time.Sleep(50 * time.Millisecond) // the sessions' goroutines start and wait
+				before := stackInuse()
+				for i, c := range conns {
+					if _, err := c.Write(frame); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := benchReadHeader(readers[i]); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(readers[i], in); err != nil {
+						b.Fatal(err)
+					}
+				}
+				time.Sleep(50 * time.Millisecond)
+				grown += stackInuse() - before
+				for _, c := range conns {
+					c.Close()
+				}
+			}
+			b.ReportMetric(float64(grown)/float64(b.N*sessions), "stack-B/session")
+		})
+	}
+}
+
+// benchHandshake opens a raw client connection through the proxy at url.
+func benchHandshake(tb testing.TB, url string) (net.Conn, *bufio.Reader) {
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReaderSize(c, 128<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		tb.Fatalf("handshake: %v %v", resp, err)
+	}
+	return c, br
+}
+
+// stackInuse returns the bytes of goroutine stacks in use.
+func stackInuse() int64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.StackInuse)
 }

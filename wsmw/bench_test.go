@@ -2,6 +2,7 @@ package wsmw
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/wsgate/wsgate/internal/streamtest"
 )
 
 var benchSizes = []int{128, 1 << 10, 64 << 10}
@@ -280,8 +282,8 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 }
 
 // TestIdleConnHoldsNoReadBuffer checks that a connection gives its read buffer
-// back to the pool before blocking for the next frame, on TCP, and (for
-// contrast) that the fallback path for other net.Conns does hold one.
+// back to the pool before blocking for the next frame, on TCP and TLS, and
+// (for contrast) that the fallback path for other net.Conns does hold one.
 func TestIdleConnHoldsNoReadBuffer(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -289,6 +291,7 @@ func TestIdleConnHoldsNoReadBuffer(t *testing.T) {
 		want bool // holds a buffer while blocked
 	}{
 		{"tcp", rawTCPPair, false},
+		{"tls", tlsPair, false},
 		{"pipe", func(testing.TB) (net.Conn, net.Conn) { return net.Pipe() }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -317,4 +320,22 @@ func TestIdleConnHoldsNoReadBuffer(t *testing.T) {
 			<-done
 		})
 	}
+}
+
+// tlsPair returns the two ends of a TLS connection over loopback TCP, the
+// handshake done.
+func tlsPair(t testing.TB) (net.Conn, net.Conn) {
+	cert, pool := streamtest.SelfSigned(t)
+	a, s := rawTCPPair(t)
+	client := tls.Client(a, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	server := tls.Server(s, &tls.Config{Certificates: []tls.Certificate{cert}})
+	errc := make(chan error, 1)
+	go func() { errc <- server.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return client, server
 }

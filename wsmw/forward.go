@@ -23,6 +23,8 @@ type batch struct {
 
 	want, got int   // forwardRead's request and result
 	err       error // forwardRead's error
+
+	fc frameCopy // the frame being forwarded (forwardFrame)
 }
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
@@ -59,36 +61,25 @@ func (c *Conn) forward(h Header, src *Conn, splice bool, progress func()) error 
 // frame's header, so it also costs one read per frame. The caller must flush
 // before it waits for anything else (frameReady tells whether src's next
 // frame can be read without waiting).
+//
+// forwardFrame runs at the bottom of a proxy's relay goroutine, whose stack
+// starts at 2 KiB and, once grown, stays grown for the session: its state
+// lives in the batch and its error paths in functions of their own, so that
+// its frame, and the deepest call under it (a system call), stay small.
 func (c *Conn) forwardFrame(h Header, src *Conn, progress func()) error {
-	r := &src.rd
-	if err := src.lockRead(); err != nil {
-		return fmt.Errorf("%w: %w", ErrIncompleteFrame, err)
-	}
-	defer r.mu.Unlock()
-	switch {
-	case r.err != nil:
-		return fmt.Errorf("%w: %w", ErrIncompleteFrame, r.err)
-	case r.hdr.OpCode.IsControl() || r.remaining != r.hdr.Length:
-		return fmt.Errorf("%w: only a data frame whose payload is unread can be forwarded", ErrBadWrite)
-	}
-	h.Length, h.Masked = r.hdr.Length, c.client
-	if err := c.checkWrite(&h); err != nil {
-		return err
-	}
-	if err := c.lockWriteBatch(h.OpCode); err != nil {
-		return err
-	}
-	defer c.wmu.Unlock()
-	fc, err := c.startFrame(h, r, progress)
+	fc, err := c.startFrame(h, src, progress)
 	if err != nil {
 		return err
 	}
-	for r.remaining > 0 {
-		if err := fc.step(); err != nil {
-			return fc.failed(err)
+	for fc.r.remaining > 0 {
+		if err = fc.step(); err != nil {
+			err = fc.failed(err)
+			break
 		}
 	}
-	return nil
+	c.wmu.Unlock()
+	src.rd.mu.Unlock()
+	return err
 }
 
 // frameCopy is one frame on its way from a reader into a batch: how its
@@ -105,9 +96,26 @@ type frameCopy struct {
 	progress func()
 }
 
-// startFrame takes c's batch (from the pool if c has none) and appends the
-// frame's header to it. The caller holds c's frame lock and r's read lock.
-func (c *Conn) startFrame(h Header, r *reader, progress func()) (frameCopy, error) {
+// startFrame takes src's read lock and c's frame lock, checks that src's
+// current frame can be forwarded to c, takes c's batch (from the pool if c
+// has none) and appends the frame's header to it. On success both locks are
+// held and the returned frameCopy, which lives in the batch, describes the
+// frame's way.
+//
+//go:noinline
+func (c *Conn) startFrame(h Header, src *Conn, progress func()) (*frameCopy, error) {
+	r := &src.rd
+	if err := src.lockRead(); err != nil {
+		return nil, incompleteFrame(err)
+	}
+	if err := c.checkForward(&h, r); err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
+	if err := c.lockWriteBatch(h.OpCode); err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
 	if c.client {
 		h.Mask = newMaskKey()
 	}
@@ -118,17 +126,39 @@ func (c *Conn) startFrame(h Header, r *reader, progress func()) (frameCopy, erro
 	b := c.batch
 	if batchSize-b.n < MaxHeaderSize {
 		if err := c.writeBatch(); err != nil {
-			return frameCopy{}, err
+			c.wmu.Unlock()
+			r.mu.Unlock()
+			return nil, err
 		}
 	}
 	b.start, b.sent = b.n, false
 	b.n += len(AppendHeader(b.buf[b.n:b.n], h))
 	text := r.msgOp == OpText && !r.msgCompressed
-	return frameCopy{
+	b.fc = frameCopy{
 		c: c, r: r, b: b, text: text,
 		remask: r.hdr.Masked && c.client && !text, mask: c.client, to: h.Mask,
 		progress: progress,
-	}, nil
+	}
+	return &b.fc, nil
+}
+
+// checkForward checks that r's current frame is a data frame whose payload is
+// unread, and completes h, the header it is forwarded with, for c.
+func (c *Conn) checkForward(h *Header, r *reader) error {
+	switch {
+	case r.err != nil:
+		return incompleteFrame(r.err)
+	case r.hdr.OpCode.IsControl() || r.remaining != r.hdr.Length:
+		return fmt.Errorf("%w: only a data frame whose payload is unread can be forwarded", ErrBadWrite)
+	}
+	h.Length, h.Masked = r.hdr.Length, c.client
+	return c.checkWrite(h)
+}
+
+// incompleteFrame is the error of a frame that cannot be forwarded because
+// its source failed with err.
+func incompleteFrame(err error) error {
+	return fmt.Errorf("%w: %w", ErrIncompleteFrame, err)
 }
 
 // step moves the next piece of the payload into the batch: what the source

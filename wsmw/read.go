@@ -12,7 +12,18 @@ import (
 // while bytes are in flight; it goes back to the pool before a blocking header read.
 const readBufSize = 4096
 
-var readBufPool = sync.Pool{New: func() any { return new([readBufSize]byte) }}
+// readBufPool holds the read buffers of connections not reading at the moment.
+// It has no New function: a reader that finds it empty allocates a buffer
+// where its stack is shallow (see rawFill), not in the middle of a read.
+var readBufPool sync.Pool
+
+// getReadBuf returns a pooled read buffer, or a new one.
+func getReadBuf() *[readBufSize]byte {
+	if bp, ok := readBufPool.Get().(*[readBufSize]byte); ok {
+		return bp
+	}
+	return new([readBufSize]byte)
+}
 
 // reader is the receiving half of a Conn: frame parsing, the rules of RFC 6455
 // §5 applied to every received frame, and the state of the message in progress.
@@ -68,7 +79,7 @@ func (r *reader) init(c *Conn, buffered []byte) {
 }
 
 func (r *reader) acquire() {
-	r.bp = readBufPool.Get().(*[readBufSize]byte)
+	r.bp = getReadBuf()
 	r.r, r.w = 0, 0
 }
 

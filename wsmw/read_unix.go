@@ -3,6 +3,7 @@
 package wsmw
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -31,9 +32,17 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 
 // rawFill waits until the socket is readable and reads into a freshly pooled buffer.
 func (r *reader) rawFill() error {
-	r.rawErr = nil
-	if err := r.c.rc.Read(r.rawFn); err != nil {
-		return err
+	for {
+		r.rawErr = nil
+		if err := r.c.rc.Read(r.rawFn); err != nil {
+			return err
+		}
+		if r.rawErr != errNoReadBuf {
+			break
+		}
+		// The pool was empty: allocate here, outside the read callback, whose
+		// stack is deep already (see readBufPool).
+		readBufPool.Put(new([readBufSize]byte))
 	}
 	if r.rawErr != nil {
 		return r.rawErr
@@ -44,13 +53,21 @@ func (r *reader) rawFill() error {
 	return nil
 }
 
+// errNoReadBuf is rawRead's answer when the pool has no buffer: the socket is
+// readable, and rawFill gets a buffer and calls it again.
+var errNoReadBuf = errors.New("wsmw: no pooled read buffer")
+
 // rawRead is the RawConn callback: it returns false (wait for readiness) on EAGAIN,
 // having put the buffer back, so nothing is held while the socket is idle.
 func (r *reader) rawRead(fd uintptr) bool {
 	if r.fwd != nil {
 		return r.forwardReadFd(fd)
 	}
-	bp := readBufPool.Get().(*[readBufSize]byte)
+	bp, _ := readBufPool.Get().(*[readBufSize]byte)
+	if bp == nil {
+		r.rawErr = errNoReadBuf
+		return true
+	}
 	for {
 		n, err := syscall.Read(int(fd), bp[:])
 		switch {

@@ -1,6 +1,7 @@
 package wsmw
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/netip"
@@ -36,11 +37,16 @@ func parseAddr(network, s string) net.Addr {
 }
 
 // quietReads reports whether reads from nc should wait in the reader's small
-// head array instead of a pooled buffer (see quietFill): on a stream, which
-// has no RawConn to wait for readiness on.
+// head array instead of a pooled buffer (see quietFill): on a stream or a TLS
+// connection, which have no RawConn to wait for readiness on, and where the
+// second read of a frame costs no system call (the rest of the record or of
+// the stream's data is buffered below).
 func quietReads(nc net.Conn) bool {
-	_, ok := nc.(stream)
-	return ok
+	switch nc.(type) {
+	case stream, *tls.Conn:
+		return true
+	}
+	return false
 }
 
 // quietFill waits for the next bytes holding no pooled buffer: it reads at
