@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -168,53 +169,74 @@ func benchReadHeader(br *bufio.Reader) (wsmw.Header, error) {
 // 2 KiB stacks, and a forwarding path deeper than they allow doubles them for
 // the rest of the session (Go never shrinks a stack back to 2 KiB).
 func BenchmarkStackAfterMessage(b *testing.B) {
-	for _, size := range []int{128, 1 << 10, 16 << 10, 64 << 10} {
-		b.Run(fmt.Sprint(size), func(b *testing.B) {
-			const sessions = 200
-			p, err := New(Config{Upstreams: []string{benchEcho(b)}})
-			if err != nil {
-				b.Fatal(err)
+	for _, tlsOn := range []bool{false, true} {
+		for _, size := range []int{128, 1 << 10, 16 << 10, 64 << 10} {
+			name := fmt.Sprint(size)
+			if tlsOn {
+				name = "tls/" + name
 			}
-			front := httptest.NewServer(p)
-			defer front.Close()
-			payload := make([]byte, size)
-			key := [4]byte{1, 2, 3, 4}
-			frame := append(wsmw.AppendHeader(nil, wsmw.Header{Fin: true, OpCode: wsmw.OpBinary, Masked: true, Mask: key, Length: int64(size)}), payload...)
-			in := make([]byte, size)
-			var grown int64
-			for range b.N {
-				conns := make([]net.Conn, sessions)
-				readers := make([]*bufio.Reader, sessions)
-				for i := range conns {
-					conns[i], readers[i] = benchHandshake(b, front.URL)
-				}
-				time.Sleep(50 * time.Millisecond) // the sessions' goroutines start and wait
-				before := stackInuse()
-				for i, c := range conns {
-					if _, err := c.Write(frame); err != nil {
-						b.Fatal(err)
-					}
-					if _, err := benchReadHeader(readers[i]); err != nil {
-						b.Fatal(err)
-					}
-					if _, err := io.ReadFull(readers[i], in); err != nil {
-						b.Fatal(err)
-					}
-				}
-				time.Sleep(50 * time.Millisecond)
-				grown += stackInuse() - before
-				for _, c := range conns {
-					c.Close()
-				}
-			}
-			b.ReportMetric(float64(grown)/float64(b.N*sessions), "stack-B/session")
-		})
+			b.Run(name, func(b *testing.B) { benchStackAfterMessage(b, tlsOn, size) })
+		}
 	}
 }
 
-// benchHandshake opens a raw client connection through the proxy at url.
-func benchHandshake(tb testing.TB, url string) (net.Conn, *bufio.Reader) {
-	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+func benchStackAfterMessage(b *testing.B, tlsOn bool, size int) {
+	const sessions = 200
+	p, err := New(Config{Upstreams: []string{benchEcho(b)}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	front := httptest.NewUnstartedServer(p)
+	if tlsOn {
+		front.StartTLS()
+	} else {
+		front.Start()
+	}
+	defer front.Close()
+	payload := make([]byte, size)
+	key := [4]byte{1, 2, 3, 4}
+	frame := append(wsmw.AppendHeader(nil, wsmw.Header{Fin: true, OpCode: wsmw.OpBinary, Masked: true, Mask: key, Length: int64(size)}), payload...)
+	in := make([]byte, size)
+	var grown int64
+	for range b.N {
+		conns := make([]net.Conn, sessions)
+		readers := make([]*bufio.Reader, sessions)
+		for i := range conns {
+			conns[i], readers[i] = benchHandshake(b, front)
+		}
+		time.Sleep(50 * time.Millisecond) // the sessions' goroutines start and wait
+		before := stackInuse()
+		for i, c := range conns {
+			if _, err := c.Write(frame); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := benchReadHeader(readers[i]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(readers[i], in); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		grown += stackInuse() - before
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	b.ReportMetric(float64(grown)/float64(b.N*sessions), "stack-B/session")
+}
+
+// benchHandshake opens a raw client connection through the proxy served by
+// front (over TLS if front is).
+func benchHandshake(tb testing.TB, front *httptest.Server) (net.Conn, *bufio.Reader) {
+	addr := front.Listener.Addr().String()
+	var c net.Conn
+	var err error
+	if front.TLS != nil {
+		c, err = tls.Dial("tcp", addr, front.Client().Transport.(*http.Transport).TLSClientConfig)
+	} else {
+		c, err = net.Dial("tcp", addr)
+	}
 	if err != nil {
 		tb.Fatal(err)
 	}

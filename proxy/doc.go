@@ -17,10 +17,9 @@
 // A client on HTTP/2 or HTTP/3 opens its WebSocket with an extended CONNECT
 // (RFC 8441, RFC 9220) on a stream of a connection it already has; the
 // upstream is still dialed with an HTTP/1.1 upgrade, as Caddy's reverse_proxy
-// does. The stream ends when ServeHTTP returns, so for such a client the
-// session runs in ServeHTTP's goroutine (and one more for the other
-// direction) until both legs are closed: a complete close handshake ends the
-// client's stream in order, anything else resets it. Everything else is the
+// does. The stream ends when ServeHTTP returns, so for such a client
+// ServeHTTP waits until both legs are closed: a complete close handshake ends
+// the client's stream in order, anything else resets it. Everything else is the
 // same; the session's log line and metrics name the client leg's protocol
 // (client_proto: http/1.1, h2 or h3).
 //
@@ -52,8 +51,11 @@
 // # Memory and cost
 //
 // An idle session holds no buffers: two wsmw.Conns, the session, and two
-// goroutine stacks, about 12 KiB in all. Forwarding allocates nothing per
-// frame; message and byte counters are summed from live sessions only when
+// goroutines that wait on 2 KiB stacks, about 9 KiB in all (plus what
+// crypto/tls keeps for a TLS leg). A relay goroutine whose stack grew (through
+// crypto/tls, or forwarding a large frame) hands its work to a fresh one
+// before it waits (stacktrim.go), since Go never gives a parked goroutine's
+// stack back. Forwarding allocates nothing per frame; message and byte counters are summed from live sessions only when
 // Prometheus scrapes, and the session's log line is written once, at the end.
 // A slow reader is bounded by WriteTimeout: the proxy never queues frames.
 package proxy

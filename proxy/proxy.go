@@ -209,13 +209,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	admitted = false
 	if r.ProtoMajor >= 2 {
 		// The client leg is this request's stream: the session must end before ServeHTTP does.
-		p.serveSession(r, client, conn, up)
+		<-p.startSession(r, client, conn, up, true).ended
 		relay.EndStream(client)
 		return
 	}
 	// The session runs in goroutines of its own and ServeHTTP returns, so net/http
 	// frees the buffers it holds per connection for as long as a handler runs.
-	go p.serveSession(r, client, conn, up)
+	p.startSession(r, client, conn, up, false)
 }
 
 // checkRequest checks the client's handshake before anything is dialed: the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/wsgate/wsgate/internal/relay"
 	"github.com/wsgate/wsgate/wsmw"
@@ -26,9 +27,10 @@ type relayer struct {
 	shadowStale bool // passthrough: src compresses with context takeover, so a message cannot be inflated on its own
 	recodeAll   bool // terminate: dst compresses, so every message is reassembled and written with dst's compression
 
-	mode   msgMode  // what happens to the frames of the current message
-	closed bool     // a close went to src or dst: data is no longer forwarded
-	asm    assembly // the current message, when it is reassembled
+	mode   msgMode   // what happens to the frames of the current message
+	closed bool      // a close went to src or dst: data is no longer forwarded
+	asm    assembly  // the current message, when it is reassembled
+	trim   stackTrim // when the relayer moves to a fresh goroutine
 }
 
 // msgMode is what the relayer does with the frames of the current message.
@@ -54,17 +56,36 @@ func newRelayer(s *session, dir Direction, src, dst *leg) *relayer {
 	return r
 }
 
+// loop runs the relayer in the calling goroutine until src's reading is over,
+// then tells the session; or, if the relayer continues in a fresh goroutine
+// (see stackTrim), until it has handed off.
+func (r *relayer) loop() {
+	if r.run() {
+		return
+	}
+	r.s.directionEnded()
+}
+
 // run forwards frames until src's close arrives or src fails. Before it waits
-// for src, it writes what relay.Forward gathered for dst.
-func (r *relayer) run() {
+// for src, it writes what relay.Forward gathered for dst; and if the
+// goroutine's stack has grown since run began, it may hand the relayer over to
+// a fresh goroutine (stackTrim) and report true.
+func (r *relayer) run() (handedOff bool) {
+	var mark byte // its address changes when the stack is copied to a larger one
+	base := uintptr(unsafe.Pointer(&mark))
 	for {
 		if !relay.FrameReady(r.src.conn) {
 			r.flush()
+			if uintptr(unsafe.Pointer(&mark)) != base && r.trim.handOff() && relay.Idle(r.src.conn) {
+				go r.loop()
+				return true
+			}
 		}
 		h, payload, err := r.src.conn.NextFrame()
+		r.trim.woke()
 		if err != nil {
 			r.s.readFailed(r.src, r.dst, err)
-			return
+			return false
 		}
 		r.src.frames.Add(1)
 		r.src.payload = payload
@@ -74,11 +95,11 @@ func (r *relayer) run() {
 		switch {
 		case h.OpCode == wsmw.OpClose:
 			r.s.closeReceived(r.src, r.dst)
-			return
+			return false
 		case h.OpCode.IsControl():
 			r.control(h)
 		case !r.data(h):
-			return
+			return false
 		}
 	}
 }

@@ -52,8 +52,10 @@ type session struct {
 	up       leg
 	kaToken  [16]byte // payload of the proxy's own pings, so their pongs are not forwarded
 
-	closing    atomic.Bool  // a close was sent or a leg failed: finish within CloseTimeout
-	drainUntil atomic.Int64 // unix nanoseconds: the upstream of a drained session is read until then at most; 0 if not drained
+	directions atomic.Int32  // directions still forwarding (see directionEnded)
+	ended      chan struct{} // closed when the session has ended, if a handler waits for it
+	closing    atomic.Bool   // a close was sent or a leg failed: finish within CloseTimeout
+	drainUntil atomic.Int64  // unix nanoseconds: the upstream of a drained session is read until then at most; 0 if not drained
 
 	mu        sync.Mutex // guards the fields below and the timers' rescheduling
 	endCode   wsmw.StatusCode
@@ -65,20 +67,38 @@ type session struct {
 	logBase   []zap.Field // request fields of the session's log line, taken at the handshake
 }
 
-// serveSession forwards one session until both legs are closed. It owns one of
-// the proxy's admitted slots and releases it at the end.
-func (p *Proxy) serveSession(r *http.Request, client, up *wsmw.Conn, upstream *Upstream) {
-	defer p.release()
+// startSession starts forwarding one session: each direction runs in a
+// goroutine of its own (see relayer.loop), and the last one to end finishes
+// the session and releases the proxy's admitted slot it owns. With wait, the
+// session's ended channel is closed once that is done.
+func (p *Proxy) startSession(r *http.Request, client, up *wsmw.Conn, upstream *Upstream, wait bool) *session {
 	s := p.newSession(r, client, up, upstream)
+	if wait {
+		s.ended = make(chan struct{})
+	}
 	s.begin()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		newRelayer(s, UpstreamToClient, &s.up, &s.client).run()
-	}()
-	newRelayer(s, ClientToUpstream, &s.client, &s.up).run()
-	<-done
+	s.directions.Store(2)
+	// Each relay goroutine starts by waiting for its source. Whether that wait
+	// can be on the socket (relay.Idle) is found out here, on this goroutine's
+	// stack, which the handshake has grown already, so that theirs stay small.
+	relay.Idle(client)
+	relay.Idle(up)
+	go newRelayer(s, UpstreamToClient, &s.up, &s.client).loop()
+	go newRelayer(s, ClientToUpstream, &s.client, &s.up).loop()
+	return s
+}
+
+// directionEnded is called by each direction when its forwarding is over; the
+// second call finishes the session.
+func (s *session) directionEnded() {
+	if s.directions.Add(-1) != 0 {
+		return
+	}
 	s.finish()
+	s.p.release()
+	if s.ended != nil {
+		close(s.ended)
+	}
 }
 
 // newSession builds the session of an upgraded client and its dialed upstream.

@@ -58,7 +58,7 @@ func (c *Conn) waitPeerClose() {
 	if c.rd.mu.TryLock() {
 		// No read in progress: read ourselves until the close (or an error) arrives.
 		defer c.rd.mu.Unlock()
-		_ = c.nc.SetReadDeadline(deadline)
+		_ = c.SetReadDeadline(deadline)
 		for {
 			if _, err := c.rd.nextFrame(); err != nil {
 				return

@@ -114,7 +114,12 @@ func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // SetReadDeadline sets the deadline for reads. A read that times out breaks the connection.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.rd.tls != nil {
+		return c.rd.tls.setDeadline(c.nc, t)
+	}
+	return c.nc.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the deadline for writes. A write that times out breaks the connection.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }

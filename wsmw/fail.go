@@ -67,7 +67,7 @@ func (r *reader) linger() {
 // peer's close frame arrives, the close timeout passes, or lingerBudget bytes
 // have been dropped.
 func (r *reader) drainUntilClose() {
-	_ = r.c.nc.SetReadDeadline(time.Now().Add(r.c.closeTimeout))
+	_ = r.c.SetReadDeadline(time.Now().Add(r.c.closeTimeout))
 	budget := int64(lingerBudget)
 	skip := r.remaining
 	for budget > 0 {

@@ -347,3 +347,25 @@ func (c *Conn) frameReady() bool {
 	}
 	return len(b) >= n
 }
+
+// idle reports whether nothing is buffered below c's reader, so that its next
+// read waits for the network: on a socket, when the reader holds no bytes; on
+// TLS over TCP, when the TLS layer holds none either, which it reads without
+// waiting to know (and the next read then waits on the socket, see tlsIdle).
+// Any other connection reports false.
+func (c *Conn) idle() bool {
+	if c.lockRead() != nil {
+		return false
+	}
+	defer c.rd.mu.Unlock()
+	r := &c.rd
+	switch {
+	case r.err != nil || r.buffered() > 0 || r.remaining > 0:
+		return false
+	case r.rawFn != nil:
+		return true
+	case r.tls != nil:
+		return !r.probe(r.tls)
+	}
+	return false
+}

@@ -125,7 +125,7 @@ func (t MessageType) String() string { return OpCode(t).String() }
 // When ctx ends, the read is interrupted and the connection broken.
 func (c *Conn) Read(ctx context.Context, buf []byte) (MessageType, []byte, error) {
 	var op OpCode
-	err := c.withDeadline(ctx, c.nc.SetReadDeadline, func() (err error) {
+	err := c.withDeadline(ctx, c.SetReadDeadline, func() (err error) {
 		op, buf, err = c.appendMessage(buf)
 		return err
 	})

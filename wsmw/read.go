@@ -39,6 +39,7 @@ type reader struct {
 	fwd    *batch // the batch a forwardFrame read goes into (rawForwardRead in read_unix.go)
 
 	quiet bool                // no RawConn, but reads wait in head rather than in a pooled buffer (stream.go)
+	tls   *tlsIdle            // a TLS connection's waiting on the socket below (tlsidle.go); nil otherwise
 	head  [MaxHeaderSize]byte // what a quiet read waits in: at most the next frame's header
 
 	hdr       Header // current frame
@@ -64,6 +65,7 @@ func (r *reader) init(c *Conn, buffered []byte) {
 		r.rawFn = r.rawRead
 	}
 	r.quiet = quietReads(c.nc)
+	r.tls = newTLSIdle(c.nc)
 	if len(buffered) > 0 {
 		if len(buffered) <= readBufSize {
 			r.acquire()
@@ -113,6 +115,11 @@ func (r *reader) fill(need int) error {
 				continue
 			}
 			if r.quiet {
+				if r.tls != nil && r.tls.waitSocket {
+					if err := r.tls.wait(); err != nil {
+						return err
+					}
+				}
 				if err := r.quietFill(); err != nil {
 					return err
 				}

@@ -20,6 +20,7 @@ func (*relayOps) Forward(dst, src *Conn, h Header, splice bool, progress func())
 
 func (*relayOps) Flush(c *Conn) error               { return c.flush() }
 func (*relayOps) FrameReady(c *Conn) bool           { return c.frameReady() }
+func (*relayOps) Idle(c *Conn) bool                 { return c.idle() }
 func (*relayOps) ControlPayload(c *Conn) []byte     { return c.controlPayload() }
 func (*relayOps) CloseSent(c *Conn) bool            { return c.closeSent() }
 func (*relayOps) CloseReceived(c *Conn) *CloseError { return c.closeReceived() }

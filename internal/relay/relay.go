@@ -18,6 +18,7 @@ type Ops interface {
 	Forward(dst, src *wsmw.Conn, h wsmw.Header, splice bool, progress func()) error
 	Flush(c *wsmw.Conn) error
 	FrameReady(c *wsmw.Conn) bool
+	Idle(c *wsmw.Conn) bool
 	ControlPayload(c *wsmw.Conn) []byte
 	WriteFrameInPlace(c *wsmw.Conn, h wsmw.Header, payload []byte) error
 	SendClose(c *wsmw.Conn, code wsmw.StatusCode, reason string) error
@@ -65,6 +66,13 @@ func Flush(c *wsmw.Conn) error { return ops.Flush(c) }
 // FrameReady reports whether c's next frame can be read without waiting for the
 // network: its header (and a control frame's payload) is buffered, or c failed.
 func FrameReady(c *wsmw.Conn) bool { return ops.FrameReady(c) }
+
+// Idle reports whether nothing is buffered below c's reader (in a TLS layer,
+// say), so that its next read waits for the network, and arranges for that
+// wait to be a shallow one: a goroutine that starts now and reads c waits on a
+// 2 KiB stack. It reads what a TLS layer holds, without waiting, to know; a
+// connection it cannot tell about (an HTTP/2 or HTTP/3 stream) reports false.
+func Idle(c *wsmw.Conn) bool { return ops.Idle(c) }
 
 // ControlPayload returns the payload of the control frame NextFrame just
 // returned, without a copy: it aliases c's buffer until the next read.
