@@ -148,8 +148,28 @@ func (c *Conn) CloseNow() error {
 		c.closed.Store(true)
 		err = c.closeNetConn()
 		c.signalPeerDone()
+		c.releaseBuffers()
 	})
 	return err
+}
+
+// releaseBuffers gives a closed connection's pooled buffers back, unless a
+// read or a write holds them at the moment: the read buffer that still holds
+// the last frame read (the peer's close, typically), and a write batch. When
+// many connections close at once, their buffers then serve each other
+// instead of each waiting for the garbage collector.
+func (c *Conn) releaseBuffers() {
+	if c.rd.mu.TryLock() {
+		c.rd.drop()
+		c.rd.mu.Unlock()
+	}
+	if c.wmu.TryLock() {
+		if c.batch != nil {
+			c.batch.n, c.batch.w, c.batch.start = 0, 0, 0
+			c.putBatch()
+		}
+		c.wmu.Unlock()
+	}
 }
 
 // closeSent reports whether a close frame has been written on c.

@@ -94,6 +94,14 @@ func (r *reader) release() {
 	}
 }
 
+// drop gives the buffer back to the pool with whatever it holds.
+func (r *reader) drop() {
+	if r.bp != nil {
+		readBufPool.Put(r.bp)
+		r.bp, r.r, r.w = nil, 0, 0
+	}
+}
+
 func (r *reader) buffered() int { return r.w - r.r }
 
 // testHookWait, when set by a test, is called by a reader just before it may
@@ -327,6 +335,7 @@ func (r *reader) readControl() error {
 		ce := &CloseError{Code: code, Reason: reason}
 		c.closeRecv.Store(ce)
 		r.err = ce
+		r.drop() // nothing after a close is read
 		c.signalPeerDone()
 	}
 	return nil
