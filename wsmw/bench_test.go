@@ -339,3 +339,41 @@ func tlsPair(t testing.TB) (net.Conn, net.Conn) {
 	}
 	return client, server
 }
+
+// TestCloseReleasesReadBuffer: the read buffer goes back to the pool as soon
+// as the peer's close is read (bytes after it are never read), and CloseNow
+// gives back one that still holds unread bytes, so that connections closing
+// together do not each keep 4 KiB until the garbage collector runs.
+func TestCloseReleasesReadBuffer(t *testing.T) {
+	t.Run("peer's close", func(t *testing.T) {
+		a, s := rawTCPPair(t)
+		server := newConn(s, nil, false, connConfig{})
+		defer server.CloseNow()
+		a.Write(concat(clientFrame(OpText, "hi"), clientFrame(OpClose, closeBody(1000, "bye")), clientFrame(OpText, "after")))
+		if _, p, err := server.readMessage(); err != nil || string(p) != "hi" {
+			t.Fatalf("read %q %v", p, err)
+		}
+		if _, _, err := server.readMessage(); CloseStatus(err) != StatusNormalClosure {
+			t.Fatalf("read %v, want the peer's 1000", err)
+		}
+		if server.rd.bp != nil {
+			t.Fatal("the reader still holds its buffer after the peer's close")
+		}
+	})
+	t.Run("CloseNow", func(t *testing.T) {
+		a, s := rawTCPPair(t)
+		server := newConn(s, nil, false, connConfig{})
+		a.Write(concat(clientFrame(OpText, "one"), clientFrame(OpText, "two")))
+		time.Sleep(20 * time.Millisecond) // both frames are in the socket: one read takes them
+		if _, p, err := server.readMessage(); err != nil || string(p) != "one" {
+			t.Fatalf("read %q %v", p, err)
+		}
+		if server.rd.bp == nil {
+			t.Fatal("test premise: the second frame is buffered")
+		}
+		server.CloseNow()
+		if server.rd.bp != nil {
+			t.Fatal("CloseNow left the read buffer with the connection")
+		}
+	})
+}
