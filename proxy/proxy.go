@@ -43,6 +43,7 @@ type Proxy struct {
 	done          chan struct{} // closed when draining and the last session ended
 
 	active  atomic.Int64
+	clock   *coarseClock // for write deadlines (session.armWrite)
 	nextID  atomic.Uint64
 	health  *HealthChecker
 	closing sync.Once
@@ -64,6 +65,7 @@ func New(cfg Config) (*Proxy, error) {
 	if p.log == nil {
 		p.log = zap.NewNop()
 	}
+	p.clock = newCoarseClock(cfg.WriteTimeout/8, p.active.Load)
 	for _, dir := range []Direction{ClientToUpstream, UpstreamToClient} {
 		p.inflates[dir] = cfg.Inspectors.NeedsPayload(dir, wsmw.OpText) || cfg.Inspectors.NeedsPayload(dir, wsmw.OpBinary)
 	}

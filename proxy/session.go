@@ -154,6 +154,7 @@ func (s *session) begin() {
 	s.client.conn.SetPingHandler(noop)
 	s.up.conn.SetPingHandler(noop)
 	s.upstream.active.Add(1)
+	p.clock.start()
 	p.cfg.Metrics.sessionStarted(s.info.ClientProto)
 	p.mu.Lock()
 	p.sessions[s] = struct{}{}
@@ -273,15 +274,16 @@ func (s *session) other(l *leg) *leg {
 	return &s.client
 }
 
-// armWrite refreshes a leg's write deadline, at most every quarter of WriteTimeout:
-// a stalled write fails after between 3/4 and all of WriteTimeout.
+// armWrite refreshes a leg's write deadline when less than 3/4 of
+// WriteTimeout is left of it by the proxy's coarse clock, which lags by at
+// most WriteTimeout/8: a stalled write fails after between 5/8 and all of
+// WriteTimeout. Most frames thus cost no time.Now.
 func (s *session) armWrite(l *leg) {
 	wt := s.p.cfg.WriteTimeout
-	now := time.Now()
-	if l.writeDeadline.Load()-now.UnixNano() >= int64(wt)*3/4 {
+	if l.writeDeadline.Load()-s.p.clock.unixNano() >= int64(wt)*3/4 {
 		return
 	}
-	d := now.Add(wt)
+	d := time.Now().Add(wt)
 	l.writeDeadline.Store(d.UnixNano())
 	_ = l.conn.SetWriteDeadline(d)
 }
