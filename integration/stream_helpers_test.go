@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -25,20 +24,13 @@ import (
 	"github.com/wsgate/wsgate/internal/streamtest"
 	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/internal/testkit/caddytest"
-	"github.com/wsgate/wsgate/internal/xconnect"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// TestMain starts the tests with GODEBUG=http2xconnect=1, without which
-// net/http's HTTP/2 server (and so Caddy's) refuses extended CONNECT; net/http
-// reads it before any test code runs (see internal/xconnect).
-func TestMain(m *testing.M) {
-	if err := xconnect.Reexec(); err != nil {
-		fmt.Fprintln(os.Stderr, "HTTP/2 WebSocket tests will be skipped:", err)
-	}
-	os.Exit(m.Run())
-}
+// TestMain turns on extended CONNECT in net/http's HTTP/2 server for the
+// tests on streams (see streamtest.Main).
+func TestMain(m *testing.M) { streamtest.Main(m) }
 
 // streamFront is the proxy on the routes of examples/chi, served over one
 // protocol: the demo page at /, the proxy at /ws for GET and CONNECT.

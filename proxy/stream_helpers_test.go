@@ -8,11 +8,9 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,18 +19,12 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/internal/streamtest"
-	"github.com/wsgate/wsgate/internal/xconnect"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// TestMain turns on extended CONNECT in net/http's HTTP/2 server, which reads
-// GODEBUG before any test code runs (see internal/xconnect).
-func TestMain(m *testing.M) {
-	if err := xconnect.Reexec(); err != nil {
-		fmt.Fprintln(os.Stderr, "HTTP/2 WebSocket tests will be skipped:", err)
-	}
-	os.Exit(m.Run())
-}
+// TestMain turns on extended CONNECT in net/http's HTTP/2 server for the
+// tests on streams (see streamtest.Main).
+func TestMain(m *testing.M) { streamtest.Main(m) }
 
 // streamUpstream is a gorilla/websocket echo server on HTTP/1.1; each connection
 // is handed to conns and the error its read ended with to ended.

@@ -7,26 +7,17 @@ package wsmw
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/wsgate/wsgate/internal/streamtest"
-	"github.com/wsgate/wsgate/internal/xconnect"
 )
 
-// TestMain turns on extended CONNECT in net/http's HTTP/2 server, which reads
-// GODEBUG before any test code runs, by re-executing the test binary with
-// GODEBUG=http2xconnect=1 (see internal/xconnect).
-func TestMain(m *testing.M) {
-	if err := xconnect.Reexec(); err != nil {
-		fmt.Fprintln(os.Stderr, "HTTP/2 WebSocket tests will be skipped:", err)
-	}
-	os.Exit(m.Run())
-}
+// TestMain turns on extended CONNECT in net/http's HTTP/2 server for the
+// tests on streams (see streamtest.Main).
+func TestMain(m *testing.M) { streamtest.Main(m) }
 
 // streamServer is a handler served over one protocol (see streamtest.Start).
 type streamServer struct{ *streamtest.Server }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,18 +17,12 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/wsgate/wsgate/internal/streamtest"
-	"github.com/wsgate/wsgate/internal/xconnect"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
-// TestMain starts the tests with GODEBUG=http2xconnect=1, as the README's
-// command starts the demo (see internal/xconnect).
-func TestMain(m *testing.M) {
-	if err := xconnect.Reexec(); err != nil {
-		fmt.Fprintln(os.Stderr, "HTTP/2 WebSocket tests will be skipped:", err)
-	}
-	os.Exit(m.Run())
-}
+// TestMain turns on extended CONNECT in net/http's HTTP/2 server for the
+// tests on streams (see streamtest.Main).
+func TestMain(m *testing.M) { streamtest.Main(m) }
 
 // TestHTTPS: with -tls-cert and -tls-key the demo serves HTTPS with HTTP/2;
 // the page, /echo and /ws answer over HTTP/2 (WebSockets as extended CONNECT)

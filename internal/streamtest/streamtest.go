@@ -114,6 +114,18 @@ func Start(t testing.TB, proto string, h http.Handler, configure ...func(*http.S
 	return nil
 }
 
+// Main is a TestMain for packages with tests on HTTP/2 streams: it re-executes
+// the test binary with GODEBUG=http2xconnect=1, without which net/http's
+// HTTP/2 server (and so Caddy's) refuses extended CONNECT; net/http reads it
+// before any test code runs (see internal/xconnect). If that fails, the
+// tests that need it skip (RequireXConnect).
+func Main(m *testing.M) {
+	if err := xconnect.Reexec(); err != nil {
+		fmt.Fprintln(os.Stderr, "HTTP/2 WebSocket tests will be skipped:", err)
+	}
+	os.Exit(m.Run())
+}
+
 // RequireXConnect skips t when net/http's HTTP/2 server refuses extended CONNECT.
 func RequireXConnect(t testing.TB) {
 	t.Helper()
