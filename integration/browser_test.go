@@ -7,12 +7,10 @@ package integration
 // window.wsgate.
 
 import (
-	"context"
 	"os"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -48,37 +46,10 @@ func TestBrowserChromium(t *testing.T) {
 	// MaxMessageSize 1000: the echoes below are small, the page's #sendBig is not.
 	front := startDemoFront(t, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		// Without these Chromium reaches out to the network, which is closed here.
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1000, 900),
-	)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel() // closes the browser before the servers stop (cleanups run after)
-
-	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(bctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	poll := func(what, expr string) {
-		t.Helper()
-		run(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(waitTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
-	}
+	bctx, closeBrowser := startChromium(t.TempDir(), chromedp.WindowSize(1000, 900))
+	defer closeBrowser() // before the servers stop (cleanups run after)
+	page := pageDriver{t, bctx}
+	run, poll, closed := page.run, page.poll, page.closed
 	received := func() []pageReceived {
 		t.Helper()
 		r, err := chromedp.Run(bctx, chromedp.Evaluate[[]pageReceived](`window.wsgate.received`))
@@ -86,15 +57,6 @@ func TestBrowserChromium(t *testing.T) {
 			t.Fatalf("reading window.wsgate.received: %v", err)
 		}
 		return r
-	}
-	closed := func() pageClosed {
-		t.Helper()
-		c, err := chromedp.Run(bctx, chromedp.Poll[pageClosed](`window.wsgate.closed`,
-			chromedp.WithPollingTimeout(waitTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
-		if err != nil {
-			t.Fatalf("waiting for onclose: %v", err)
-		}
-		return c
 	}
 	connect := func() *upConn {
 		t.Helper()

@@ -184,6 +184,19 @@ func wsmwTarget(t testing.TB) target {
 
 // proxyTarget is the proxy (64 KiB limits) on a chi router in front of a lenient upstream.
 func proxyTarget(t testing.TB) target {
+	p, up := conformanceProxy(t)
+	r := chi.NewRouter()
+	r.Use(p.Middleware)
+	r.Get("/*", http.NotFound)
+	addr := testkit.Serve(t, r, nil)
+	return target{name: "proxy", addr: addr, up: up}
+}
+
+// conformanceProxy starts the proxy the conformance suite runs against (64 KiB
+// limits, a 2 s close timeout) in front of a lenient upstream; it shuts down
+// at cleanup.
+func conformanceProxy(t testing.TB) (*proxy.Proxy, *lenientUpstream) {
+	t.Helper()
 	up := startLenient(t)
 	p, err := proxy.New(proxy.Config{
 		Upstreams:      []string{up.URL},
@@ -194,16 +207,12 @@ func proxyTarget(t testing.TB) target {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := chi.NewRouter()
-	r.Use(p.Middleware)
-	r.Get("/*", http.NotFound)
-	addr := testkit.Serve(t, r, nil)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		p.Shutdown(ctx)
 	})
-	return target{name: "proxy", addr: addr, up: up}
+	return p, up
 }
 
 // ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -76,17 +77,7 @@ func startDemoFront(t testing.TB, cfg proxy.Config) *demoFront {
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}
-	page := demoPage(t)
-	r := chi.NewRouter()
-	r.Use(middleware.RequestID, middleware.RealIP, middleware.Recoverer)
-	r.Get("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write(page)
-	})
-	r.Get("/favicon.ico", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	notWS := func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "this endpoint speaks WebSocket", http.StatusUpgradeRequired)
-	}
+	r := demoRouter(t)
 	r.With(p.Middleware).Get("/ws", notWS)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
@@ -644,4 +635,72 @@ func expectMessage(t testing.TB, e nodeEvent, text bool, want []byte) {
 		t.Errorf("node got %s message of %d bytes (sha %.12s), want %s of %d (sha %.12s)",
 			e.Type, e.Length, e.SHA256, typ, len(want), sha(want))
 	}
+}
+
+// nodeConversation runs the exchange every Node client test shares through the
+// proxy, whatever the client's transport: UTF-8 and sized echoes, a fragmented
+// message (checked frame by frame on the upstream), pings and an unsolicited pong
+// both ways, and a client close with 4001 that gorilla echoes without the reason.
+func nodeConversation(t *testing.T, node *nodeProc, uc *upConn) {
+	t.Helper()
+	node.Send(t, map[string]any{"op": "text", "data": utf8Text})
+	if e := node.Expect(t, "message"); e.Type != "text" || e.Data != utf8Text {
+		t.Errorf("utf-8 echo: %+v", e)
+	}
+	for _, n := range sizeClasses {
+		node.Send(t, map[string]any{"op": "text", "size": n})
+		expectMessage(t, node.Expect(t, "message"), true, testkit.Pattern(n, true))
+		node.Send(t, map[string]any{"op": "binary", "size": n})
+		expectMessage(t, node.Expect(t, "message"), false, testkit.Pattern(n, false))
+	}
+
+	before := len(uc.Frames())
+	node.Send(t, map[string]any{"op": "fragments", "type": "text", "parts": []string{"frag", "mented ", "téxt"}})
+	expectMessage(t, node.Expect(t, "message"), true, []byte("fragmented téxt"))
+	want := []wireFrame{{Op: 0x1, Len: 4}, {Op: 0x0, Len: 7}, {Op: 0x0, Fin: true, Len: 5}}
+	if got := uc.Frames()[before:]; !slices.Equal(got, want) {
+		t.Errorf("upstream got frames %+v, want %+v", got, want)
+	}
+
+	node.Send(t, map[string]any{"op": "ping", "data": "node-ping"})
+	if e := node.Expect(t, "pong"); e.Data != "node-ping" {
+		t.Errorf("pong %q, want node-ping", e.Data)
+	}
+	node.Send(t, map[string]any{"op": "pong", "data": "unsolicited"})
+	expectPong(t, uc, "unsolicited")
+	if err := uc.Ping(context.Background(), "upstream-ping"); err != nil {
+		t.Fatal(err)
+	}
+	if e := node.Expect(t, "ping"); e.Data != "upstream-ping" {
+		t.Errorf("node got ping %q, want upstream-ping", e.Data)
+	}
+	expectPong(t, uc, "upstream-ping") // the client answers pings by itself
+
+	node.Send(t, map[string]any{"op": "close", "code": 4001, "reason": "bye"})
+	waitClose(t, uc, 4001, "bye")
+	// gorilla echoes the code without the reason.
+	if e := node.Expect(t, "close"); e.Code != 4001 || e.Reason != "" {
+		t.Errorf("node got close %d %q, want 4001 \"\"", e.Code, e.Reason)
+	}
+}
+
+// demoRouter is examples/chi's router without its WebSocket route: chi's
+// request ID, real IP and recoverer middleware, the demo page at /.
+func demoRouter(t testing.TB) chi.Router {
+	t.Helper()
+	page := demoPage(t)
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, middleware.RealIP, middleware.Recoverer)
+	r.Get("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(page)
+	})
+	r.Get("/favicon.ico", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	return r
+}
+
+// notWS answers what reaches the handler behind the proxy's middleware: a
+// request to /ws that is not a WebSocket handshake.
+func notWS(w http.ResponseWriter, r *http.Request) {
+	http.Error(w, "this endpoint speaks WebSocket", http.StatusUpgradeRequired)
 }

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -584,45 +583,7 @@ func TestPeersNodeClient(t *testing.T) {
 			t.Errorf("the upstream was offered extensions %q, want none", ua)
 		}
 
-		node.Send(t, map[string]any{"op": "text", "data": utf8Text})
-		if e := node.Expect(t, "message"); e.Type != "text" || e.Data != utf8Text {
-			t.Errorf("utf-8 echo: %+v", e)
-		}
-		for _, n := range sizeClasses {
-			node.Send(t, map[string]any{"op": "text", "size": n})
-			expectMessage(t, node.Expect(t, "message"), true, testkit.Pattern(n, true))
-			node.Send(t, map[string]any{"op": "binary", "size": n})
-			expectMessage(t, node.Expect(t, "message"), false, testkit.Pattern(n, false))
-		}
-
-		before := len(uc.Frames())
-		node.Send(t, map[string]any{"op": "fragments", "type": "text", "parts": []string{"frag", "mented ", "téxt"}})
-		expectMessage(t, node.Expect(t, "message"), true, []byte("fragmented téxt"))
-		want := []wireFrame{{Op: 0x1, Len: 4}, {Op: 0x0, Len: 7}, {Op: 0x0, Fin: true, Len: 5}}
-		if got := uc.Frames()[before:]; !slices.Equal(got, want) {
-			t.Errorf("upstream got frames %+v, want %+v", got, want)
-		}
-
-		node.Send(t, map[string]any{"op": "ping", "data": "node-ping"})
-		if e := node.Expect(t, "pong"); e.Data != "node-ping" {
-			t.Errorf("pong %q, want node-ping", e.Data)
-		}
-		node.Send(t, map[string]any{"op": "pong", "data": "unsolicited"})
-		expectPong(t, uc, "unsolicited")
-		if err := uc.Ping(context.Background(), "upstream-ping"); err != nil {
-			t.Fatal(err)
-		}
-		if e := node.Expect(t, "ping"); e.Data != "upstream-ping" {
-			t.Errorf("node got ping %q, want upstream-ping", e.Data)
-		}
-		expectPong(t, uc, "upstream-ping") // ws answers pings by itself
-
-		node.Send(t, map[string]any{"op": "close", "code": 4001, "reason": "bye"})
-		waitClose(t, uc, 4001, "bye")
-		// gorilla echoes the code without the reason.
-		if e := node.Expect(t, "close"); e.Code != 4001 || e.Reason != "" {
-			t.Errorf("node got close %d %q, want 4001 \"\"", e.Code, e.Reason)
-		}
+		nodeConversation(t, node, uc)
 	})
 
 	t.Run("upstream closes 4002", func(t *testing.T) {

@@ -234,25 +234,8 @@ type pageOutcome struct {
 // runPage loads pageURL in a fresh headless Chromium profile and returns the
 // page's outcome.
 func runPage(pageURL, profile string) pageOutcome {
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(profile),
-		chromedp.WindowSize(800, 600),
-	)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
+	bctx, closeBrowser := startChromium(profile, chromedp.WindowSize(800, 600))
+	defer closeBrowser()
 	if err := chromedp.Do(bctx, chromedp.Navigate(pageURL)); err != nil {
 		return pageOutcome{err: fmt.Errorf("loading %s: %w", pageURL, err)}
 	}

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/quic-go/quic-go/http3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -25,7 +23,6 @@ import (
 	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/internal/testkit/caddytest"
 	"github.com/wsgate/wsgate/proxy"
-	"github.com/wsgate/wsgate/wsmw"
 )
 
 // TestMain turns on extended CONNECT in net/http's HTTP/2 server for the
@@ -51,17 +48,7 @@ func startStreamFront(t testing.TB, proto string, cfg proxy.Config) *streamFront
 		t.Fatalf("proxy.New: %v", err)
 	}
 	f := &streamFront{Proxy: p, Logs: logs, Requests: make(chan string, 64)}
-	page := demoPage(t)
-	r := chi.NewRouter()
-	r.Use(middleware.RequestID, middleware.RealIP, middleware.Recoverer)
-	r.Get("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write(page)
-	})
-	r.Get("/favicon.ico", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	notWS := func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "this endpoint speaks WebSocket", http.StatusUpgradeRequired)
-	}
+	r := demoRouter(t)
 	seen := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			select {
@@ -82,28 +69,6 @@ func startStreamFront(t testing.TB, proto string, cfg proxy.Config) *streamFront
 		}
 	})
 	return f
-}
-
-// dialStream opens a wsmw WebSocket to path on s over its protocol.
-func dialStream(t testing.TB, s *streamtest.Server, path string, cfg *wsmw.DialConfig) *wsmw.Conn {
-	t.Helper()
-	var dc wsmw.DialConfig
-	if cfg != nil {
-		dc = *cfg
-	}
-	if s.HTTP2 != nil {
-		dc.HTTP2 = s.HTTP2
-	} else {
-		dc.HTTP3 = s.HTTP3
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	c, resp, err := wsmw.Dial(ctx, s.URL+path, &dc)
-	if err != nil {
-		t.Fatalf("dial %s over %s: %v (%v)", path, s.Proto, err, resp)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	return c
 }
 
 // wantClientProto checks that the proxy's session log lines name proto.

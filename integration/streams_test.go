@@ -37,7 +37,7 @@ func TestStreamsGoClientThroughChi(t *testing.T) {
 			ctx := context.Background()
 
 			t.Run("messages and pings", func(t *testing.T) {
-				c := dialStream(t, f.Server, "/ws", nil)
+				c := testkit.DialStream(t, f.Server, "/ws", nil)
 				uc := up.Next(t)
 				for _, n := range sizeClasses {
 					for _, text := range []bool{true, false} {
@@ -78,7 +78,7 @@ func TestStreamsGoClientThroughChi(t *testing.T) {
 				waitClose(t, uc, 4001, "bye")
 			})
 			t.Run("upstream dies", func(t *testing.T) {
-				c := dialStream(t, f.Server, "/ws", nil)
+				c := testkit.DialStream(t, f.Server, "/ws", nil)
 				up.Next(t)
 				up.Kill()
 				if _, _, err := c.Read(ctx, nil); wsmw.CloseStatus(err) != wsmw.StatusBadGateway {
@@ -86,14 +86,14 @@ func TestStreamsGoClientThroughChi(t *testing.T) {
 				}
 			})
 			t.Run("client goes away", func(t *testing.T) {
-				c := dialStream(t, f.Server, "/ws", nil)
+				c := testkit.DialStream(t, f.Server, "/ws", nil)
 				uc := up.Next(t)
 				c.CloseNow()
 				waitClose(t, uc, 1001, reasonClientGone)
 			})
 			t.Run("message over the limit", func(t *testing.T) {
 				small := startStreamFront(t, proto, proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
-				c := dialStream(t, small.Server, "/ws", nil)
+				c := testkit.DialStream(t, small.Server, "/ws", nil)
 				uc := up.Next(t)
 				c.Write(ctx, wsmw.MessageBinary, make([]byte, 1001))
 				if _, _, err := c.Read(ctx, nil); wsmw.CloseStatus(err) != wsmw.StatusMessageTooBig {
@@ -126,39 +126,7 @@ func TestStreamsNodeClient(t *testing.T) {
 				node := startNode(t, "h2client.js", url)
 				node.Expect(t, "open")
 				uc := up.Next(t)
-				node.Send(t, map[string]any{"op": "text", "data": utf8Text})
-				if e := node.Expect(t, "message"); e.Type != "text" || e.Data != utf8Text {
-					t.Errorf("utf-8 echo: %+v", e)
-				}
-				for _, n := range sizeClasses {
-					node.Send(t, map[string]any{"op": "text", "size": n})
-					expectMessage(t, node.Expect(t, "message"), true, testkit.Pattern(n, true))
-					node.Send(t, map[string]any{"op": "binary", "size": n})
-					expectMessage(t, node.Expect(t, "message"), false, testkit.Pattern(n, false))
-				}
-				before := len(uc.Frames())
-				node.Send(t, map[string]any{"op": "fragments", "type": "text", "parts": []string{"frag", "mented ", "téxt"}})
-				expectMessage(t, node.Expect(t, "message"), true, []byte("fragmented téxt"))
-				want := []wireFrame{{Op: 0x1, Len: 4}, {Op: 0x0, Len: 7}, {Op: 0x0, Fin: true, Len: 5}}
-				if got := uc.Frames()[before:]; !slices.Equal(got, want) {
-					t.Errorf("upstream got frames %+v, want %+v", got, want)
-				}
-				node.Send(t, map[string]any{"op": "ping", "data": "node-ping"})
-				if e := node.Expect(t, "pong"); e.Data != "node-ping" {
-					t.Errorf("pong %q, want node-ping", e.Data)
-				}
-				if err := uc.Ping(context.Background(), "upstream-ping"); err != nil {
-					t.Fatal(err)
-				}
-				if e := node.Expect(t, "ping"); e.Data != "upstream-ping" {
-					t.Errorf("node got ping %q", e.Data)
-				}
-				expectPong(t, uc, "upstream-ping")
-				node.Send(t, map[string]any{"op": "close", "code": 4001, "reason": "bye"})
-				waitClose(t, uc, 4001, "bye")
-				if e := node.Expect(t, "close"); e.Code != 4001 {
-					t.Errorf("node got close %d %q, want 4001", e.Code, e.Reason)
-				}
+				nodeConversation(t, node, uc)
 				if e := node.Expect(t, "stream-end"); e.Message != "end" {
 					t.Errorf("the server ended the stream with %q, want END_STREAM", e.Message)
 				}
@@ -209,35 +177,10 @@ func TestStreamsChromium(t *testing.T) {
 	up := gorillaUpstream(t, 0)
 	f := startStreamFront(t, "h2", proxy.Config{Upstreams: []string{up.URL}, MaxMessageSize: 1000})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("ignore-certificate-errors", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(bctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	poll := func(what, expr string) {
-		t.Helper()
-		run(what, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(waitTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
-	}
+	bctx, closeBrowser := startChromium(t.TempDir(), chromedp.Flag("ignore-certificate-errors", true))
+	defer closeBrowser()
+	page := pageDriver{t, bctx}
+	run, poll := page.run, page.poll
 
 	run("loading the page", chromedp.Navigate(f.HTTPURL("/")), chromedp.WaitVisible(chromedp.ID("connect")))
 	proto, err := chromedp.Run(bctx, chromedp.Evaluate[string](`performance.getEntriesByType("navigation")[0].nextHopProtocol`))
@@ -257,10 +200,8 @@ func TestStreamsChromium(t *testing.T) {
 	run("closing with 4000", chromedp.SetValue(chromedp.ID("code"), "4000"),
 		chromedp.SetValue(chromedp.ID("reason"), "page bye"), chromedp.Click(chromedp.ID("disconnect")))
 	waitClose(t, uc, 4000, "page bye")
-	c, err := chromedp.Run(bctx, chromedp.Poll[pageClosed](`window.wsgate.closed`,
-		chromedp.WithPollingTimeout(waitTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
-	if err != nil || c.Code != 4000 || !c.WasClean {
-		t.Errorf("the page saw close %+v (%v), want 4000, clean", c, err)
+	if c := page.closed(); c.Code != 4000 || !c.WasClean {
+		t.Errorf("the page saw close %+v, want 4000, clean", c)
 	}
 
 	// A message over the limit: the page gets 1009 on its HTTP/2 stream.
@@ -268,12 +209,10 @@ func TestStreamsChromium(t *testing.T) {
 	poll("waiting for onopen", `window.wsgate.closed === null && document.getElementById("status").textContent === "connected"`)
 	up.Next(t)
 	run("sending the big text", chromedp.Click(chromedp.ID("sendBig")))
-	c, err = chromedp.Run(bctx, chromedp.Poll[pageClosed](`window.wsgate.closed`,
-		chromedp.WithPollingTimeout(waitTimeout), chromedp.WithPollingInterval(20*time.Millisecond)))
-	if err != nil || c.Code != 1009 || !c.WasClean {
-		t.Errorf("after #sendBig the page saw close %+v (%v), want 1009, clean", c, err)
+	if c := page.closed(); c.Code != 1009 || !c.WasClean {
+		t.Errorf("after #sendBig the page saw close %+v, want 1009, clean", c)
 	}
-	bcancel()
+	closeBrowser()
 	f.Proxy.Shutdown(context.Background())
 	f.wantClientProto(t, "h2")
 }
@@ -291,7 +230,7 @@ func TestStreamsCaddy(t *testing.T) {
 	ctx := context.Background()
 	for _, s := range []*streamtest.Server{h2, h3} {
 		t.Run(s.Proto, func(t *testing.T) {
-			c := dialStream(t, s, "/ws", nil)
+			c := testkit.DialStream(t, s, "/ws", nil)
 			uc := up.Next(t)
 			for _, n := range []int{0, 125, 65536} {
 				msg := testkit.Pattern(n, true)
@@ -303,7 +242,7 @@ func TestStreamsCaddy(t *testing.T) {
 			c.Close(4000, "from "+s.Proto)
 			waitClose(t, uc, 4000, "from "+s.Proto)
 
-			c = dialStream(t, s, "/ws", nil)
+			c = testkit.DialStream(t, s, "/ws", nil)
 			uc = up.Next(t)
 			c.Write(ctx, wsmw.MessageBinary, make([]byte, 65<<10))
 			if _, _, err := c.Read(ctx, nil); wsmw.CloseStatus(err) != wsmw.StatusMessageTooBig {
@@ -355,7 +294,7 @@ func TestStreamsCaddyIdle(t *testing.T) {
 	ctx := context.Background()
 	for _, s := range []*streamtest.Server{h2, h3} {
 		t.Run(s.Proto, func(t *testing.T) {
-			c := dialStream(t, s, "/ws", nil)
+			c := testkit.DialStream(t, s, "/ws", nil)
 			uc := up.Next(t)
 			time.Sleep(700 * time.Millisecond) // quiet for over three idle timeouts
 			c.Write(ctx, wsmw.MessageText, []byte("still here"))
@@ -380,21 +319,7 @@ func TestConformanceStreams(t *testing.T) {
 			cfg := &wsmw.ServerConfig{MaxFrameSize: frameLimit, MaxMessageSize: frameLimit, CloseTimeout: 2 * time.Second}
 			echo := streamtest.Start(t, proto, wsmw.Middleware(testkit.EchoHandler, cfg)(http.NotFoundHandler()))
 
-			up := startLenient(t)
-			p, err := proxy.New(proxy.Config{
-				Upstreams:      []string{up.URL},
-				MaxFrameSize:   frameLimit,
-				MaxMessageSize: frameLimit,
-				CloseTimeout:   2 * time.Second,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				p.Shutdown(ctx)
-			})
+			p, up := conformanceProxy(t)
 			front := streamtest.Start(t, proto, p.Middleware(http.NotFoundHandler()))
 			for _, tg := range []target{
 				{name: "wsmw", dial: confStreamDial(echo)},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
@@ -805,4 +806,41 @@ func trickleToClient(t *testing.T, cfg Config, size, pieces int, gap time.Durati
 	wantClose(t, "client", readErr(c, 3*time.Second), 1000, "")
 	wantRawClose(t, "upstream", testkit.Recv(t, upEnd, 3*time.Second, "upstream end"), nil, 1000, "")
 	e.wantEnd(1000, "client")
+}
+
+// TestSessionEchoThroughGorilla: gorilla on both sides, a subprotocol
+// negotiated end to end, messages from empty to 2 MiB and a client close.
+func TestSessionEchoThroughGorilla(t *testing.T) {
+	up := httptest.NewServer(testkit.GorillaEchoHandler(websocket.Upgrader{Subprotocols: []string{"chat"}}, nil))
+	defer up.Close()
+	p, err := New(Config{Upstreams: []string{up.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(p)
+	defer front.Close()
+	d := websocket.Dialer{Subprotocols: []string{"chat"}}
+	c, _, err := d.Dial(testkit.WSURL(front.URL), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subprotocol() != "chat" {
+		t.Fatalf("subprotocol %q", c.Subprotocol())
+	}
+	for _, n := range []int{0, 5, 126, 70000, 2 << 20} {
+		msg := []byte(strings.Repeat("a", n))
+		c.WriteMessage(websocket.BinaryMessage, msg)
+		_, got, err := c.ReadMessage()
+		if err != nil || len(got) != n {
+			t.Fatalf("n=%d got %d %v", n, len(got), err)
+		}
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4005, "bye"))
+	_, _, err = c.ReadMessage()
+	if !websocket.IsCloseError(err, 4005) {
+		t.Fatalf("got %v", err)
+	}
+	if !idle(p, 2*time.Second) {
+		t.Fatal("session not ended")
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/internal/streamtest"
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -116,28 +117,6 @@ func startFront(t *testing.T, proto string, u *streamUpstream, cfg Config) *fron
 		p.Shutdown(ctx)
 	})
 	return f
-}
-
-// dial opens a WebSocket to path through the front, over its protocol.
-func (f *front) dial(t *testing.T, path string, cfg *wsmw.DialConfig) *wsmw.Conn {
-	t.Helper()
-	var dc wsmw.DialConfig
-	if cfg != nil {
-		dc = *cfg
-	}
-	if f.HTTP2 != nil {
-		dc.HTTP2 = f.HTTP2
-	} else {
-		dc.HTTP3 = f.HTTP3
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, resp, err := wsmw.Dial(ctx, f.URL+path, &dc)
-	if err != nil {
-		t.Fatalf("dial over %s: %v (%v)", f.Proto, err, resp)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	return c
 }
 
 // waitServed waits until the proxy's ServeHTTP for a stream has returned.
@@ -239,4 +218,21 @@ func startDeflateEcho(t *testing.T) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+// startEchoedSession opens a session on a stream over proto through a proxy
+// with the default Config, and checks that one message comes back from the
+// upstream: the session is up on both legs when it returns.
+func startEchoedSession(t *testing.T, proto string) (*streamUpstream, *front, *wsmw.Conn) {
+	t.Helper()
+	u := startStreamUpstream(t)
+	f := startFront(t, proto, u, Config{})
+	c := testkit.DialStream(t, f.Server, "/", nil)
+	if err := c.Write(context.Background(), wsmw.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := c.Read(context.Background(), nil); err != nil || string(p) != "hi" {
+		t.Fatalf("echo %q %v, want hi", p, err)
+	}
+	return u, f, c
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/wsgate/wsgate/internal/streamtest"
+	"github.com/wsgate/wsgate/internal/testkit"
 	"github.com/wsgate/wsgate/wsmw"
 )
 
@@ -39,7 +40,7 @@ func TestStreamClientLegEcho(t *testing.T) {
 				return Verdict{}
 			})},
 		})
-		c := f.dial(t, "/chat?room=1", nil)
+		c := testkit.DialStream(t, f.Server, "/chat?room=1", nil)
 		ctx := context.Background()
 		for _, n := range []int{0, 125, 126, 65535, 65536, 1 << 20} {
 			for _, typ := range []wsmw.MessageType{wsmw.MessageText, wsmw.MessageBinary} {
@@ -202,11 +203,7 @@ func TestStreamClientLegCloses(t *testing.T) {
 // gets 1001 and ServeHTTP returns.
 func TestStreamClientLegGoesAway(t *testing.T) {
 	forEachProto(t, func(t *testing.T, proto string) {
-		u := startStreamUpstream(t)
-		f := startFront(t, proto, u, Config{})
-		c := f.dial(t, "/", nil)
-		c.Write(context.Background(), wsmw.MessageText, []byte("hi"))
-		c.Read(context.Background(), nil)
+		u, f, c := startEchoedSession(t, proto)
 		c.CloseNow()
 		if code, reason := u.end(t); code != int(wsmw.StatusGoingAway) || reason != "client went away" {
 			t.Errorf("upstream got %d %q, want 1001 client went away", code, reason)
@@ -221,7 +218,7 @@ func TestStreamClientLegKeepalive(t *testing.T) {
 	forEachProto(t, func(t *testing.T, proto string) {
 		u := startStreamUpstream(t)
 		f := startFront(t, proto, u, Config{PingInterval: 200 * time.Millisecond, PingTimeout: 150 * time.Millisecond})
-		c := f.dial(t, "/", nil)
+		c := testkit.DialStream(t, f.Server, "/", nil)
 		var pings atomic.Int64
 		c.SetPingHandler(func(p []byte) error {
 			pings.Add(1)
@@ -249,11 +246,7 @@ func TestStreamClientLegKeepalive(t *testing.T) {
 // 1012; its ServeHTTP returns.
 func TestStreamClientLegShutdown(t *testing.T) {
 	forEachProto(t, func(t *testing.T, proto string) {
-		u := startStreamUpstream(t)
-		f := startFront(t, proto, u, Config{})
-		c := f.dial(t, "/", nil)
-		c.Write(context.Background(), wsmw.MessageText, []byte("hi"))
-		c.Read(context.Background(), nil)
+		_, f, c := startEchoedSession(t, proto)
 		read := make(chan error, 1)
 		go func() {
 			_, _, err := c.Read(context.Background(), nil)
@@ -277,7 +270,7 @@ func TestStreamClientLegCompression(t *testing.T) {
 	forEachProto(t, func(t *testing.T, proto string) {
 		ws := startDeflateEcho(t)
 		f := startFront(t, proto, nil, Config{Upstreams: []string{ws}, Compression: CompressionPassthrough})
-		c := f.dial(t, "/", &wsmw.DialConfig{Compression: &wsmw.CompressionOptions{Threshold: 1}})
+		c := testkit.DialStream(t, f.Server, "/", &wsmw.DialConfig{Compression: &wsmw.CompressionOptions{Threshold: 1}})
 		if _, ok := c.Compression(); !ok {
 			t.Fatalf("not negotiated: %q", c.Extensions())
 		}

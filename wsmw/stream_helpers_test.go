@@ -43,11 +43,7 @@ func (s *streamServer) dialErr(path string, cfg *DialConfig) (*Conn, *http.Respo
 	if cfg != nil {
 		dc = *cfg
 	}
-	if s.HTTP2 != nil {
-		dc.HTTP2 = s.HTTP2
-	} else {
-		dc.HTTP3 = s.HTTP3
-	}
+	dc.HTTP2, dc.HTTP3 = s.Transports()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return Dial(ctx, s.URL+path, &dc)

@@ -255,41 +255,20 @@ func TestStreamCloses(t *testing.T) {
 			name:    "message over the limit",
 			cfg:     ServerConfig{MaxMessageSize: 1024},
 			handler: func(c *Conn) { echoHandler(c, nil) },
-			client: func(t *testing.T, rs *rawStream) StatusCode {
-				rs.write(t, rawFrame(true, 0, OpBinary, true, make([]byte, 2048)))
-				if got := rs.readClose(t); got != StatusMessageTooBig {
-					t.Errorf("close %v, want 1009", got)
-				}
-				rs.write(t, clientFrame(OpClose, closeBody(1009, "")))
-				return 0
-			},
-			end: streamtest.EndStream,
+			client:  violation(rawFrame(true, 0, OpBinary, true, make([]byte, 2048)), StatusMessageTooBig),
+			end:     streamtest.EndStream,
 		},
 		{
 			name:    "invalid UTF-8",
 			handler: func(c *Conn) { echoHandler(c, nil) },
-			client: func(t *testing.T, rs *rawStream) StatusCode {
-				rs.write(t, clientFrame(OpText, "ok \xff"))
-				if got := rs.readClose(t); got != StatusInvalidPayload {
-					t.Errorf("close %v, want 1007", got)
-				}
-				rs.write(t, clientFrame(OpClose, closeBody(1007, "")))
-				return 0
-			},
-			end: streamtest.EndStream,
+			client:  violation(clientFrame(OpText, "ok \xff"), StatusInvalidPayload),
+			end:     streamtest.EndStream,
 		},
 		{
 			name:    "unmasked frame",
 			handler: func(c *Conn) { echoHandler(c, nil) },
-			client: func(t *testing.T, rs *rawStream) StatusCode {
-				rs.write(t, rawFrame(true, 0, OpText, false, []byte("bare")))
-				if got := rs.readClose(t); got != StatusProtocolError {
-					t.Errorf("close %v, want 1002", got)
-				}
-				rs.write(t, clientFrame(OpClose, closeBody(1002, "")))
-				return 0
-			},
-			end: streamtest.EndStream,
+			client:  violation(rawFrame(true, 0, OpText, false, []byte("bare")), StatusProtocolError),
+			end:     streamtest.EndStream,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -499,4 +478,17 @@ func TestStreamIdleHoldsNoReadBuffer(t *testing.T) {
 		testHookWait.Store(nil)
 		c.Close(StatusNormalClosure, "")
 	})
+}
+
+// violation is a client that sends frame, expects the server to fail the
+// connection with want and answers its close.
+func violation(frame []byte, want StatusCode) func(t *testing.T, rs *rawStream) StatusCode {
+	return func(t *testing.T, rs *rawStream) StatusCode {
+		rs.write(t, frame)
+		if got := rs.readClose(t); got != want {
+			t.Errorf("close %v, want %v", got, want)
+		}
+		rs.write(t, clientFrame(OpClose, closeBody(int(want), "")))
+		return 0
+	}
 }

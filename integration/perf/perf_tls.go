@@ -1,21 +1,14 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/internal/selfsigned"
 )
 
 // serverCert is the self-signed certificate every variant's client leg
@@ -29,38 +22,15 @@ type serverCert struct {
 // newServerCert makes an ECDSA P-256 certificate for 127.0.0.1 and localhost,
 // valid for a day, and writes it as PEM into dir.
 func newServerCert(dir string) (*serverCert, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := selfsigned.New("wsgate perf")
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "wsgate perf"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("creating the certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
+	sc := &serverCert{cert: c.TLS, certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
+	if err := os.WriteFile(sc.certFile, c.CertPEM, 0o644); err != nil {
 		return nil, err
 	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	sc := &serverCert{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
-	if sc.cert, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(sc.certFile, certPEM, 0o644); err != nil {
-		return nil, err
-	}
-	return sc, os.WriteFile(sc.keyFile, keyPEM, 0o600)
+	return sc, os.WriteFile(sc.keyFile, c.KeyPEM, 0o600)
 }
 
 // tlsSummary describes the TLS session of c ("" if c is plain): version,

@@ -9,16 +9,11 @@ package streamtest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +27,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/net/http2"
 
+	"github.com/wsgate/wsgate/internal/selfsigned"
 	"github.com/wsgate/wsgate/internal/xconnect"
 )
 
@@ -148,6 +144,16 @@ func (s *Server) RoundTripper() http.RoundTripper {
 		return s.HTTP3
 	}
 	return s.HTTP2
+}
+
+// Transports returns the transport to s in the place wsmw.DialConfig's HTTP2
+// and HTTP3 fields want it, the other one a nil interface (a nil
+// *http2.Transport in an interface is not).
+func (s *Server) Transports() (h2, h3 http.RoundTripper) {
+	if s.HTTP3 != nil {
+		return nil, s.HTTP3
+	}
+	return s.HTTP2, nil
 }
 
 // Get sends a plain GET for path, and reads and closes the response body.
@@ -331,29 +337,9 @@ func IsReset(err error) bool {
 // SelfSigned returns a certificate for 127.0.0.1 and localhost, and a pool that trusts it.
 func SelfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := selfsigned.New("wsgate test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "wsgate test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"localhost"},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	return c.TLS, c.Pool
 }
