@@ -176,6 +176,9 @@ func checkInnocent(t *testing.T, offender string, o offence) {
 	wantRawClose(t, "innocent "+otherSide(offender), innocent.close, innocent.err, code, reason)
 	if d := innocent.closeAt.Sub(t0); innocent.close != nil && d > o.after+hearsWithin {
 		t.Errorf("innocent %s heard after %v, want within %v (CloseTimeout %v)", otherSide(offender), d, o.after+hearsWithin, innocentCloseTimeout)
+	} else if innocent.close != nil {
+		t.Logf("%s by the %s: the innocent %s heard %v after it (CloseTimeout %v)",
+			o.name, offender, otherSide(offender), d.Round(10*time.Microsecond), innocentCloseTimeout)
 	}
 	if !innocent.ended || innocent.endAt.Sub(innocent.closeAt) > time.Second {
 		t.Errorf("innocent %s: connection ended %v (%v after its close), want within 1s of it", otherSide(offender), innocent.ended, innocent.endAt.Sub(innocent.closeAt))
