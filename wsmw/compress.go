@@ -344,7 +344,7 @@ func (c *Conn) inflate(dst, compressed []byte) ([]byte, error) {
 	if err := c.lockRead(); err != nil {
 		return dst, err
 	}
-	defer c.rd.mu.Unlock()
+	defer c.unlockRead()
 	f := s.begin(nil, compressed, c.maxMessage, false)
 	defer s.end(f)
 	return f.appendTo(dst)

@@ -40,7 +40,8 @@ type Conn struct {
 	maxMessage   int64
 	closeTimeout time.Duration
 
-	rd reader
+	rd     reader
+	readDL atomic.Int64 // the read deadline set with SetReadDeadline, in unix nanoseconds; 0 if none
 
 	// Write side.
 	wmu      sync.Mutex // held while one frame is written
@@ -118,6 +119,11 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	if c.rd.tls != nil {
 		return c.rd.tls.setDeadline(c.nc, t)
 	}
+	var ns int64
+	if !t.IsZero() {
+		ns = max(t.UnixNano(), 1)
+	}
+	c.readDL.Store(ns)
 	return c.nc.SetReadDeadline(t)
 }
 

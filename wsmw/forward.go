@@ -78,7 +78,7 @@ func (c *Conn) forwardFrame(h Header, src *Conn, progress func()) error {
 		}
 	}
 	c.wmu.Unlock()
-	src.rd.mu.Unlock()
+	src.unlockRead()
 	return err
 }
 
@@ -109,11 +109,11 @@ func (c *Conn) startFrame(h Header, src *Conn, progress func()) (*frameCopy, err
 		return nil, incompleteFrame(err)
 	}
 	if err := c.checkForward(&h, r); err != nil {
-		r.mu.Unlock()
+		src.unlockRead()
 		return nil, err
 	}
 	if err := c.lockWriteBatch(h.OpCode); err != nil {
-		r.mu.Unlock()
+		src.unlockRead()
 		return nil, err
 	}
 	if c.client {
@@ -127,7 +127,7 @@ func (c *Conn) startFrame(h Header, src *Conn, progress func()) (*frameCopy, err
 	if batchSize-b.n < MaxHeaderSize {
 		if err := c.writeBatch(); err != nil {
 			c.wmu.Unlock()
-			r.mu.Unlock()
+			src.unlockRead()
 			return nil, err
 		}
 	}
@@ -330,7 +330,7 @@ func (c *Conn) frameReady() bool {
 	if c.lockRead() != nil {
 		return true
 	}
-	defer r.mu.Unlock()
+	defer c.unlockRead()
 	if r.err != nil {
 		return true
 	}
@@ -357,7 +357,7 @@ func (c *Conn) idle() bool {
 	if c.lockRead() != nil {
 		return false
 	}
-	defer c.rd.mu.Unlock()
+	defer c.unlockRead()
 	r := &c.rd
 	switch {
 	case r.err != nil || r.buffered() > 0 || r.remaining > 0:

@@ -37,7 +37,7 @@ func (c *Conn) appendMessage(dst []byte) (OpCode, []byte, error) {
 	if err := c.lockRead(); err != nil {
 		return 0, dst, err
 	}
-	defer c.rd.mu.Unlock()
+	defer c.unlockRead()
 	r := &c.rd
 	if r.inMessage || r.remaining > 0 {
 		// A message read frame by frame was left unfinished: drop it.

@@ -34,9 +34,12 @@ type reader struct {
 	bp   *[readBufSize]byte // pooled buffer, nil while idle
 	r, w int                // unread bytes are bp[r:w]
 
-	rawFn  func(fd uintptr) bool // readiness read for syscall.RawConn (see read_unix.go)
-	rawErr error
-	fwd    *batch // the batch a forwardFrame read goes into (rawForwardRead in read_unix.go)
+	rawFn      func(fd uintptr) bool // readiness read for syscall.RawConn (see read_unix.go)
+	rawErr     error
+	pendErr    error      // a read error a burst met, for the next read to return (burst_unix.go)
+	bst        burstState // the burst in progress, if any
+	burstSlept bool       // the last burst ended by its wait's bound: none begins until a frame is read
+	fwd        *batch     // the batch a forwardFrame read goes into (rawForwardRead in read_unix.go)
 
 	quiet bool                // no RawConn, but reads wait in head rather than in a pooled buffer (stream.go)
 	tls   *tlsIdle            // a TLS connection's waiting on the socket below (tlsidle.go); nil otherwise
@@ -171,7 +174,7 @@ func (c *Conn) nextFrame() (Header, error) {
 	if err := c.lockRead(); err != nil {
 		return Header{}, err
 	}
-	defer c.rd.mu.Unlock()
+	defer c.unlockRead()
 	return c.rd.nextFrame()
 }
 
@@ -180,19 +183,32 @@ func (c *Conn) readPayload(p []byte) (int, error) {
 	if err := c.lockRead(); err != nil {
 		return 0, err
 	}
-	defer c.rd.mu.Unlock()
+	defer c.unlockRead()
 	return c.rd.readPayload(p)
 }
 
 // lockRead takes the read lock, or returns the error of a failed connection
 // without waiting for it: the lock is held while the failure's close handshake
 // goes on in the background (see fail).
+//
+// Inside a burst (see burst.go) the burst holds the lock for the frames it
+// hands to its step, which read them on the same goroutine: there lockRead
+// and unlockRead leave the lock alone.
 func (c *Conn) lockRead() error {
 	if fe := c.failed.Load(); fe != nil {
 		return fe
 	}
-	c.rd.mu.Lock()
+	if !c.rd.bst.on {
+		c.rd.mu.Lock()
+	}
 	return nil
+}
+
+// unlockRead releases what lockRead took.
+func (c *Conn) unlockRead() {
+	if !c.rd.bst.on {
+		c.rd.mu.Unlock()
+	}
 }
 
 // payloadReader is the payload reader NextFrame returns; being one pointer
@@ -233,6 +249,7 @@ func (r *reader) nextFrame() (Header, error) {
 	r.hdr = h
 	r.remaining = h.Length
 	r.maskPos = 0
+	r.burstSlept = false
 
 	if h.OpCode.IsControl() {
 		return h, r.readControl()

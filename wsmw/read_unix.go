@@ -32,6 +32,10 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 
 // rawFill waits until the socket is readable and reads into a freshly pooled buffer.
 func (r *reader) rawFill() error {
+	if err := r.pendErr; err != nil {
+		r.pendErr = nil
+		return err
+	}
 	for {
 		r.rawErr = nil
 		if err := r.c.rc.Read(r.rawFn); err != nil {
@@ -62,6 +66,9 @@ var errNoReadBuf = errors.New("wsmw: no pooled read buffer")
 func (r *reader) rawRead(fd uintptr) bool {
 	if r.fwd != nil {
 		return r.forwardReadFd(fd)
+	}
+	if r.bst.on {
+		return r.burstRead(fd)
 	}
 	bp, _ := readBufPool.Get().(*[readBufSize]byte)
 	if bp == nil {

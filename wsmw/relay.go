@@ -18,6 +18,13 @@ func (*relayOps) Forward(dst, src *Conn, h Header, splice bool, progress func())
 	return dst.forward(h, src, splice, progress)
 }
 
+func (*relayOps) Burst(c *Conn, b interface {
+	Step() bool
+	BeforeWait() bool
+}) bool {
+	return c.burst(b)
+}
+
 func (*relayOps) Flush(c *Conn) error               { return c.flush() }
 func (*relayOps) FrameReady(c *Conn) bool           { return c.frameReady() }
 func (*relayOps) Idle(c *Conn) bool                 { return c.idle() }

@@ -38,7 +38,7 @@ func (c *Conn) spliceFrame(h Header, src *Conn, progress func()) (bool, error) {
 	if err := src.lockRead(); err != nil {
 		return true, fmt.Errorf("%w: %w", ErrIncompleteFrame, err)
 	}
-	defer r.mu.Unlock()
+	defer src.unlockRead()
 	if r.err != nil {
 		return true, fmt.Errorf("%w: %w", ErrIncompleteFrame, r.err)
 	}

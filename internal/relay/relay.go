@@ -16,6 +16,10 @@ import (
 // Ops is what wsmw implements for this package (see the functions below).
 type Ops interface {
 	Forward(dst, src *wsmw.Conn, h wsmw.Header, splice bool, progress func()) error
+	Burst(c *wsmw.Conn, b interface {
+		Step() bool
+		BeforeWait() bool
+	}) bool
 	Flush(c *wsmw.Conn) error
 	FrameReady(c *wsmw.Conn) bool
 	Idle(c *wsmw.Conn) bool
@@ -59,6 +63,26 @@ var ops = hook.Relay.(Ops)
 func Forward(dst, src *wsmw.Conn, h wsmw.Header, splice bool, progress func()) error {
 	return ops.Forward(dst, src, h, splice, progress)
 }
+
+// Burster is what Burst hands a connection's frames to.
+type Burster interface {
+	// Step reads and handles the connection's next frame (NextFrame, then
+	// its payload), which is all buffered; false ends the burst.
+	Step() bool
+	// BeforeWait runs when the burst begins and before each wait for the
+	// network (the place to Flush what Forward gathered); false ends the burst.
+	BeforeWait() bool
+}
+
+// Burst hands c's frames to b as they arrive, as long as each arrives whole
+// and is not a close, and waits for the network between them without the
+// extra read that finds a socket empty before each wait. It applies to plain
+// TCP and Unix sockets with nothing buffered (it returns false at once
+// otherwise). It returns when b ends it, or at the first frame that needs
+// more than the bytes already read, a close, an error or the end of the
+// stream, all of which c's next read returns as usual. It reports whether
+// b.Step ended it.
+func Burst(c *wsmw.Conn, b Burster) bool { return ops.Burst(c, b) }
 
 // Flush writes the frames Forward gathered on c and not written yet.
 func Flush(c *wsmw.Conn) error { return ops.Flush(c) }

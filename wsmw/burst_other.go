@@ -1,0 +1,5 @@
+//go:build !unix
+
+package wsmw
+
+func (c *Conn) burst(burster) bool { return false }
