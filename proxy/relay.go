@@ -31,6 +31,9 @@ type relayer struct {
 	closed bool      // a close went to src or dst: data is no longer forwarded
 	asm    assembly  // the current message, when it is reassembled
 	trim   stackTrim // when the relayer moves to a fresh goroutine
+
+	waitMark uintptr // where BeforeWait's frame lies in the current burst (see BeforeWait)
+	grown    bool    // the burst ended because the stack grew
 }
 
 // msgMode is what the relayer does with the frames of the current message.
@@ -69,7 +72,9 @@ func (r *relayer) loop() {
 // run forwards frames until src's close arrives or src fails. Before it waits
 // for src, it writes what relay.Forward gathered for dst; and if the
 // goroutine's stack has grown since run began, it may hand the relayer over to
-// a fresh goroutine (stackTrim) and report true.
+// a fresh goroutine (stackTrim) and report true. Frames that arrive whole on
+// a socket are handled inside relay.Burst, which waits for the next ones
+// without an extra read.
 func (r *relayer) run() (handedOff bool) {
 	var mark byte // its address changes when the stack is copied to a larger one
 	base := uintptr(unsafe.Pointer(&mark))
@@ -80,28 +85,60 @@ func (r *relayer) run() (handedOff bool) {
 				go r.loop()
 				return true
 			}
+			r.waitMark, r.grown = 0, false
+			if relay.Burst(r.src.conn, r) {
+				return false
+			}
+			if r.grown {
+				continue // to hand off before waiting
+			}
 		}
-		h, payload, err := r.src.conn.NextFrame()
-		r.trim.woke()
-		if err != nil {
-			r.s.readFailed(r.src, r.dst, err)
-			return false
-		}
-		r.src.frames.Add(1)
-		r.src.payload = payload
-		if r.src == &r.s.up && r.s.drainUntil.Load() != 0 {
-			r.s.extendDrain() // a drained upstream still sending is alive
-		}
-		switch {
-		case h.OpCode == wsmw.OpClose:
-			r.s.closeReceived(r.src, r.dst)
-			return false
-		case h.OpCode.IsControl():
-			r.control(h)
-		case !r.data(h):
+		if !r.Step() {
 			return false
 		}
 	}
+}
+
+// Step reads and handles src's next frame; it reports false when the reading
+// of src is over. It is also relay.Burster's Step.
+func (r *relayer) Step() bool {
+	h, payload, err := r.src.conn.NextFrame()
+	r.trim.woke()
+	if err != nil {
+		r.s.readFailed(r.src, r.dst, err)
+		return false
+	}
+	r.src.frames.Add(1)
+	r.src.payload = payload
+	if r.src == &r.s.up && r.s.drainUntil.Load() != 0 {
+		r.s.extendDrain() // a drained upstream still sending is alive
+	}
+	switch {
+	case h.OpCode == wsmw.OpClose:
+		r.s.closeReceived(r.src, r.dst)
+		return false
+	case h.OpCode.IsControl():
+		r.control(h)
+		return true
+	default:
+		return r.data(h)
+	}
+}
+
+// BeforeWait is relay.Burster's: before the burst waits for src, it writes
+// what was gathered for dst. It ends the burst when that write failed, and
+// when the goroutine's stack has grown since the burst began (the address of
+// a local variable of a frame at the same depth has moved), so that run can
+// hand the relayer to a fresh goroutine before it waits.
+func (r *relayer) BeforeWait() bool {
+	var mark byte
+	at := uintptr(unsafe.Pointer(&mark))
+	if r.waitMark == 0 {
+		r.waitMark = at
+	}
+	r.flush()
+	r.grown = at != r.waitMark
+	return !r.closed && !r.grown
 }
 
 // control forwards a ping or pong, except the answers to the proxy's own keepalive pings.
