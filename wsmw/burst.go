@@ -13,4 +13,9 @@ type burstState struct {
 	started   bool // b.BeforeWait has run once, where the burst began
 	drained   bool // the last read emptied the socket: the next step is a wait
 	stepEnded bool // b.Step returned false
+
+	// quietAt is when (in milliseconds, wrapping) the last burst ended by
+	// its wait's bound, or the last frame after it came, while the frames
+	// come further apart than burstWindow; 0 otherwise. It outlives bursts.
+	quietAt uint32
 }

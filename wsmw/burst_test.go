@@ -271,3 +271,30 @@ func TestBurstKeepsTheReadDeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestBurstSparseFrames: once a burst's wait has ended by its bound, no burst
+// begins while frames come further apart than burstWindow (each would end
+// the same way, a wake-up for nothing); one begins again as soon as two come
+// closer together.
+func TestBurstSparseFrames(t *testing.T) {
+	c, raw := tcpPair(t, false, connConfig{})
+	start := time.Now()
+	c.burst(&burstRecorder{c: c})
+	if d := time.Since(start); d < burstWindow-10*time.Millisecond {
+		t.Fatalf("the silent burst ended after %v, before its bound", d)
+	}
+	time.Sleep(burstWindow + burstWindow/2)
+	b := &burstRecorder{c: c}
+	if c.burst(b) || b.waits != 0 {
+		t.Fatalf("a burst began %v after the last one ended by its bound (%d waits)", burstWindow+burstWindow/2, b.waits)
+	}
+	b.onWait = func() {
+		if b.waits == 2 {
+			raw.Write(clientFrame(OpText, "soon"))
+		}
+	}
+	b.stepStop = 1
+	if !c.burst(b) || len(b.frames) != 1 {
+		t.Fatalf("a burst right after the last attempt: Step not ended by the frame (frames %q, %d waits)", b.frames, b.waits)
+	}
+}

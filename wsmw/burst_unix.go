@@ -42,11 +42,12 @@ func (c *Conn) burst(b burster) (stepEnded bool) {
 	if r.err != nil || r.remaining > 0 || r.buffered() > 0 || r.pendErr != nil {
 		return false
 	}
-	if r.burstSlept {
-		return false // until a frame has come the usual way (see burstWindow)
+	now := time.Now()
+	if r.sparse(now) {
+		return false
 	}
 	r.release()
-	soft := c.boundWait(time.Now().Add(burstWindow))
+	soft := c.boundWait(now.Add(burstWindow))
 	r.bst = burstState{b: b, on: true}
 	// An error of the wait itself (a deadline, the socket closed) is left
 	// for the next read to meet, as the state of the socket then says.
@@ -55,9 +56,30 @@ func (c *Conn) burst(b burster) (stepEnded bool) {
 	r.bst = burstState{}
 	if soft {
 		c.unboundWait()
-		r.burstSlept = errors.Is(err, os.ErrDeadlineExceeded)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			r.bst.quietAt = max(uint32(time.Now().UnixMilli()), 1)
+		}
 	}
 	return stepEnded
+}
+
+// sparse reports whether frames come too far apart for a burst to pay: its
+// wait would end by its bound (a wake-up and two deadline changes) before
+// the next frame came. After a burst ended that way, a burst begins again
+// only when a frame came within burstWindow of the previous one (or of that
+// end); until then each frame is read the usual way.
+func (r *reader) sparse(now time.Time) bool {
+	q := r.bst.quietAt
+	if q == 0 {
+		return false
+	}
+	ms := max(uint32(now.UnixMilli()), 1)
+	if time.Duration(ms-q)*time.Millisecond >= burstWindow {
+		r.bst.quietAt = ms
+		return true
+	}
+	r.bst.quietAt = 0
+	return false
 }
 
 // burstWindow bounds each wait of a burst. A read that returns less than the
@@ -66,7 +88,8 @@ func (c *Conn) burst(b burster) (stepEnded bool) {
 // find the end. So a burst's waits end after burstWindow of silence: the
 // burst then ends, and the next read, the usual way, finds the end if there
 // is one or waits without a deadline. A busy connection begins a burst every
-// burstWindow at most; an idle one waits the usual way.
+// burstWindow at most; an idle one waits the usual way, and so does one whose
+// frames come further apart than burstWindow (see sparse).
 const burstWindow = 100 * time.Millisecond
 
 // boundWait sets the socket's read deadline to soft unless the deadline set

@@ -34,12 +34,11 @@ type reader struct {
 	bp   *[readBufSize]byte // pooled buffer, nil while idle
 	r, w int                // unread bytes are bp[r:w]
 
-	rawFn      func(fd uintptr) bool // readiness read for syscall.RawConn (see read_unix.go)
-	rawErr     error
-	pendErr    error      // a read error a burst met, for the next read to return (burst_unix.go)
-	bst        burstState // the burst in progress, if any
-	burstSlept bool       // the last burst ended by its wait's bound: none begins until a frame is read
-	fwd        *batch     // the batch a forwardFrame read goes into (rawForwardRead in read_unix.go)
+	rawFn   func(fd uintptr) bool // readiness read for syscall.RawConn (see read_unix.go)
+	rawErr  error
+	pendErr error      // a read error a burst met, for the next read to return (burst_unix.go)
+	bst     burstState // the burst in progress, if any
+	fwd     *batch     // the batch a forwardFrame read goes into (rawForwardRead in read_unix.go)
 
 	quiet bool                // no RawConn, but reads wait in head rather than in a pooled buffer (stream.go)
 	tls   *tlsIdle            // a TLS connection's waiting on the socket below (tlsidle.go); nil otherwise
@@ -249,7 +248,6 @@ func (r *reader) nextFrame() (Header, error) {
 	r.hdr = h
 	r.remaining = h.Length
 	r.maskPos = 0
-	r.burstSlept = false
 
 	if h.OpCode.IsControl() {
 		return h, r.readControl()
