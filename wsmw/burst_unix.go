@@ -169,25 +169,7 @@ func (r *reader) burstRead(fd uintptr) bool {
 // waits); it returns 0 and no error at the end of the stream, which the next
 // read finds again.
 func (r *reader) burstFill(fd uintptr) (int, error) {
-	bp := getReadBuf()
-	for {
-		n, err := syscall.Read(int(fd), bp[:])
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			readBufPool.Put(bp)
-			return 0, err
-		case err != nil:
-			readBufPool.Put(bp)
-			return 0, os.NewSyscallError("read", err)
-		case n == 0:
-			readBufPool.Put(bp)
-			return 0, nil
-		}
-		r.bp, r.r, r.w = bp, 0, n
-		return n, nil
-	}
+	return r.readSocket(fd, getReadBuf())
 }
 
 // wholeFrame reports whether the next frame is buffered with all its payload

@@ -75,23 +75,35 @@ func (r *reader) rawRead(fd uintptr) bool {
 		r.rawErr = errNoReadBuf
 		return true
 	}
+	switch _, err := r.readSocket(fd, bp); err {
+	case syscall.EAGAIN:
+		return false
+	case nil:
+	default:
+		r.rawErr = err
+	}
+	return true
+}
+
+// readSocket reads from fd into bp, which becomes the reader's buffer when
+// bytes came and goes back to the pool otherwise. It returns syscall.EAGAIN
+// as it is, other errors as *os.SyscallError, and 0 and no error at the end
+// of the stream.
+func (r *reader) readSocket(fd uintptr, bp *[readBufSize]byte) (int, error) {
 	for {
 		n, err := syscall.Read(int(fd), bp[:])
-		switch {
-		case err == syscall.EINTR:
+		if err == syscall.EINTR {
 			continue
-		case err == syscall.EAGAIN:
-			readBufPool.Put(bp)
-			return false
-		case err != nil:
-			readBufPool.Put(bp)
-			r.rawErr = os.NewSyscallError("read", err)
-		case n == 0:
-			readBufPool.Put(bp)
-		default:
-			r.bp, r.r, r.w = bp, 0, n
 		}
-		return true
+		if err != nil || n <= 0 {
+			readBufPool.Put(bp)
+			if err != nil && err != syscall.EAGAIN {
+				err = os.NewSyscallError("read", err)
+			}
+			return 0, err
+		}
+		r.bp, r.r, r.w = bp, 0, n
+		return n, nil
 	}
 }
 
