@@ -129,12 +129,14 @@ func (r *relayer) Step() bool {
 // what was gathered for dst. It ends the burst when that write failed, and
 // when the goroutine's stack has grown since the burst began (the address of
 // a local variable of a frame at the same depth has moved), so that run can
-// hand the relayer to a fresh goroutine before it waits.
+// hand the relayer to a fresh goroutine before it waits. Its first call, as
+// the burst begins, only marks that depth: run has just flushed.
 func (r *relayer) BeforeWait() bool {
 	var mark byte
 	at := uintptr(unsafe.Pointer(&mark))
 	if r.waitMark == 0 {
 		r.waitMark = at
+		return !r.closed
 	}
 	r.flush()
 	r.grown = at != r.waitMark
